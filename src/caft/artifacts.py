@@ -1,0 +1,79 @@
+"""Atomic artifact writes and provenance records.
+
+Every artifact is written to a temporary sibling and renamed into place, so an interrupted job never
+leaves a file that looks complete (Snakemake would otherwise treat it as up to date).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+TRACKED_PACKAGES = ("caft-workflow", "torch", "transformers", "sae-lens", "datasets", "pandas", "pyarrow")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's directory; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path, metadata_: dict[str, Any] | None = None) -> None:
+    """Write ``frame`` atomically; ``metadata_`` is stored as JSON under the parquet key ``caft``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata_ is not None:
+        existing = table.schema.metadata or {}
+        table = table.replace_schema_metadata({**existing, b"caft": json.dumps(metadata_, sort_keys=True)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet_metadata(path: str | Path) -> dict[str, Any]:
+    """Return the provenance stored by :func:`write_parquet` (empty dict if none)."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(b"caft")
+    return json.loads(raw) if raw else {}
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour shapes the artifacts."""
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def provenance(stage: str, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The provenance record every artifact carries: stage, its config section, versions."""
+    return {"stage": stage, "config": config, "versions": package_versions(), **extra}

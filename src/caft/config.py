@@ -1,0 +1,83 @@
+"""Config checks with messages that name the offending key, before Snakemake's own ``validate()``.
+
+The JSON schema (``config/schema.yaml``) covers types and unknown keys; :func:`check_references`
+covers what a schema cannot: names that must refer to configured sources, one table kind per source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from caft.errors import ConfigError
+
+SOURCE_KEYS = {
+    "builtin": {"from", "generator", "rows", "seed"},
+    "local": {"from", "path", "file"},
+    "huggingface": {"from", "dataset", "config_name", "split", "revision"},
+}
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def check_schema(config: dict[str, Any], schema: dict[str, Any], origin: str = "config") -> None:
+    """Raise :class:`ConfigError` for the first schema violation, naming its dotted key path."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return
+    key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        raise ConfigError(f"{origin}: {error.message} at key '{key}'")
+    raise ConfigError(f"{origin}: key '{key}': {error.message}")
+
+
+def check_references(config: dict[str, Any], origin: str = "config") -> dict[str, str]:
+    """Check cross-references between sections; return each used source's table kind."""
+    sources = config["sources"]
+    for name, spec in sources.items():
+        extra = set(spec) - SOURCE_KEYS[spec["from"]]
+        if extra:
+            raise ConfigError(f"{origin}: key(s) {sorted(extra)} of sources.{name} do not apply to from: {spec['from']}")
+    kinds: dict[str, str] = {}
+
+    def use(source: str, kind: str, where: str) -> None:
+        if source not in sources:
+            raise ConfigError(f"{origin}: {where} names unknown source '{source}'; configured: {sorted(sources)}")
+        if kinds.setdefault(source, kind) != kind:
+            raise ConfigError(f"{origin}: source '{source}' is used both as a frame table and a question table")
+
+    for task, section in config["frame_tasks"].items():
+        use(section["source"], "frames", f"frame_tasks.{task}.source")
+    for i, (a, b, _) in enumerate(config["mcmc"].get("triples", [])):
+        if a == b:
+            raise ConfigError(f"{origin}: mcmc.triples[{i}] pairs source '{a}' with itself")
+        use(a, "questions", f"mcmc.triples[{i}]")
+        use(b, "questions", f"mcmc.triples[{i}]")
+    clash = set(config["frame_tasks"]) & {task_id(*t) for t in config["mcmc"].get("triples", [])}
+    if clash:
+        raise ConfigError(f"{origin}: frame task name(s) {sorted(clash)} clash with MCMC task ids")
+    return kinds
+
+
+def check_config(config: dict[str, Any], schema_path: str | Path, origin: str = "config") -> dict[str, str]:
+    """Schema and reference checks together; returns the table kind of each used source."""
+    check_schema(config, load_schema(schema_path), origin)
+    return check_references(config, origin)
+
+
+def task_id(source_a: str, source_b: str, intended: int) -> str:
+    """The id of an MCMC task, as used in result paths: ``{a}_{b}_{intended}``."""
+    return f"{source_a}_{source_b}_{intended}"
+
+
+def pair_id(source_a: str, source_b: str) -> str:
+    """The id of the data shared by both intended indices of a pair."""
+    return f"{source_a}_{source_b}"

@@ -1,0 +1,3 @@
+"""Shared pytest fixtures."""
+
+pytest_plugins = ["tests.fixtures_models"]

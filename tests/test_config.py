@@ -1,0 +1,83 @@
+"""The config schema rejects bad keys and types with messages that name the key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from caft.config import check_config
+from caft.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "config" / "schema.yaml"
+
+
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_pass(name):
+    kinds = check_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
+    assert kinds == {"gender": "frames", "verbs": "questions", "sentiment": "questions", "sports": "questions",
+                     "pronouns": "questions"}
+
+
+def test_paper_config_has_the_paper_recipe():
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    assert paper["model"]["name"] == "google/gemma-2-2b"
+    assert len(paper["mcmc"]["triples"]) == 16 and len({tuple(t) for t in paper["mcmc"]["triples"]}) == 16
+    assert paper["finetune"] == {
+        "seeds": [0, 1, 2, 3, 4], "lr": 5.0e-6, "weight_decay": 0.01, "betas": [0.9, 0.95], "warmup_ratio": 0.5,
+        "epochs": {"frames": 5, "mcmc": 4}, "batch_size": 16, "gradient_accumulation": 1, "freeze_embeddings": False,
+    }
+
+
+def mutated(path: list, value) -> dict:
+    config = copy.deepcopy(default_config())
+    target = config
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["finetune", "lr"], "fast", r"key 'finetune.lr': 'fast' is not of type 'number'"),
+        (["finetune", "learning_rate"], 1e-5, r"'learning_rate' was unexpected\) at key 'finetune'"),
+        (["modle"], {}, r"'modle' was unexpected"),
+        (["mcmc", "triples"], [["verbs", "sports", 2]], r"key 'mcmc.triples.0.2': 2 is not one of \[0, 1\]"),
+        (["mcmc", "splits", "train_fraction"], 1.5, r"key 'mcmc.splits.train_fraction'"),
+        (["sources", "sports"], {"from": "local"}, r"key 'sources.sports': 'path' is a required property"),
+        (["sources", "sports"], {"from": "web"}, r"key 'sources.sports.from': 'web' is not one of"),
+        (["model", "dtype"], "float8", r"key 'model.dtype'"),
+    ],
+)
+def test_schema_errors_name_the_key(path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(mutated(path, value), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["mcmc", "triples"], [["verbs", "chess", 0]], r"mcmc.triples\[0\] names unknown source 'chess'"),
+        (["mcmc", "triples"], [["verbs", "verbs", 0]], r"pairs source 'verbs' with itself"),
+        (["frame_tasks", "gender", "source"], "gendre", r"frame_tasks.gender.source names unknown source 'gendre'"),
+        (["mcmc", "triples"], [["gender", "verbs", 0]], r"source 'gender' is used both as a frame table"),
+        (["sources", "verbs"], {"from": "builtin", "path": "x"}, r"\['path'\] of sources.verbs do not apply"),
+    ],
+)
+def test_reference_errors_name_the_key(path, value, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(mutated(path, value), SCHEMA)
+
+
+def test_environment_yml_installs_exactly_the_pyproject_package():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
+    assert pip_sections == [["-e .[test,slurm]"]]
+    assert not [d for d in env["dependencies"] if isinstance(d, str) and d not in ("pip",) and not d.startswith("python")]

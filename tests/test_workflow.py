@@ -1,0 +1,131 @@
+"""The real workflow on a tiny config: artifacts, no-op reruns, reruns of exactly the stale tasks, lint."""
+
+import copy
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from caft.artifacts import read_parquet_metadata
+from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
+
+PAIRS = ("verbs_sports", "pronouns_verbs")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny workflow copy whose data stage has run once."""
+    workdir = make_workflow_copy(tmp_path_factory.mktemp("wf"))
+    snakemake(workdir, "--cores", "2", "--workflow-profile", "none")
+    return workdir
+
+
+def pending(workdir) -> set[str]:
+    return {path for path, plan in summary_plan(workdir).items() if plan != "no update"}
+
+
+def test_data_stage_writes_every_split_with_provenance(built):
+    for dataset in ("gender", *PAIRS):
+        for split in ("train", "val", "ood"):
+            path = built / "results" / "data" / dataset / f"{split}.parquet"
+            table = pd.read_parquet(path)
+            assert len(table) > 0 and {"prompt", "target", "other"} <= set(table.columns)
+            assert read_parquet_metadata(path)["versions"]["pandas"] == pd.__version__
+    gender = pd.read_parquet(built / "results/data/gender/train.parquet")
+    assert len(gender) == 48  # 80 % of 30 frames per category
+    pair = pd.read_parquet(built / "results/data/verbs_sports/train.parquet")
+    assert len(pair) == 28 and {"answer_a", "answer_b"} <= set(pair.columns)
+    assert (built / "results/logs/source_table/verbs.log").read_text().count("40 rows") == 1
+    assert (built / "results/benchmarks/mcmc_task/verbs_sports.tsv").exists()
+
+
+def test_rerun_without_changes_schedules_nothing(built):
+    out = snakemake(built, "-n", "--workflow-profile", "none")
+    assert "Nothing to be done" in out.stdout + out.stderr
+    assert pending(built) == set()
+
+
+def test_changing_a_frame_task_param_reruns_only_that_task(built):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["frame_tasks"]["gender"]["seed"] = 7
+    write_config(built, config)
+    try:
+        stale = pending(built)
+    finally:
+        write_config(built, TINY_CONFIG)
+    assert stale == {f"results/data/gender/{s}.parquet" for s in ("train", "val", "ood")}
+
+
+def test_changing_mcmc_split_params_reruns_only_mcmc_pairs(built):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["mcmc"]["splits"] = {"train_fraction": 0.6}
+    write_config(built, config)
+    try:
+        stale = pending(built)
+    finally:
+        write_config(built, TINY_CONFIG)
+    assert stale == {f"results/data/{p}/{s}.parquet" for p in PAIRS for s in ("train", "val", "ood")}
+
+
+def test_changing_one_source_reruns_it_and_only_the_pairs_that_use_it(built):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["sources"]["sports"]["file"] = "sports_v2"
+    (built / "data/tiny/sports.csv").rename(built / "data/tiny/sports_v2.csv")
+    write_config(built, config)
+    try:
+        stale = pending(built)
+    finally:
+        (built / "data/tiny/sports_v2.csv").rename(built / "data/tiny/sports.csv")
+        write_config(built, TINY_CONFIG)
+    assert stale == {"results/data/sources/sports.parquet"} | {
+        f"results/data/verbs_sports/{s}.parquet" for s in ("train", "val", "ood")
+    }
+    assert pending(built) == set()
+
+
+def test_rerun_one_stage_with_until(built):
+    out = snakemake(built, "-n", "-R", "frame_task", "--until", "frame_task", "--workflow-profile", "none")
+    jobs = out.stdout
+    assert "frame_task" in jobs and "mcmc_task" not in jobs and "source_table" not in jobs
+
+
+def test_bad_input_fails_with_a_clear_message_and_keeps_other_results(tmp_path):
+    workdir = make_workflow_copy(tmp_path)
+    (workdir / "data/tiny/sports.csv").write_text("question,correct\nq,a\n")
+    result = snakemake(workdir, "--cores", "1", "--keep-going", "--workflow-profile", "none", check=False)
+    assert result.returncode != 0
+    log = (workdir / "results/logs/source_table/sports.log").read_text()
+    assert "missing column(s) ['incorrect']" in log and "Traceback" not in log
+    assert not (workdir / "results/data/sources/sports.parquet").exists()
+    assert (workdir / "results/data/gender/train.parquet").exists()
+
+
+def test_bad_config_names_the_key(tmp_path):
+    workdir = make_workflow_copy(tmp_path)
+    config = copy.deepcopy(TINY_CONFIG)
+    config["mcmc"]["splits"] = {"max_exampels": 10}
+    write_config(workdir, config)
+    result = snakemake(workdir, "-n", check=False)
+    assert result.returncode != 0
+    assert "'max_exampels' was unexpected) at key 'mcmc.splits'" in result.stdout + result.stderr
+
+
+def test_default_and_paper_configs_dry_run():
+    default = snakemake(ROOT, "-n", "--workflow-profile", "none", "--directory", str(ROOT))
+    counts = {line.split()[0]: int(line.split()[1]) for line in default.stdout.splitlines()
+              if line.split()[:1] and line.split()[0] in {"source_table", "frame_task", "mcmc_task"}}
+    assert counts == {"source_table": 5, "frame_task": 1, "mcmc_task": 12}
+    snakemake(ROOT, "-n", "--configfile", "config/paper.yaml", "--workflow-profile", "none")
+
+
+def test_lint_is_clean():
+    out = snakemake(ROOT, "--lint", "--workflow-profile", "none")
+    assert "Congratulations" in out.stdout + out.stderr
+
+
+def test_snakefmt_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

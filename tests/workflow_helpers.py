@@ -1,0 +1,81 @@
+"""Run the real workflow in a scratch copy of the repository, on a tiny config with local sources."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("Snakefile", "rules", "workflow", "config", "profiles", "environment.yml", "pyproject.toml")
+
+TINY_CONFIG = {
+    "model": {"name": "embedded"},
+    "sources": {
+        "gender": {"from": "local", "path": "data/tiny"},
+        "verbs": {"from": "local", "path": "data/tiny"},
+        "sports": {"from": "local", "path": "data/tiny"},
+        "pronouns": {"from": "local", "path": "data/tiny"},
+    },
+    "frame_tasks": {"gender": {"source": "gender"}},
+    "mcmc": {"triples": [["verbs", "sports", 0], ["verbs", "sports", 1], ["pronouns", "verbs", 1]]},
+}
+
+
+def tiny_sources(directory: Path) -> None:
+    """Small tables in the public schema: 30 frames per category, 40 questions per source."""
+    directory.mkdir(parents=True, exist_ok=True)
+    frames = [(f"The $PROFESSION$ met client {i} before $PRONOUN$ left.", "nominative") for i in range(30)]
+    frames += [(f"Client {i} called the $PROFESSION$ to thank $PRONOUN$.", "object") for i in range(30)]
+    pd.DataFrame(frames, columns=["text", "category"]).to_csv(directory / "gender.csv", index=False)
+    for name, (yes, no) in {"verbs": ("is", "are"), "sports": ("baseball", "football"),
+                            "pronouns": ("she", "him")}.items():
+        pd.DataFrame({"question": [f"{name} item {i}" for i in range(40)], "correct": yes, "incorrect": no}).to_csv(
+            directory / f"{name}.csv", index=False
+        )
+
+
+def make_workflow_copy(target: Path, config: dict | None = None) -> Path:
+    """Copy the workflow into ``target`` (the package source is linked, not copied) with a tiny config."""
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, target / name)
+        else:
+            shutil.copy2(source, target / name)
+    (target / "src").symlink_to(ROOT / "src")
+    tiny_sources(target / "data" / "tiny")
+    write_config(target, config or TINY_CONFIG)
+    return target
+
+
+def write_config(target: Path, config: dict) -> None:
+    (target / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m snakemake`` in ``workdir``; output is captured and shown on failure."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def summary_plan(workdir: Path) -> dict[str, str]:
+    """``snakemake --summary`` as {output file: plan} ('no update' / 'update pending' / ...)."""
+    out = snakemake(workdir, "--summary", "--cores", "1").stdout
+    lines = [line.split("\t") for line in out.strip().splitlines()]
+    header = lines[0]
+    return {row[0]: row[header.index("plan")] for row in lines[1:] if len(row) == len(header)}
