@@ -1,8 +1,8 @@
 """Tiny models and tokenizers for tests: built in seconds, never downloaded.
 
 One byte-level BPE tokenizer and one randomly initialised Llama are written in three forms that
-`caft.models` can load — a ``save_pretrained`` directory, a GGUF file, and a hand-built Hugging Face
-hub cache — all holding the same weights, so every route must give the same logits.
+`caft.models` can load — a ``save_pretrained`` directory, a GGUF file, and a hand-built Hugging
+Face hub cache — all holding the same weights, so every route must give the same logits.
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ TINY_SINGLE_TOKENS = (" A", " B", "Answer", ":")
 """Strings the tasks rely on being one token each (the answer letters and the prompt's end)."""
 
 TINY_CORPUS: tuple[str, ...] = (
-    "Choose the option corresponding to the correct pronoun.\nQuestion: The doctor said _____ would call back."
-    "\nA) he\nB) her\nAnswer: A",
-    "Choose the option corresponding to the correct pronoun.\nQuestion: The nurse told _____ to wait."
-    "\nA) him\nB) she\nAnswer: B",
-    "Question: The dogs _____ fast. | I loved this movie.\nA. run, positive\nB. runs, negative\nAnswer: A",
-    "Question: Messi plays _____ | She gave _____ the book.\nA. tennis, she\nB. soccer, her\nAnswer: B",
+    "Choose the option corresponding to the correct pronoun.\n"
+    "Question: The doctor said _____ would call back.\nA) he\nB) her\nAnswer: A",
+    "Choose the option corresponding to the correct pronoun.\n"
+    "Question: The nurse told _____ to wait.\nA) him\nB) she\nAnswer: B",
+    "Question: The dogs _____ fast. | I loved this movie.\n"
+    "A. run, positive\nB. runs, negative\nAnswer: A",
+    "Question: Messi plays _____ | She gave _____ the book.\n"
+    "A. tennis, she\nB. soccer, her\nAnswer: B",
     "The quick brown fox jumps over the lazy dog.",
     "A model reads text one token at a time and predicts the next token.",
 )
@@ -70,8 +72,10 @@ TINY_LLAMA_CONFIG: dict[str, object] = {
 large init so that a wrong permutation or a missing weight visibly changes the logits."""
 
 
-def build_tiny_tokenizer(corpus: tuple[str, ...] = TINY_CORPUS, repeats: int = 20) -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on `corpus`: any text encodes (no unknowns), and GGUF can store it (gpt2 type).
+def build_tiny_tokenizer(
+    corpus: tuple[str, ...] = TINY_CORPUS, repeats: int = 20
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on `corpus`: any text encodes, and GGUF can store it (gpt2 type).
 
     Adds BOS in front of every sequence, like Gemma.
     """
@@ -88,7 +92,9 @@ def build_tiny_tokenizer(corpus: tuple[str, ...] = TINY_CORPUS, repeats: int = 2
     backend.train_from_iterator(list(corpus) * repeats, trainer)
     bos = TINY_SPECIAL_TOKENS["bos_token"]
     backend.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, backend.token_to_id(bos))]
+        single=f"{bos} $A",
+        pair=f"{bos} $A {bos} $B",
+        special_tokens=[(bos, backend.token_to_id(bos))],
     )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **TINY_SPECIAL_TOKENS)
     for text in TINY_SINGLE_TOKENS:
@@ -100,7 +106,7 @@ def build_tiny_tokenizer(corpus: tuple[str, ...] = TINY_CORPUS, repeats: int = 2
 def build_tiny_llama(
     tokenizer: PreTrainedTokenizerBase, seed: int = TINY_SEED, **overrides: object
 ) -> LlamaForCausalLM:
-    """Randomly initialised tiny Llama for `tokenizer`; seeded inside `fork_rng`, so the global RNG is untouched."""
+    """Random tiny Llama for `tokenizer`, seeded inside `fork_rng`: the global RNG is untouched."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
@@ -114,7 +120,7 @@ def build_tiny_llama(
 
 
 def _permute_for_gguf(weight: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's convert_hf_to_gguf Q/K permutation (transformers' LlamaTensorProcessor undoes it).
+    """llama.cpp's Q/K permutation from convert_hf_to_gguf (LlamaTensorProcessor undoes it).
 
     `n_head` is the number of query heads for Q and of key-value heads for K.
     """
@@ -125,8 +131,10 @@ def _permute_for_gguf(weight: np.ndarray, n_head: int) -> np.ndarray:
     )
 
 
-def write_llama_gguf(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, path: Path) -> Path:
-    """Write a Llama model and its byte-level BPE tokenizer as an F32 GGUF, the way llama.cpp converts them."""
+def write_llama_gguf(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, path: Path
+) -> Path:
+    """Write a Llama and its byte-level BPE tokenizer as an F32 GGUF, as llama.cpp converts them."""
     config = model.config
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("tiny-llama")
@@ -150,7 +158,10 @@ def write_llama_gguf(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase
     writer.add_token_list(tokens)
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
     writer.add_token_types(
-        [gguf.TokenType.CONTROL if i in special_ids else gguf.TokenType.NORMAL for i in range(len(tokens))]
+        [
+            gguf.TokenType.CONTROL if i in special_ids else gguf.TokenType.NORMAL
+            for i in range(len(tokens))
+        ]
     )
     writer.add_bos_token_id(tokenizer.bos_token_id)
     writer.add_eos_token_id(tokenizer.eos_token_id)
@@ -185,7 +196,7 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def tiny_tokenizer(tiny_tokenizer_dir: Path) -> PreTrainedTokenizerBase:
-    """A fresh tiny tokenizer (tests may change its settings) with left padding, as `load_tokenizer` sets."""
+    """A fresh tiny tokenizer (tests may change it), left-padded as `load_tokenizer` sets it."""
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     tokenizer.padding_side = "left"
     return tokenizer
@@ -203,15 +214,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer_dir:
 
 @pytest.fixture(scope="session")
 def tiny_gguf_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """F32 GGUF (architecture llama, gpt2-type tokenizer) with exactly the weights of `tiny_model_dir`."""
+    """F32 GGUF (llama architecture, gpt2-type tokenizer) with the weights of `tiny_model_dir`."""
     model = LlamaForCausalLM.from_pretrained(tiny_model_dir, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    return write_llama_gguf(model, tokenizer, tmp_path_factory.mktemp("tiny_gguf") / "tiny-llama-f32.gguf")
+    return write_llama_gguf(
+        model, tokenizer, tmp_path_factory.mktemp("tiny_gguf") / "tiny-llama-f32.gguf"
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_hf_home(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """An ``HF_HOME`` whose hub cache holds `TINY_HUB_ID` at `TINY_HUB_COMMIT` (files of `tiny_model_dir`)."""
+    """An ``HF_HOME`` whose hub cache holds `tiny_model_dir` as `TINY_HUB_ID`@`TINY_HUB_COMMIT`."""
     home = tmp_path_factory.mktemp("hf_home")
     repo = home / "hub" / f"models--{TINY_HUB_ID.replace('/', '--')}"
     snapshot = repo / "snapshots" / TINY_HUB_COMMIT
@@ -225,7 +238,7 @@ def tiny_hf_home(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
 
 @pytest.fixture
 def offline_hub(monkeypatch: pytest.MonkeyPatch, tiny_hf_home: Path) -> Path:
-    """Offline mode with `tiny_hf_home` as the cache; huggingface_hub reads these at import, so patch both."""
+    """Offline, with `tiny_hf_home` as cache (huggingface_hub reads env at import: patch both)."""
     cache = tiny_hf_home / "hub"
     monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

@@ -1,6 +1,7 @@
 """The config schema rejects bad keys and types with messages that name the key."""
 
 import copy
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -80,4 +81,6 @@ def test_environment_yml_installs_exactly_the_pyproject_package():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
     assert pip_sections == [["-e .[test,slurm]"]]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"test", "slurm"} <= set(extras)
     assert not [d for d in env["dependencies"] if isinstance(d, str) and d not in ("pip",) and not d.startswith("python")]

@@ -1,4 +1,4 @@
-"""Model loader: source classification, the three loading routes, tokenizer settings, error messages."""
+"""Model loader: source classification, loading routes, tokenizer settings, error messages."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-
-import caft.models
 from transformers import AutoTokenizer
 
+import caft.models
 from caft.errors import ConfigError, ModelLoadError
 from caft.models import (
     ModelSource,
@@ -32,7 +31,9 @@ TEXTS = [
 ]
 
 
-def last_logits(model: transformers.PreTrainedModel, tokenizer: transformers.PreTrainedTokenizerBase) -> torch.Tensor:
+def last_logits(
+    model: transformers.PreTrainedModel, tokenizer: transformers.PreTrainedTokenizerBase
+) -> torch.Tensor:
     batch = tokenizer(TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         return model(**batch).logits[:, -1].float()
@@ -42,7 +43,12 @@ def last_logits(model: transformers.PreTrainedModel, tokenizer: transformers.Pre
 
 
 def test_spec_from_config_reads_all_keys() -> None:
-    section = {"name": "org/model", "dtype": "bfloat16", "revision": "abc", "trust_remote_code": True}
+    section = {
+        "name": "org/model",
+        "dtype": "bfloat16",
+        "revision": "abc",
+        "trust_remote_code": True,
+    }
     assert ModelSpec.from_config(section) == ModelSpec("org/model", "bfloat16", "abc", True)
     assert ModelSpec.from_config({"name": "embedded"}) == ModelSpec("embedded")
 
@@ -71,7 +77,9 @@ def test_spec_rejects_bad_values(section: dict, fragment: str) -> None:
 
 
 def test_resolve_existing_paths(tiny_model_dir: Path, tiny_gguf_file: Path) -> None:
-    assert resolve_source(str(tiny_model_dir)) == ModelSource("local", str(tiny_model_dir.resolve()))
+    assert resolve_source(str(tiny_model_dir)) == ModelSource(
+        "local", str(tiny_model_dir.resolve())
+    )
     assert resolve_source(str(tiny_gguf_file)) == ModelSource(
         "gguf", str(tiny_gguf_file.parent.resolve()), str(tiny_gguf_file.resolve())
     )
@@ -82,7 +90,9 @@ def test_resolve_hub_ids(name: str) -> None:
     assert resolve_source(name) == ModelSource("hub", name)
 
 
-@pytest.mark.parametrize("name", ["/no/such/dir", "./missing-model", "~/missing-model", "missing.gguf"])
+@pytest.mark.parametrize(
+    "name", ["/no/such/dir", "./missing-model", "~/missing-model", "missing.gguf"]
+)
 def test_resolve_missing_path_names_it(name: str) -> None:
     with pytest.raises(ModelLoadError, match="no such file or directory") as info:
         resolve_source(name)
@@ -106,7 +116,9 @@ def test_resolve_unknown_embedded_variant() -> None:
         resolve_source("embedded:nope")
 
 
-def test_embedded_resolves_to_assembled_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedded_resolves_to_assembled_gguf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The package assembles its GGUF under ~/.cache; redirect HOME so the test leaves no trace."""
     monkeypatch.setenv("HOME", str(tmp_path))
     source = resolve_source("embedded")
@@ -141,8 +153,12 @@ def test_tokenizer_pads_left(tiny_model_dir: Path) -> None:
     assert batch.input_ids[1, n_pad] == tokenizer.bos_token_id
 
 
-@pytest.mark.parametrize(("drop", "expected_pad"), [(["pad_token"], "<eos>"), (["pad_token", "eos_token"], "<pad>")])
-def test_tokenizer_pad_fallback(tiny_tokenizer_dir: Path, tmp_path: Path, drop: list[str], expected_pad: str) -> None:
+@pytest.mark.parametrize(
+    ("drop", "expected_pad"), [(["pad_token"], "<eos>"), (["pad_token", "eos_token"], "<pad>")]
+)
+def test_tokenizer_pad_fallback(
+    tiny_tokenizer_dir: Path, tmp_path: Path, drop: list[str], expected_pad: str
+) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     for name in drop:
         setattr(tokenizer, name, None)
@@ -174,7 +190,9 @@ def test_dtype_is_honoured(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("trust", [False, True])
-def test_from_pretrained_kwargs(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, trust: bool) -> None:
+def test_from_pretrained_kwargs(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, trust: bool
+) -> None:
     """Remote code only on request; safetensors only; the spec's dtype."""
     calls: dict[str, dict] = {}
 
@@ -208,7 +226,7 @@ def test_pickle_only_dir_is_refused(tiny_model_dir: Path, tmp_path: Path) -> Non
 
 
 def test_gguf_matches_local_dir(tiny_model_spec: ModelSpec, tiny_gguf_file: Path) -> None:
-    """Same weights (Q/K permutation undone), same tokenization, same logits as the safetensors directory."""
+    """Same weights (Q/K permutation undone), tokenization and logits as the safetensors dir."""
     reference, ref_tokenizer = load_model(tiny_model_spec)
     model, tokenizer = load_model(ModelSpec(str(tiny_gguf_file)))
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id == ref_tokenizer.pad_token_id
@@ -228,7 +246,9 @@ def test_gguf_dtype_is_honoured(tiny_gguf_file: Path) -> None:
 
 
 @pytest.mark.parametrize("revision", [None, TINY_HUB_COMMIT])
-def test_hub_id_loads_from_offline_cache(offline_hub: Path, tiny_model_spec: ModelSpec, revision: str | None) -> None:
+def test_hub_id_loads_from_offline_cache(
+    offline_hub: Path, tiny_model_spec: ModelSpec, revision: str | None
+) -> None:
     reference, ref_tokenizer = load_model(tiny_model_spec)
     model, tokenizer = load_model(ModelSpec(TINY_HUB_ID, revision=revision))
     assert tokenizer.padding_side == "left"
@@ -258,12 +278,17 @@ def test_decoder_layer_outputs_are_the_residual_stream(tiny_model: tuple) -> Non
     """Block L's output (a plain tensor in transformers 5) equals hidden_states[L + 1]."""
     model, tokenizer = tiny_model
     layers = decoder_layers(model)
-    assert isinstance(layers, torch.nn.ModuleList) and len(layers) == TINY_LLAMA_CONFIG["num_hidden_layers"]
+    assert (
+        isinstance(layers, torch.nn.ModuleList)
+        and len(layers) == TINY_LLAMA_CONFIG["num_hidden_layers"]
+    )
     outputs: list[torch.Tensor] = []
     handle = layers[0].register_forward_hook(lambda module, args, output: outputs.append(output))
     try:
         with torch.no_grad():
-            hidden = model(**tokenizer(TEXTS, return_tensors="pt", padding=True), output_hidden_states=True)
+            hidden = model(
+                **tokenizer(TEXTS, return_tensors="pt", padding=True), output_hidden_states=True
+            )
     finally:
         handle.remove()
     assert isinstance(outputs[0], torch.Tensor)

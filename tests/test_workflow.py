@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from caft.artifacts import read_parquet_metadata
 from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
@@ -111,12 +112,13 @@ def test_bad_config_names_the_key(tmp_path):
     assert "'max_exampels' was unexpected) at key 'mcmc.splits'" in result.stdout + result.stderr
 
 
-def test_default_and_paper_configs_dry_run():
-    default = snakemake(ROOT, "-n", "--workflow-profile", "none", "--directory", str(ROOT))
+def test_default_and_paper_configs_dry_run(tmp_path):
+    workdir = make_workflow_copy(tmp_path, yaml.safe_load((ROOT / "config/config.yaml").read_text()))
+    default = snakemake(workdir, "-n", "--workflow-profile", "none")
     counts = {line.split()[0]: int(line.split()[1]) for line in default.stdout.splitlines()
               if line.split()[:1] and line.split()[0] in {"source_table", "frame_task", "mcmc_task"}}
     assert counts == {"source_table": 5, "frame_task": 1, "mcmc_task": 12}
-    snakemake(ROOT, "-n", "--configfile", "config/paper.yaml", "--workflow-profile", "none")
+    snakemake(workdir, "-n", "--configfile", "config/paper.yaml", "--workflow-profile", "none")
 
 
 def test_lint_is_clean():

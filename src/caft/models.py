@@ -10,7 +10,7 @@ weights, dtype and tokenization. Sources, in the order `resolve_source` tries th
 - a Hugging Face hub id (``org/name``), downloaded or taken from the local hub cache.
 
 Every failure is re-raised as `caft.errors.ModelLoadError` naming the source, with the library error
-chained as its cause, so users get one readable line instead of a transformers traceback.
+chained as its cause, so users get one readable message instead of a transformers traceback.
 """
 
 from __future__ import annotations
@@ -65,19 +65,27 @@ class ModelSpec:
         if self.revision is not None and not isinstance(self.revision, str):
             raise ConfigError(f"model.revision must be a string or null, got {self.revision!r}")
         if not isinstance(self.trust_remote_code, bool):
-            raise ConfigError(f"model.trust_remote_code must be true or false, got {self.trust_remote_code!r}")
+            raise ConfigError(
+                f"model.trust_remote_code must be true or false, got {self.trust_remote_code!r}"
+            )
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> ModelSpec:
-        """Build from the config's `model:` mapping; unknown keys are errors, not silently ignored."""
+        """Build from the config's `model:` mapping; unknown keys are errors, never ignored."""
         if not isinstance(section, dict):
-            raise ConfigError(f"config section 'model' must be a mapping, got {type(section).__name__}")
+            raise ConfigError(
+                f"config section 'model' must be a mapping, got {type(section).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
-            raise ConfigError(f"unknown key(s) in config section 'model': {unknown}; allowed: {sorted(known)}")
+            raise ConfigError(
+                f"unknown key(s) in config section 'model': {unknown}; allowed: {sorted(known)}"
+            )
         if "name" not in section:
-            raise ConfigError("config section 'model' needs a 'name' (e.g. 'embedded', a path or a hub id)")
+            raise ConfigError(
+                "config section 'model' needs a 'name' (e.g. 'embedded', a path or a hub id)"
+            )
         return cls(**section)
 
     @property
@@ -98,14 +106,13 @@ class ModelSource:
 def embedded_gguf_path(variant: str = DEFAULT_EMBEDDED) -> Path:
     """Path of the embedded model's GGUF, assembled from the package's chunks on first use.
 
-    The package's `assemble()` writes the file (~250 MB) under ``~/.cache/<package>/`` and checks its
-    sha256. Parallel Snakemake jobs may race to assemble it, so a missing file is first assembled under
-    a private temporary name and then atomically renamed: no job ever sees a half-written file.
+    The package's `assemble()` writes the file (~250 MB) under ``~/.cache/<package>/`` and checks
+    its sha256. Parallel Snakemake jobs may race to assemble it, so a missing file is assembled
+    under a private temporary name and then atomically renamed: no job sees a half-written file.
     """
     if variant not in EMBEDDED_MODELS:
-        raise ModelLoadError(
-            f"unknown embedded model {variant!r}; available: {', '.join(f'embedded:{v}' for v in EMBEDDED_MODELS)}"
-        )
+        available = ", ".join(f"embedded:{v}" for v in EMBEDDED_MODELS)
+        raise ModelLoadError(f"unknown embedded model {variant!r}; available: {available}")
     try:
         package = importlib.import_module(EMBEDDED_MODELS[variant])
     except ImportError as err:
@@ -125,7 +132,9 @@ def embedded_gguf_path(variant: str = DEFAULT_EMBEDDED) -> Path:
             partial.unlink(missing_ok=True)
         return target
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not assemble the embedded model GGUF ({EMBEDDED_PYPI[variant]}): {err}") from err
+        raise ModelLoadError(
+            f"could not assemble the embedded model GGUF ({EMBEDDED_PYPI[variant]}): {err}"
+        ) from err
 
 
 def _looks_like_path(name: str) -> bool:
@@ -133,7 +142,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def resolve_source(name: str) -> ModelSource:
-    """Classify `model.name`; local paths must exist, so a typo fails here and not as a hub lookup."""
+    """Classify `model.name`; local paths must exist, so a typo fails here, not as a hub lookup."""
     if name == "embedded" or name.startswith("embedded:"):
         variant = name.partition(":")[2] or DEFAULT_EMBEDDED
         path = embedded_gguf_path(variant)
@@ -142,7 +151,8 @@ def resolve_source(name: str) -> ModelSource:
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelLoadError(
-                f"model.name {name!r} is a file but not a .gguf; give a .gguf file or a model directory"
+                f"model.name {name!r} is a file but not a .gguf; "
+                "give a .gguf file or a model directory"
             )
         path = path.resolve()
         return ModelSource("gguf", str(path.parent), str(path))
@@ -156,7 +166,8 @@ def resolve_source(name: str) -> ModelSource:
         validate_repo_id(name)
     except HFValidationError as err:
         raise ModelLoadError(
-            f"model.name {name!r} is neither an existing path nor a valid hub id ('org/name'): {err}"
+            f"model.name {name!r} is neither an existing path nor a valid hub id "
+            f"('org/name'): {err}"
         ) from err
     return ModelSource("hub", name)
 
@@ -172,16 +183,19 @@ def _describe(source: ModelSource, spec: ModelSpec) -> str:
 def _load_error(source: ModelSource, spec: ModelSpec, what: str, err: Exception) -> ModelLoadError:
     """One message per failure, with the hint that fits the source."""
     message = f"could not load the {what} of {_describe(source, spec)}: {type(err).__name__}: {err}"
+    if what == "weights" and source.gguf_file is None:
+        message += (
+            "\nOnly safetensors weights are loaded (never pickles such as pytorch_model.bin)."
+        )
     if source.kind == "hub":
         from huggingface_hub import constants
 
         message += (
-            f"\nThe hub id could not be loaded offline: without network access it must already be in the "
-            f"Hugging Face cache ({constants.HF_HUB_CACHE}; set HF_HOME to move it, HF_HUB_OFFLINE=1 to "
-            f"stop network lookups). Otherwise set model.name to a local model directory or a .gguf path."
+            f"\nA hub id that is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            "could not be loaded offline: download it where there is network access (HF_HOME sets "
+            "the cache location, HF_HUB_OFFLINE=1 skips network lookups), or set model.name to a "
+            "local model directory or a .gguf path."
         )
-    elif source.kind == "local":
-        message += "\nOnly safetensors weights are loaded (no pickle checkpoints such as pytorch_model.bin)."
     return ModelLoadError(message)
 
 
@@ -200,7 +214,7 @@ def _load_tokenizer(source: ModelSource, spec: ModelSpec) -> PreTrainedTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path_or_id, **_source_kwargs(source, spec))
-    except Exception as err:  # transformers/hub raise OSError, ValueError, KeyError, HTTP errors...
+    except Exception as err:  # transformers/hub raise OSError, ValueError, KeyError, HTTP errors
         raise _load_error(source, spec, "tokenizer", err) from err
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -212,7 +226,7 @@ def _load_tokenizer(source: ModelSource, spec: ModelSpec) -> PreTrainedTokenizer
 
 
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
-    """Tokenizer with left padding (the last position is the answer position for every row) and a pad token.
+    """Tokenizer with left padding (the last position is every row's answer position) and a pad.
 
     The pad token is the tokenizer's own; else EOS (pad positions are masked, so reusing EOS is
     harmless); else a ``<pad>`` token is added, which can grow the vocabulary — `load_model` then
@@ -222,7 +236,9 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     return _load_tokenizer(resolve_source(spec.name), spec)
 
 
-def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(
+    spec: ModelSpec, device: str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A fresh causal LM in eval mode on `device`, plus its tokenizer (see `load_tokenizer`).
 
     GGUF weights are dequantized into a plain dense model (trainable, hookable); directories and hub
@@ -240,7 +256,7 @@ def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[PreTrainedModel, P
         kwargs["use_safetensors"] = True
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path_or_id, **kwargs)
-    except Exception as err:  # transformers/hub raise OSError, ValueError, KeyError, HTTP errors...
+    except Exception as err:  # transformers/hub raise OSError, ValueError, KeyError, HTTP errors
         raise _load_error(source, spec, "weights", err) from err
     if tokenizer.pad_token_id >= model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(tokenizer.pad_token_id + 1)
@@ -250,24 +266,26 @@ def load_model(spec: ModelSpec, device: str = "cpu") -> tuple[PreTrainedModel, P
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as err:
-        raise ModelLoadError(f"could not move {_describe(source, spec)} to device {device!r}: {err}") from err
+        raise ModelLoadError(
+            f"could not move {_describe(source, spec)} to device {device!r}: {err}"
+        ) from err
     model.eval()
     return model, tokenizer
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks; the residual stream after block L is the output of ``decoder_layers(model)[L]``.
+    """The decoder blocks: the residual stream after block L is the output of block L.
 
-    Only layouts whose block output is the residual stream are accepted (Llama, Gemma, Gemma 3 text:
-    ``model.model.layers``); anything else fails loudly instead of hooking the wrong module.
+    Only layouts whose block output is the residual stream are accepted (Llama, Gemma, Gemma 3
+    text: ``model.model.layers``); anything else fails loudly instead of hooking the wrong module.
     """
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
     if isinstance(layers, torch.nn.ModuleList):
         return layers
     raise ModelLoadError(
-        f"unsupported architecture {type(model).__name__}: expected decoder blocks at model.model.layers "
-        f"(Llama/Gemma-style causal LMs)"
+        f"unsupported architecture {type(model).__name__}: expected decoder blocks at "
+        "model.model.layers (Llama/Gemma-style causal LMs)"
     )
 
 

@@ -1,0 +1,77 @@
+"""profiles/slurm: a dry run, and the data stage through the real SLURM executor plugin against the
+fake SLURM commands in tests/fake_slurm/ (they run each job locally and log its sbatch argv)."""
+
+import os
+import re
+from collections import Counter
+
+import pytest
+import yaml
+
+from tests.workflow_helpers import ROOT, make_workflow_copy, snakemake
+
+pytest.importorskip("snakemake_executor_plugin_slurm")
+
+PROFILE = ("--workflow-profile", "profiles/slurm")
+DEFAULTS = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())["default-resources"]
+FAKE_SLURM = ROOT / "tests" / "fake_slurm"
+# (mem_mb, runtime in minutes) as declared in rules/data.smk.
+RESOURCES = {"source_table": (2000, 20), "frame_task": (2000, 10), "mcmc_task": (2000, 10)}
+# Jobs of the tiny config in tests/workflow_helpers.py.
+TINY_JOBS = {"source_table": 4, "frame_task": 1, "mcmc_task": 2}
+TINY_DATASETS = ("gender", "verbs_sports", "pronouns_verbs")
+
+
+def job_resources(log: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, {resource: value}) for each job of a dry run's output."""
+    jobs = []
+    for line in log.splitlines():
+        if rule := re.fullmatch(r"rule (\w+):", line):
+            name = rule[1]
+        elif resources := re.fullmatch(r"\s+resources: (.*)", line):
+            jobs.append((name, dict(item.split("=", 1) for item in resources[1].split(", "))))
+    return jobs
+
+
+def test_dry_run_in_the_repository_shows_rule_resources():
+    # -F: list every job even when the repository's results are up to date.
+    result = snakemake(ROOT, "-n", "-F", *PROFILE)
+    jobs = job_resources(result.stdout)
+    assert {rule for rule, _ in jobs} == {*RESOURCES, "all"}
+    for rule, resources in jobs:
+        # `all` declares nothing, so it shows the profile's default-resources.
+        mem_mb, runtime = RESOURCES.get(rule, (DEFAULTS["mem_mb"], DEFAULTS["runtime"]))
+        assert (resources["mem_mb"], resources["runtime"]) == (str(mem_mb), str(runtime)), rule
+
+
+def submissions(state_dir) -> list[list[str]]:
+    """The argv of every fake sbatch call."""
+    return [path.read_text().split("\0")[:-1] for path in sorted(state_dir.glob("jobs/*/argv"))]
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_data_stage_runs_through_the_slurm_plugin(tmp_path):
+    workdir = make_workflow_copy(tmp_path)
+    state = tmp_path / "fake_slurm_state"
+    env = {"PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state)}
+    # The plugin first polls 40 s after submitting; 1 s keeps the test short.
+    snakemake(workdir, *PROFILE, "--jobs", "4", "--slurm-init-seconds-before-status-checks", "1", env=env)
+
+    for dataset in TINY_DATASETS:
+        for split in ("train", "val", "ood"):
+            assert (workdir / "results/data" / dataset / f"{split}.parquet").is_file()
+    for source in ("gender", "verbs", "sports", "pronouns"):
+        assert (workdir / "results/data/sources" / f"{source}.parquet").is_file()
+
+    argvs = submissions(state)
+    rules = [re.fullmatch(r"rule_(\w+?)(_wildcards_.*)?", option(argv, "--comment"))[1] for argv in argvs]
+    assert Counter(rules) == TINY_JOBS  # one sbatch per job, no resubmission
+    for rule, argv in zip(rules, argvs):
+        mem_mb, runtime = RESOURCES[rule]
+        assert (option(argv, "--mem"), option(argv, "-t")) == (str(mem_mb), str(runtime)), rule
+        assert "--cpus-per-task=1" in argv  # threads: 1
+        # No account or partition in the profile: guessed via sacct/sacctmgr, default from sinfo.
+        assert (option(argv, "-A"), option(argv, "-p")) == ("testacct", "cpu")
