@@ -21,6 +21,10 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

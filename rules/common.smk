@@ -17,6 +17,15 @@ def library_code(*names):
     return files
 
 
+def mem_per_attempt(mem_mb):
+    """Memory that grows with each retry, so a job killed for memory is not resubmitted as is."""
+
+    def mem(wildcards, attempt):
+        return mem_mb * attempt
+
+    return mem
+
+
 def alternation(names):
     """A wildcard constraint matching exactly the configured names."""
     return "|".join(sorted(names)) or "(?!)"

@@ -15,7 +15,7 @@ rule source_table:
         "../environment.yml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_per_attempt(2000),
         runtime=20,
     params:
         spec=source_spec,
@@ -38,7 +38,7 @@ rule frame_task:
         "../environment.yml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_per_attempt(2000),
         runtime=10,
     params:
         cfg=frame_task_section,
@@ -61,7 +61,7 @@ rule mcmc_task:
         "../environment.yml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_per_attempt(2000),
         runtime=10,
     params:
         cfg=config["mcmc"]["splits"],

@@ -58,7 +58,8 @@ def test_data_stage_runs_through_the_slurm_plugin(tmp_path):
     state = tmp_path / "fake_slurm_state"
     env = {"PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state)}
     # The plugin first polls 40 s after submitting; 1 s keeps the test short.
-    snakemake(workdir, *PROFILE, "--jobs", "4", "--slurm-init-seconds-before-status-checks", "1", env=env)
+    fast_polling = ("--slurm-init-seconds-before-status-checks", "1")
+    snakemake(workdir, *PROFILE, "--jobs", "4", *fast_polling, env=env)
 
     for dataset in TINY_DATASETS:
         for split in ("train", "val", "ood"):
@@ -67,7 +68,8 @@ def test_data_stage_runs_through_the_slurm_plugin(tmp_path):
         assert (workdir / "results/data/sources" / f"{source}.parquet").is_file()
 
     argvs = submissions(state)
-    rules = [re.fullmatch(r"rule_(\w+?)(_wildcards_.*)?", option(argv, "--comment"))[1] for argv in argvs]
+    comments = [option(argv, "--comment") for argv in argvs]  # rule_<rule>_wildcards_<values>
+    rules = [re.fullmatch(r"rule_(\w+?)(_wildcards_.*)?", comment)[1] for comment in comments]
     assert Counter(rules) == TINY_JOBS  # one sbatch per job, no resubmission
     for rule, argv in zip(rules, argvs):
         mem_mb, runtime = RESOURCES[rule]
