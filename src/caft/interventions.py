@@ -1,0 +1,493 @@
+"""What to ablate during fine-tuning and evaluation, and the hooks that ablate it.
+
+An `InterventionSpec` names, per decoder layer L, what to remove from the residual stream (the output
+of ``decoder_layers(model)[L]``):
+
+- ``projection`` (the paper's default): an orthonormal basis Q; the hook sets h ← h − (h Q) Qᵀ, which
+  removes the whole subspace (selected PCs, or the QR of selected SAE decoder rows);
+- ``latent``: an SAE and latent ids S; the hook sets h ← h − Σ_{j∈S} z_j(h) W_dec[j], i.e. decode with
+  S zeroed plus the SAE's reconstruction error. The error stays in the autograd graph: sae-lens's own
+  ``use_error_term`` detaches it, which silently starves earlier layers of gradient during training.
+
+Specs are exchanged between stages as one ``.safetensors`` file (tensors + string metadata), never a
+pickle, and every check that can fail names the file and the layer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from caft.artifacts import atomic_path
+from caft.errors import CaftError
+from caft.models import decoder_layers, hidden_size, num_layers
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
+    from transformers import PreTrainedModel
+
+Kind = Literal["projection", "latent"]
+KINDS: tuple[str, ...] = ("projection", "latent")
+
+SPEC_FORMAT = "caft.intervention_spec/1"
+"""Stored in every spec file, so that an unrelated safetensors file is rejected by name."""
+
+ORTHONORMAL_TOL = 1e-4
+"""Largest allowed |QᵀQ − I| entry: float32 QR of d≈2304 bases is ~1e-6, a wrong basis is ~1e-1."""
+
+RANK_TOL = 1e-6
+"""`orthonormal_basis` rejects inputs whose smallest |R_ii| is below this fraction of the largest."""
+
+LATENT_ARCHITECTURES = frozenset({"standard", "gated", "topk", "abstopk", "jumprelu", "matching_pursuit"})
+"""sae-lens architectures whose decode is affine in z with decoder rows W_dec[j] (possibly unit-scaled):
+exactly those for which h − z_S W_dec[S] equals decode(z with S zeroed) + error."""
+
+STATEFUL_NORMALIZATIONS = frozenset({"layer_norm", "constant_norm_rescale"})
+"""Per-input rescaling in decode: a latent's contribution is no longer z_j W_dec[j]."""
+
+_TENSOR_NAME = re.compile(r"^layer_(\d+)\.(basis|latents)$")
+
+
+class InterventionError(CaftError):
+    """An intervention spec is malformed, or does not fit the model it is applied to."""
+
+
+def _check_basis(basis: torch.Tensor, layer: int) -> None:
+    """A projection basis must be a finite [d_model, k] matrix with orthonormal columns, 1 ≤ k ≤ d."""
+    if basis.ndim != 2:
+        raise InterventionError(
+            f"layer {layer}: basis must be 2-D [d_model, k], got shape {tuple(basis.shape)}"
+        )
+    d_model, k = basis.shape
+    if k < 1:
+        raise InterventionError(f"layer {layer}: basis has no columns (omit layers with nothing to ablate)")
+    if k > d_model:
+        raise InterventionError(f"layer {layer}: basis has k={k} columns but d_model={d_model} rows")
+    if not torch.isfinite(basis).all():
+        raise InterventionError(f"layer {layer}: basis has non-finite values")
+    q = basis.to(torch.float64)
+    deviation = (q.T @ q - torch.eye(k, dtype=torch.float64)).abs().max().item()
+    if deviation > ORTHONORMAL_TOL:
+        raise InterventionError(
+            f"layer {layer}: basis columns are not orthonormal: max |QᵀQ − I| = {deviation:.3g} "
+            f"> {ORTHONORMAL_TOL:g} (build bases with caft.interventions.orthonormal_basis)"
+        )
+
+
+def _check_latents(ids: Sequence[int], where: str) -> list[int]:
+    """Latent ids as plain, distinct, non-negative ints (the SAE width is checked once it is loaded)."""
+    if isinstance(ids, torch.Tensor):
+        if ids.ndim != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise InterventionError(
+                f"{where}: latent ids must be a 1-D integer tensor, got {ids.dtype} "
+                f"of shape {tuple(ids.shape)}"
+            )
+        ids = ids.tolist()
+    out: list[int] = []
+    for value in ids:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InterventionError(f"{where}: latent ids must be non-negative integers, got {value!r}")
+        out.append(int(value))
+    if not out:
+        raise InterventionError(f"{where}: no latent ids (omit layers with nothing to ablate)")
+    duplicates = sorted({i for i in out if out.count(i) > 1})
+    if duplicates:
+        raise InterventionError(f"{where}: duplicate latent ids {duplicates}")
+    return out
+
+
+def _check_layer_key(layer: Any) -> int:
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+        raise InterventionError(f"layer indices must be non-negative integers, got {layer!r}")
+    return int(layer)
+
+
+@dataclass(frozen=True, eq=False)
+class InterventionSpec:
+    """Per-layer directions to ablate, validated on construction; see the module docstring.
+
+    ``projection`` uses `bases` ({layer: Q [d_model, k], orthonormal float32}); ``latent`` uses `saes`
+    ({layer: sae-lens folder}) and `latents` ({layer: latent ids}). A spec with no layers ablates
+    nothing; a listed layer must have at least one direction. `provenance` must be JSON-serialisable
+    because it is stored in the spec file.
+    """
+
+    kind: Kind
+    bases: dict[int, torch.Tensor] = field(default_factory=dict)
+    saes: dict[int, str] = field(default_factory=dict)
+    latents: dict[int, list[int]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InterventionError(f"intervention kind must be one of {list(KINDS)}, got {self.kind!r}")
+        try:
+            json.dumps(self.provenance)
+        except (TypeError, ValueError) as err:
+            raise InterventionError(f"provenance must be JSON-serialisable: {err}") from err
+        if self.kind == "projection":
+            if self.saes or self.latents:
+                raise InterventionError("a projection spec takes bases only, not saes/latents")
+            bases: dict[int, torch.Tensor] = {}
+            for layer, basis in self.bases.items():
+                layer = _check_layer_key(layer)
+                if not isinstance(basis, torch.Tensor) or not basis.dtype.is_floating_point:
+                    raise InterventionError(f"layer {layer}: basis must be a floating-point tensor")
+                basis = basis.detach().to("cpu", torch.float32).contiguous()
+                _check_basis(basis, layer)
+                bases[layer] = basis
+            widths = {b.shape[0] for b in bases.values()}
+            if len(widths) > 1:
+                raise InterventionError(f"bases disagree on d_model: {sorted(widths)}")
+            object.__setattr__(self, "bases", dict(sorted(bases.items())))
+        else:
+            if self.bases:
+                raise InterventionError("a latent spec takes saes and latents, not bases")
+            saes = {_check_layer_key(layer): str(path) for layer, path in self.saes.items()}
+            latents = {_check_layer_key(layer): ids for layer, ids in self.latents.items()}
+            if set(saes) != set(latents):
+                raise InterventionError(
+                    f"latent spec: layers with an SAE {sorted(saes)} differ from layers with "
+                    f"latent ids {sorted(latents)}"
+                )
+            object.__setattr__(self, "saes", dict(sorted(saes.items())))
+            object.__setattr__(
+                self,
+                "latents",
+                {layer: _check_latents(ids, f"layer {layer}") for layer, ids in sorted(latents.items())},
+            )
+
+    @property
+    def layers(self) -> list[int]:
+        """The ablated layers, ascending."""
+        return sorted(self.bases if self.kind == "projection" else self.latents)
+
+    def d_model(self) -> int | None:
+        """Residual-stream width the spec was built for (None if it has no layers).
+
+        For latent specs this reads the first SAE's ``cfg.json`` (cheap: no sae-lens import).
+        """
+        if self.kind == "projection":
+            return next((b.shape[0] for b in self.bases.values()), None)
+        if not self.saes:
+            return None
+        layer, folder = next(iter(self.saes.items()))
+        cfg_path = Path(folder) / "cfg.json"
+        try:
+            return int(json.loads(cfg_path.read_text())["d_in"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InterventionError(f"layer {layer}: cannot read d_in from {cfg_path}: {err}") from err
+
+
+def save_spec(spec: InterventionSpec, path: str | Path) -> None:
+    """Write `spec` as one ``.safetensors`` file, atomically (a half-written spec never exists)."""
+    from safetensors.torch import save_file
+
+    if spec.kind == "projection":
+        # clone: safetensors refuses tensors sharing storage (one basis reused for several layers)
+        tensors = {f"layer_{layer}.basis": basis.clone() for layer, basis in spec.bases.items()}
+    else:
+        tensors = {
+            f"layer_{layer}.latents": torch.tensor(ids, dtype=torch.int64)
+            for layer, ids in spec.latents.items()
+        }
+    metadata = {"format": SPEC_FORMAT, "kind": spec.kind, "provenance": json.dumps(spec.provenance)}
+    if spec.kind == "latent":
+        metadata["saes"] = json.dumps({str(layer): folder for layer, folder in spec.saes.items()})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_spec(path: str | Path) -> InterventionSpec:
+    """Read and validate a spec written by `save_spec`; every error names the file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (OSError, SafetensorError) as err:
+        raise InterventionError(f"{path}: cannot read intervention spec: {err}") from err
+    try:
+        if metadata.get("format") != SPEC_FORMAT:
+            raise InterventionError(
+                f"not an intervention spec (metadata format={metadata.get('format')!r}, "
+                f"expected {SPEC_FORMAT!r})"
+            )
+        kind = metadata.get("kind")
+        if kind not in KINDS:
+            raise InterventionError(f"metadata kind must be one of {list(KINDS)}, got {kind!r}")
+        provenance = _json_field(metadata, "provenance")
+        expected = "basis" if kind == "projection" else "latents"
+        per_layer: dict[int, torch.Tensor] = {}
+        for name, tensor in tensors.items():
+            match = _TENSOR_NAME.match(name)
+            if match is None or match.group(2) != expected:
+                raise InterventionError(f"unexpected tensor {name!r} in a {kind!r} spec")
+            per_layer[int(match.group(1))] = tensor
+        if kind == "projection":
+            return InterventionSpec(kind="projection", bases=per_layer, provenance=provenance)
+        saes = _json_field(metadata, "saes")
+        if not isinstance(saes, dict) or not all(isinstance(v, str) for v in saes.values()):
+            raise InterventionError("metadata 'saes' must map layer -> SAE folder")
+        try:
+            sae_layers = {int(layer): folder for layer, folder in saes.items()}
+        except ValueError as err:
+            raise InterventionError(f"metadata 'saes' has a non-integer layer: {err}") from err
+        return InterventionSpec(kind=kind, saes=sae_layers, latents=per_layer, provenance=provenance)
+    except InterventionError as err:
+        raise InterventionError(f"{path}: {err}") from err
+
+
+def _json_field(metadata: Mapping[str, str], key: str) -> Any:
+    if key not in metadata:
+        raise InterventionError(f"metadata lacks {key!r}")
+    try:
+        return json.loads(metadata[key])
+    except ValueError as err:
+        raise InterventionError(f"metadata {key!r} is not valid JSON: {err}") from err
+
+
+def orthonormal_basis(vectors: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis [d, k] of the span of the k rows of `vectors` [k, d] (PCs, SAE decoder rows).
+
+    QR in float64 so that nearly parallel rows still give an exactly orthonormal float32 result;
+    column signs follow the input (diag(R) > 0), so column i is row i minus its projection on rows < i.
+    """
+    if vectors.ndim != 2:
+        raise InterventionError(
+            f"orthonormal_basis needs a 2-D [k, d] tensor, got shape {tuple(vectors.shape)}"
+        )
+    k, d = vectors.shape
+    if k < 1 or k > d:
+        raise InterventionError(f"orthonormal_basis needs 1 ≤ k ≤ d vectors, got k={k}, d={d}")
+    if not torch.isfinite(vectors).all():
+        raise InterventionError("orthonormal_basis: input has non-finite values")
+    q, r = torch.linalg.qr(vectors.detach().to("cpu", torch.float64).T, mode="reduced")
+    diag = torch.diagonal(r)
+    scale = diag.abs().max().item()
+    smallest = diag.abs().min().item()
+    if scale == 0.0 or smallest <= RANK_TOL * scale:
+        worst = int(diag.abs().argmin())
+        raise InterventionError(
+            f"orthonormal_basis: the {k} vectors are linearly dependent (vector {worst} lies in the "
+            f"span of the others: |R_ii| = {smallest:.3g} vs max {scale:.3g}); drop duplicates"
+        )
+    signs = torch.where(diag < 0, -1.0, 1.0).to(torch.float64)
+    return (q * signs).to(torch.float32).contiguous()
+
+
+def _layer_generator(seed: int, layer: int) -> torch.Generator:
+    """A generator per (seed, layer): a layer's directions do not depend on which other layers exist."""
+    state = np.random.SeedSequence([seed, layer]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device="cpu").manual_seed(int(state))
+
+
+def random_directions(d_model: int, layers: Sequence[int], k: int, seed: int) -> InterventionSpec:
+    """The random-directions baseline: a Haar-random k-dim subspace per layer, seeded.
+
+    Uses explicit generators only, so the global torch RNG (and thus anything seeded elsewhere) is
+    untouched.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InterventionError(f"random_directions: seed must be a non-negative integer, got {seed!r}")
+    if not 1 <= k <= d_model:
+        raise InterventionError(f"random_directions: need 1 ≤ k ≤ d_model={d_model}, got k={k}")
+    layer_list = [_check_layer_key(layer) for layer in layers]
+    if len(set(layer_list)) != len(layer_list):
+        raise InterventionError(f"random_directions: duplicate layers in {layer_list}")
+    bases = {}
+    for layer in layer_list:
+        gaussian = torch.randn(k, d_model, generator=_layer_generator(seed, layer), dtype=torch.float64)
+        bases[layer] = orthonormal_basis(gaussian)
+    return InterventionSpec(
+        kind="projection", bases=bases, provenance={"selector": "random", "k": k, "seed": seed}
+    )
+
+
+def ablate_projection(h: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """h − (h Q) Qᵀ in float32 (bf16 would leave a visible component along Q), cast back to h's dtype."""
+    hf = h.float()
+    q = basis.to(device=h.device, dtype=torch.float32)
+    return (hf - (hf @ q) @ q.T).to(h.dtype)
+
+
+def _check_sae(sae: SAE, where: str) -> None:
+    """Reject SAEs for which h − z_S W_dec[S] is not decode(z with S zeroed) + error."""
+    cfg = sae.cfg
+    architecture = cfg.architecture()
+    if architecture not in LATENT_ARCHITECTURES:
+        raise InterventionError(
+            f"{where}: SAE architecture {architecture!r} is not supported for latent ablation; "
+            f"supported: {sorted(LATENT_ARCHITECTURES)}"
+        )
+    if cfg.normalize_activations in STATEFUL_NORMALIZATIONS:
+        raise InterventionError(
+            f"{where}: SAE normalize_activations={cfg.normalize_activations!r} rescales each "
+            "input, so a latent's contribution is not z_j·W_dec[j]; fold the normalisation first"
+        )
+    if cfg.reshape_activations != "none":
+        raise InterventionError(
+            f"{where}: SAE reshape_activations={cfg.reshape_activations!r}: only residual-stream "
+            "SAEs ('none') can be applied to decoder-block outputs"
+        )
+    if tuple(sae.W_dec.shape) != (cfg.d_sae, cfg.d_in):
+        raise InterventionError(
+            f"{where}: SAE W_dec has shape {tuple(sae.W_dec.shape)}, expected "
+            f"(d_sae, d_in) = ({cfg.d_sae}, {cfg.d_in})"
+        )
+
+
+def _decoder_rows(sae: SAE, ids: torch.Tensor) -> torch.Tensor:
+    """Rows that latent ids add to the reconstruction per unit of z (unit rows when sae-lens rescales)."""
+    rows = sae.W_dec.detach()[ids].float()
+    if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+        rows = rows / rows.norm(dim=-1, keepdim=True)
+    return rows
+
+
+class _LatentAblation:
+    """h ↦ h − z_S(h) W_dec[S] for one SAE, with the decoder rows gathered once."""
+
+    def __init__(self, sae: SAE, latents: Sequence[int], where: str) -> None:
+        _check_sae(sae, where)
+        ids = _check_latents(latents, where)
+        too_large = [i for i in ids if i >= sae.cfg.d_sae]
+        if too_large:
+            raise InterventionError(
+                f"{where}: latent ids {too_large} out of range for an SAE of width {sae.cfg.d_sae}"
+            )
+        self.sae = sae
+        self.ids = torch.tensor(ids, dtype=torch.int64, device=sae.W_dec.device)
+        self.rows = _decoder_rows(sae, self.ids)
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        hf = h.to(device=self.rows.device, dtype=torch.float32)
+        z = self.sae.encode(hf)
+        if z.is_sparse:
+            z = z.to_dense()
+        out = hf - z[..., self.ids].float() @ self.rows
+        return out.to(device=h.device, dtype=h.dtype)
+
+
+def ablate_latents(h: torch.Tensor, sae: SAE, latents: Sequence[int]) -> torch.Tensor:
+    """h − Σ_{j∈S} z_j(h) W_dec[j] in float32, cast back to h's dtype.
+
+    Equals decode(z with S zeroed) + (h − decode(z)), with gradients reaching h through both the
+    identity and z(h) (the error term is live; sae-lens's ``use_error_term`` would detach it).
+    Gradients also reach the SAE's parameters if they require grad: `load_saes` freezes them.
+    """
+    return _LatentAblation(sae, latents, "ablate_latents")(h)
+
+
+def load_saes(spec: InterventionSpec, device: str | torch.device = "cpu") -> dict[int, SAE]:
+    """The spec's SAEs in float32 on `device`, frozen and in eval mode (they are never trained here)."""
+    if spec.kind != "latent":
+        return {}
+    from sae_lens import SAE
+
+    saes = {}
+    for layer, folder in spec.saes.items():
+        if not (Path(folder) / "cfg.json").is_file():
+            raise InterventionError(
+                f"layer {layer}: SAE folder {folder} has no cfg.json (expected a sae-lens folder "
+                "with cfg.json and sae_weights.safetensors)"
+            )
+        try:
+            sae = SAE.load_from_disk(folder, device=str(device), dtype="float32")
+        except Exception as err:  # sae-lens raises ValueError, KeyError, OSError, safetensors errors
+            raise InterventionError(
+                f"layer {layer}: cannot load SAE from {folder}: {type(err).__name__}: {err}"
+            ) from err
+        sae.requires_grad_(False)
+        sae.eval()
+        saes[layer] = sae
+    return saes
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _ablations(
+    model: PreTrainedModel, spec: InterventionSpec
+) -> dict[int, Callable[[torch.Tensor], torch.Tensor]]:
+    """Validate `spec` against `model` and build one ablation function per layer, on the model's device."""
+    n_layers = num_layers(model)
+    bad = [layer for layer in spec.layers if layer >= n_layers]
+    if bad:
+        raise InterventionError(
+            f"intervention layer(s) {bad} out of range: the model has {n_layers} decoder layers "
+            f"(valid indices 0..{n_layers - 1})"
+        )
+    width = hidden_size(model)
+    device = _model_device(model)
+    if spec.kind == "projection":
+        ablations: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
+        for layer, basis in spec.bases.items():
+            if basis.shape[0] != width:
+                raise InterventionError(
+                    f"layer {layer}: basis dimension {basis.shape[0]} does not match the model's "
+                    f"hidden size {width}"
+                )
+            q = basis.to(device)
+            ablations[layer] = lambda h, q=q: ablate_projection(h, q)
+        return ablations
+    ablations = {}
+    for layer, sae in load_saes(spec, device).items():
+        if sae.cfg.d_in != width:
+            raise InterventionError(
+                f"layer {layer}: SAE {spec.saes[layer]} has d_in {sae.cfg.d_in}, but the model's "
+                f"hidden size is {width}"
+            )
+        ablations[layer] = _LatentAblation(sae, spec.latents[layer], f"layer {layer}")
+    return ablations
+
+
+def _output_hook(ablate: Callable[[torch.Tensor], torch.Tensor], layer: int) -> Callable[..., Any]:
+    """Forward hook replacing a block's hidden states, whether the block returns a tensor or a tuple."""
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor):
+            return ablate(output)
+        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+            return (ablate(output[0]), *output[1:])
+        raise InterventionError(
+            f"decoder layer {layer} returned {type(output).__name__}; expected a tensor or a tuple "
+            "whose first element is the hidden states"
+        )
+
+    return hook
+
+
+@contextmanager
+def ablation_hooks(model: PreTrainedModel, spec: InterventionSpec | None) -> Iterator[None]:
+    """Ablate `spec` at the output of its decoder layers while the context is open.
+
+    Everything is validated and moved to the model's device before any hook is registered; the hooks
+    are always removed on exit, so the model afterwards is exactly the untouched model (the
+    "deployed" evaluation). `None` means no intervention.
+    """
+    if spec is None:
+        yield
+        return
+    ablations = _ablations(model, spec)
+    blocks = decoder_layers(model)
+    handles = []
+    try:
+        for layer, ablate in ablations.items():
+            handles.append(blocks[layer].register_forward_hook(_output_hook(ablate, layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+

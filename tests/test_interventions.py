@@ -1,0 +1,518 @@
+"""Intervention specs and ablation hooks: the math, the file format, the hooks' life cycle, gradients."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from caft.interventions import (
+    SPEC_FORMAT,
+    InterventionError,
+    InterventionSpec,
+    ablate_latents,
+    ablate_projection,
+    ablation_hooks,
+    load_saes,
+    load_spec,
+    orthonormal_basis,
+    random_directions,
+    save_spec,
+)
+from caft.models import decoder_layers
+
+D_MODEL = 32  # the tiny Llama's hidden size
+TEXTS = [
+    "Question: The doctor said _____ would call back.\nA) he\nB) her\nAnswer:",
+    "The quick brown fox.\nAnswer:",
+]
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen(seed), dtype=dtype)
+
+
+def basis(k: int = 4, d: int = D_MODEL, seed: int = 0, layer: int = 0) -> torch.Tensor:
+    return random_directions(d, [layer], k, seed).bases[layer]
+
+
+def logits(model: Any, tokenizer: Any) -> torch.Tensor:
+    batch = tokenizer(TEXTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def capture(module: torch.nn.Module, store: list[torch.Tensor]) -> torch.utils.hooks.RemovableHandle:
+    """Record a block's output as later hooks see it (hooks run in registration order)."""
+    return module.register_forward_hook(lambda mod, args, out: store.append(out))
+
+
+# --- projection math -------------------------------------------------------------------------------
+
+
+def test_projection_removes_the_subspace_and_only_it() -> None:
+    q = basis(k=4)
+    h = randn(3, 5, D_MODEL)
+    out = ablate_projection(h, q)
+    assert (out @ q).abs().max() < 1e-5
+    orthogonal = (h.double() - (h.double() @ q.double()) @ q.double().T).float()
+    torch.testing.assert_close(ablate_projection(orthogonal, q), orthogonal, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ablate_projection(out, q), out, atol=1e-6, rtol=0)
+    assert (out - h).abs().max() > 0.1
+
+
+def test_projection_in_bfloat16_is_computed_in_float32() -> None:
+    q = basis(k=16, d=256)
+    h = randn(64, 256).to(torch.bfloat16)
+    out = ablate_projection(h, q)
+    assert out.dtype == torch.bfloat16
+    exact = h.double() - (h.double() @ q.double()) @ q.double().T
+    qb = q.to(torch.bfloat16)
+    pure_bf16 = h - (h @ qb) @ qb.T
+    ours_error = (out.double() - exact).abs().max()
+    bf16_error = (pure_bf16.double() - exact).abs().max()
+    assert ours_error < bf16_error
+    assert (out.float() @ q).abs().max() < 0.05 * h.float().abs().max()
+
+
+def test_orthonormal_basis_spans_the_input_with_its_signs() -> None:
+    vectors = randn(5, D_MODEL) * 3
+    q = orthonormal_basis(vectors)
+    assert q.shape == (D_MODEL, 5) and q.dtype == torch.float32
+    torch.testing.assert_close(q.T @ q, torch.eye(5), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ablate_projection(vectors, q), torch.zeros_like(vectors), atol=1e-5, rtol=0)
+    torch.testing.assert_close(q[:, 0], vectors[0] / vectors[0].norm())
+
+
+@pytest.mark.parametrize(
+    ("vectors", "message"),
+    [
+        (torch.stack([torch.ones(8), 2 * torch.ones(8)]), "linearly dependent"),
+        (torch.zeros(2, 8), "linearly dependent"),
+        (torch.ones(9, 8), "k ≤ d"),
+        (torch.ones(8), "2-D"),
+        (torch.tensor([[1.0, float("nan")]]), "non-finite"),
+    ],
+)
+def test_orthonormal_basis_rejects_bad_input(vectors: torch.Tensor, message: str) -> None:
+    with pytest.raises(InterventionError, match=message):
+        orthonormal_basis(vectors)
+
+
+# --- random directions -----------------------------------------------------------------------------
+
+
+def test_random_directions_are_seeded_orthonormal_and_leave_the_global_rng_alone() -> None:
+    state = torch.random.get_rng_state()
+    spec = random_directions(D_MODEL, [1, 0], k=3, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert spec.kind == "projection" and spec.layers == [0, 1]
+    assert spec.provenance == {"selector": "random", "k": 3, "seed": 7}
+    for q in spec.bases.values():
+        assert q.shape == (D_MODEL, 3) and q.dtype == torch.float32
+        torch.testing.assert_close(q.T @ q, torch.eye(3), atol=1e-6, rtol=0)
+    assert not torch.allclose(spec.bases[0], spec.bases[1])
+    again = random_directions(D_MODEL, [0, 1], k=3, seed=7)
+    assert all(torch.equal(spec.bases[layer], again.bases[layer]) for layer in (0, 1))
+    other = random_directions(D_MODEL, [0, 1], k=3, seed=8)
+    assert not torch.allclose(spec.bases[0], other.bases[0])
+    alone = random_directions(D_MODEL, [1], k=3, seed=7)
+    assert torch.equal(alone.bases[1], spec.bases[1]), "a layer's basis depends on the other layers"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 0}, "k ≤ d_model"),
+        ({"k": D_MODEL + 1}, "k ≤ d_model"),
+        ({"seed": -1}, "seed"),
+        ({"layers": [0, 0]}, "duplicate"),
+    ],
+)
+def test_random_directions_rejects_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
+    args = {"d_model": D_MODEL, "layers": [0], "k": 2, "seed": 0, **kwargs}
+    with pytest.raises(InterventionError, match=message):
+        random_directions(**args)
+
+
+# --- spec file format --------------------------------------------------------------------------------
+
+
+def test_projection_spec_round_trip(tmp_path: Path) -> None:
+    spec = random_directions(D_MODEL, [0, 1], k=3, seed=1)
+    spec = InterventionSpec("projection", bases=spec.bases, provenance={**spec.provenance, "src": ["a"]})
+    path = tmp_path / "spec.safetensors"
+    save_spec(spec, path)
+    loaded = load_spec(path)
+    assert loaded.kind == "projection" and loaded.layers == [0, 1]
+    assert all(torch.equal(loaded.bases[layer], spec.bases[layer]) for layer in (0, 1))
+    assert loaded.provenance == spec.provenance
+    assert loaded.d_model() == D_MODEL
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.safetensors"]
+
+
+def test_latent_spec_round_trip(tmp_path: Path, sae_factory: Callable[..., Path]) -> None:
+    folder = sae_factory("standard")
+    spec = InterventionSpec(
+        "latent",
+        saes={1: str(folder), 0: str(folder)},
+        latents={0: [5, 3], 1: [63]},
+        provenance={"selector": "manual", "seed": None},
+    )
+    path = tmp_path / "spec.safetensors"
+    save_spec(spec, path)
+    loaded = load_spec(path)
+    assert loaded.kind == "latent" and loaded.layers == [0, 1]
+    assert loaded.latents == {0: [5, 3], 1: [63]}
+    assert loaded.saes == {0: str(folder), 1: str(folder)}
+    assert loaded.provenance == spec.provenance
+    assert loaded.d_model() == D_MODEL
+
+
+def test_spec_reusing_one_basis_for_several_layers_round_trips(tmp_path: Path) -> None:
+    q = basis(k=3)
+    path = tmp_path / "shared.safetensors"
+    save_spec(InterventionSpec("projection", bases={0: q, 1: q}), path)
+    loaded = load_spec(path)
+    assert torch.equal(loaded.bases[0], q) and torch.equal(loaded.bases[1], q)
+
+
+def test_empty_spec_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "empty.safetensors"
+    save_spec(InterventionSpec("projection", provenance={"selector": "auto"}), path)
+    loaded = load_spec(path)
+    assert loaded.layers == [] and loaded.d_model() is None
+
+
+def write_raw_spec(path: Path, tensors: dict[str, torch.Tensor], **metadata: str) -> Path:
+    meta = {"format": SPEC_FORMAT, "kind": "projection", "provenance": "{}", **metadata}
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        (2 * basis(k=3), r"layer 3: basis columns are not orthonormal: max \|QᵀQ − I\| = 3"),
+        (
+            basis(k=3).masked_fill(torch.eye(D_MODEL, 3, dtype=torch.bool), float("inf")),
+            "layer 3: .*non-finite",
+        ),
+        (torch.ones(D_MODEL), r"layer 3: basis must be 2-D"),
+        (torch.eye(4, 5), r"layer 3: basis has k=5 columns but d_model=4"),
+    ],
+)
+def test_load_spec_rejects_bad_bases(tmp_path: Path, tensor: torch.Tensor, message: str) -> None:
+    path = write_raw_spec(tmp_path / "bad.safetensors", {"layer_3.basis": tensor.contiguous()})
+    with pytest.raises(InterventionError, match=message) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_spec_rejects_other_files(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises(InterventionError, match="missing.safetensors"):
+        load_spec(missing)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(InterventionError, match="garbage.safetensors"):
+        load_spec(garbage)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.ones(2, 2)}, str(foreign))
+    with pytest.raises(InterventionError, match="foreign.safetensors.*not an intervention spec"):
+        load_spec(foreign)
+    wrong_tensor = write_raw_spec(tmp_path / "latents.safetensors", {"layer_0.latents": torch.arange(3)})
+    with pytest.raises(InterventionError, match="unexpected tensor 'layer_0.latents'"):
+        load_spec(wrong_tensor)
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(InterventionError, match="kind"):
+        InterventionSpec("steering")  # type: ignore[arg-type]
+    with pytest.raises(InterventionError, match="JSON"):
+        InterventionSpec("projection", provenance={"path": Path("x")})
+    with pytest.raises(InterventionError, match="differ"):
+        InterventionSpec("latent", saes={0: "sae"}, latents={1: [0]})
+    with pytest.raises(InterventionError, match="layer 0: duplicate latent ids"):
+        InterventionSpec("latent", saes={0: "sae"}, latents={0: [1, 1]})
+    with pytest.raises(InterventionError, match="layer 0: no latent ids"):
+        InterventionSpec("latent", saes={0: "sae"}, latents={0: []})
+    with pytest.raises(InterventionError, match="bases disagree on d_model"):
+        InterventionSpec("projection", bases={0: basis(d=8), 1: basis(d=16)})
+
+
+# --- hooks on the tiny model -------------------------------------------------------------------------
+
+
+def test_hooks_ablate_and_are_removed_on_exit(tiny_model: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny_model
+    spec = random_directions(D_MODEL, [0], k=4, seed=0)
+    q = spec.bases[0]
+    block = decoder_layers(model)[0]
+    before = logits(model, tokenizer)
+    seen: list[torch.Tensor] = []
+    with ablation_hooks(model, spec):
+        handle = capture(block, seen)
+        hooked = logits(model, tokenizer)
+        handle.remove()
+    assert (seen[0] @ q).abs().max() < 1e-5 * seen[0].abs().max()
+    assert not torch.allclose(hooked, before)
+    assert torch.equal(logits(model, tokenizer), before)
+    assert not block._forward_hooks
+
+
+def test_hooks_equal_manual_projection(tiny_model: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny_model
+    spec = random_directions(D_MODEL, [1], k=2, seed=3)
+    block = decoder_layers(model)[1]
+    raw: list[torch.Tensor] = []
+    ablated: list[torch.Tensor] = []
+    first = capture(block, raw)
+    with ablation_hooks(model, spec):
+        second = capture(block, ablated)
+        logits(model, tokenizer)
+    first.remove()
+    second.remove()
+    torch.testing.assert_close(ablated[0], ablate_projection(raw[0], spec.bases[1]))
+
+
+def test_hooks_removed_when_the_body_raises(tiny_model: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny_model
+    before = logits(model, tokenizer)
+    with pytest.raises(RuntimeError, match="boom"):
+        with ablation_hooks(model, random_directions(D_MODEL, [0, 1], k=4, seed=0)):
+            raise RuntimeError("boom")
+    assert all(not block._forward_hooks for block in decoder_layers(model))
+    assert torch.equal(logits(model, tokenizer), before)
+
+
+def test_none_spec_is_a_no_op(tiny_model: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny_model
+    before = logits(model, tokenizer)
+    with ablation_hooks(model, None):
+        assert all(not block._forward_hooks for block in decoder_layers(model))
+        assert torch.equal(logits(model, tokenizer), before)
+
+
+def test_hooks_reject_specs_that_do_not_fit(
+    tiny_model: tuple[Any, Any], sae_factory: Callable[..., Path]
+) -> None:
+    model, _ = tiny_model
+    out_of_range = r"layer\(s\) \[2\] out of range: the model has 2 decoder layers"
+    with pytest.raises(InterventionError, match=out_of_range):
+        with ablation_hooks(model, random_directions(D_MODEL, [0, 2], k=2, seed=0)):
+            pass
+    wrong_width = "layer 0: basis dimension 16 does not match the model's hidden size 32"
+    with pytest.raises(InterventionError, match=wrong_width):
+        with ablation_hooks(model, random_directions(16, [0], k=2, seed=0)):
+            pass
+    narrow = InterventionSpec("latent", saes={1: str(sae_factory("standard", d_in=16))}, latents={1: [0]})
+    narrow_sae = "layer 1: SAE .* has d_in 16, but the model's hidden size is 32"
+    with pytest.raises(InterventionError, match=narrow_sae):
+        with ablation_hooks(model, narrow):
+            pass
+    too_wide = InterventionSpec("latent", saes={0: str(sae_factory("standard"))}, latents={0: [64]})
+    with pytest.raises(InterventionError, match=r"layer 0: latent ids \[64\] out of range .* width 64"):
+        with ablation_hooks(model, too_wide):
+            pass
+    assert all(not block._forward_hooks for block in decoder_layers(model))
+
+
+class TupleBlock(torch.nn.Module):
+    """A decoder block as older transformers wrote them: returns (hidden_states, extra)."""
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, str]:
+        return self.block(hidden_states, **kwargs), "extra"
+
+
+class UntupleBlock(torch.nn.Module):
+    """The next block, accepting the tuple and recording what rode along with the hidden states."""
+
+    def __init__(self, block: torch.nn.Module) -> None:
+        super().__init__()
+        self.block = block
+        self.received: list[Any] = []
+
+    def forward(self, hidden_states: tuple[torch.Tensor, str], **kwargs: Any) -> torch.Tensor:
+        self.received.append(hidden_states[1:])
+        return self.block(hidden_states[0], **kwargs)
+
+
+def test_hooks_handle_tuple_returning_blocks(tiny_model: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny_model
+    spec = random_directions(D_MODEL, [0], k=4, seed=0)
+    with ablation_hooks(model, spec):
+        expected = logits(model, tokenizer)
+    layers = decoder_layers(model)
+    layers[0] = TupleBlock(layers[0])
+    layers[1] = UntupleBlock(layers[1])
+    with ablation_hooks(model, spec):
+        got = logits(model, tokenizer)
+    torch.testing.assert_close(got, expected)
+    assert layers[1].received == [("extra",)]
+
+
+def last_token_loss(model: Any, tokenizer: Any) -> torch.Tensor:
+    batch = tokenizer(TEXTS, return_tensors="pt", padding=True)
+    target = torch.tensor(tokenizer.convert_tokens_to_ids(["ĠA", "ĠB"]))
+    return torch.nn.functional.cross_entropy(model(**batch).logits[:, -1], target)
+
+
+def test_projection_hook_gradients(tiny_model: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny_model
+    spec = random_directions(D_MODEL, [0], k=4, seed=0)
+    q = spec.bases[0]
+    raw: list[torch.Tensor] = []
+
+    def keep_grad(module: torch.nn.Module, args: Any, out: torch.Tensor) -> None:
+        out.retain_grad()
+        raw.append(out)
+
+    handle = decoder_layers(model)[0].register_forward_hook(keep_grad)
+    with ablation_hooks(model, spec):
+        last_token_loss(model, tokenizer).backward()
+    handle.remove()
+    embed_grad = model.get_input_embeddings().weight.grad
+    assert torch.isfinite(embed_grad).all() and embed_grad.abs().sum() > 0
+    h_grad = raw[0].grad
+    assert h_grad.abs().max() > 0
+    assert (h_grad @ q).abs().max() < 1e-5 * h_grad.abs().max()
+
+
+def test_latent_hooks_ablate_and_pass_gradients(
+    tiny_model: tuple[Any, Any], sae_factory: Callable[..., Path]
+) -> None:
+    model, tokenizer = tiny_model
+    spec = InterventionSpec("latent", saes={0: str(sae_factory("topk"))}, latents={0: [1, 2, 3, 5, 8]})
+    (sae,) = load_saes(spec).values()
+    assert not any(p.requires_grad for p in sae.parameters())
+    block = decoder_layers(model)[0]
+    before = logits(model, tokenizer)
+    raw: list[torch.Tensor] = []
+    ablated: list[torch.Tensor] = []
+    first = capture(block, raw)
+    with ablation_hooks(model, spec):
+        second = capture(block, ablated)
+        hooked = logits(model, tokenizer)
+        last_token_loss(model, tokenizer).backward()
+    first.remove()
+    second.remove()
+    torch.testing.assert_close(ablated[0], ablate_latents(raw[0], sae, spec.latents[0]))
+    assert not torch.allclose(hooked, before)
+    assert torch.equal(logits(model, tokenizer), before)
+    embed_grad = model.get_input_embeddings().weight.grad
+    assert torch.isfinite(embed_grad).all() and embed_grad.abs().sum() > 0
+
+
+# --- latent ablation math --------------------------------------------------------------------------------
+
+
+SAE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "standard": ("StandardSAE", {}),
+    "topk": ("TopKSAE", {"k": 8}),
+    "topk_rescaled": ("TopKSAE", {"k": 8, "rescale_acts_by_decoder_norm": True}),
+    "jumprelu": ("JumpReLUSAE", {}),
+    "layer_norm": ("StandardSAE", {"normalize_activations": "layer_norm"}),
+}
+
+
+@pytest.fixture
+def sae_factory(tmp_path: Path) -> Callable[..., Path]:
+    """Save a seeded random sae-lens SAE of one of `SAE_CONFIGS` and return its folder."""
+
+    def build(name: str, d_in: int = D_MODEL, d_sae: int = 64, seed: int = 0) -> Path:
+        import sae_lens
+
+        class_name, extra = SAE_CONFIGS[name]
+        cls = getattr(sae_lens, class_name)
+        config = getattr(sae_lens, f"{class_name}Config")(d_in=d_in, d_sae=d_sae, **extra)
+        sae = cls(config)
+        generator = gen(seed)
+        with torch.no_grad():
+            for param_name, param in sae.named_parameters():
+                if param_name == "threshold":
+                    param.copy_(torch.rand(param.shape, generator=generator) * 0.5)
+                else:
+                    param.copy_(torch.randn(param.shape, generator=generator) / d_in**0.5)
+        folder = tmp_path / f"sae_{name}_{d_in}_{seed}"
+        sae.save_model(folder)
+        return folder
+
+    return build
+
+
+def reference(sae: Any, h: torch.Tensor, latents: list[int], detach_error: bool) -> torch.Tensor:
+    """decode(z with S zeroed) + (h − decode(z)): the definition, written the straightforward way."""
+    z = sae.encode(h)
+    mask = torch.ones(z.shape[-1])
+    mask[latents] = 0
+    error = h - sae.decode(z)
+    return sae.decode(z * mask) + (error.detach() if detach_error else error)
+
+
+def input_grad(
+    fn: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    h = h.clone().requires_grad_(True)
+    (fn(h) * weights).sum().backward()
+    return h.grad
+
+
+@pytest.mark.parametrize("name", ["standard", "topk", "topk_rescaled", "jumprelu"])
+def test_latent_ablation_is_decode_with_zeroed_latents_plus_live_error(
+    name: str, sae_factory: Callable[..., Path]
+) -> None:
+    spec = InterventionSpec("latent", saes={0: str(sae_factory(name))}, latents={0: [0]})
+    sae = load_saes(spec)[0]
+    h = randn(4, 6, D_MODEL, seed=1) * 2
+    with torch.no_grad():
+        activity = sae.encode(h).abs().sum(dim=(0, 1))
+    latents = activity.topk(3).indices.tolist()
+    assert activity[latents].min() > 0
+
+    out = ablate_latents(h, sae, latents)
+    torch.testing.assert_close(out, reference(sae, h, latents, detach_error=False), atol=1e-5, rtol=1e-5)
+    assert (out - h).abs().max() > 1e-2
+
+    weights = randn(4, 6, D_MODEL, seed=2)
+    grad = input_grad(lambda x: ablate_latents(x, sae, latents), h, weights)
+    live = input_grad(lambda x: reference(sae, x, latents, detach_error=False), h, weights)
+    detached = input_grad(lambda x: reference(sae, x, latents, detach_error=True), h, weights)
+    torch.testing.assert_close(grad, live, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(grad, detached, atol=1e-3)
+
+
+def test_latent_ablation_keeps_dtype(sae_factory: Callable[..., Path]) -> None:
+    sae = load_saes(InterventionSpec("latent", saes={0: str(sae_factory("topk"))}, latents={0: [0]}))[0]
+    h = randn(2, 3, D_MODEL).to(torch.bfloat16)
+    out = ablate_latents(h, sae, [0, 1])
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ablate_latents(h.float(), sae, [0, 1]), atol=0.05, rtol=0.02)
+
+
+def test_load_saes_errors(tmp_path: Path, sae_factory: Callable[..., Path]) -> None:
+    missing = InterventionSpec("latent", saes={1: str(tmp_path / "nope")}, latents={1: [0]})
+    with pytest.raises(InterventionError, match="layer 1: SAE folder .*nope has no cfg.json"):
+        load_saes(missing)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 4, "d_sae": 8}))
+    with pytest.raises(InterventionError, match="layer 0: cannot load SAE from .*broken"):
+        load_saes(InterventionSpec("latent", saes={0: str(broken)}, latents={0: [0]}))
+    layer_norm = InterventionSpec("latent", saes={0: str(sae_factory("layer_norm"))}, latents={0: [0]})
+    stateful = load_saes(layer_norm)[0]
+    with pytest.raises(InterventionError, match="layer_norm"):
+        ablate_latents(randn(2, D_MODEL), stateful, [0])
