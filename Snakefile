@@ -12,6 +12,9 @@ min_version("9.27")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 # Key-naming messages first, then Snakemake's validate() (which also fills schema defaults).
 SOURCE_TABLES = check_config(config, Path(workflow.basedir) / "config/schema.yaml")
 validate(config, "config/schema.yaml")
@@ -19,6 +22,7 @@ validate(config, "config/schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/finetune.smk"
 
 
 localrules:
@@ -28,4 +32,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        all_task_splits(),
+        all_targets(),

@@ -72,15 +72,132 @@ def source_code(wildcards):
 
 
 def frame_task_section(wildcards):
-    return config["frame_tasks"][wildcards.task]
+    return config["frame_tasks"][wildcards.frame_task]
 
 
 def frame_task_source(wildcards):
-    return f"results/data/sources/{config['frame_tasks'][wildcards.task]['source']}.parquet"
+    return f"results/data/sources/{config['frame_tasks'][wildcards.frame_task]['source']}.parquet"
+
+
+MCMC_TASKS = {
+    caft.config.task_id(a, b, intended): (a, b, intended)
+    for a, b, intended in config["mcmc"]["triples"]
+}
+NO_INTERVENTION = caft.config.NO_INTERVENTION
+
+
+def task_kind(wildcards):
+    return "frames" if wildcards.task in config["frame_tasks"] else "mcmc"
+
+
+def task_dataset(task):
+    """The data a task trains and evaluates on: a frame task's own, or its MCMC pair's."""
+    if task in config["frame_tasks"] or task in mcmc_pairs():
+        return task
+    a, b, _ = MCMC_TASKS[task]
+    return caft.config.pair_id(a, b)
+
+
+def training_key(task, method):
+    """No-intervention runs do not depend on the intended index: both indices share one run."""
+    return task_dataset(task) if method == NO_INTERVENTION else task
+
+
+def run_dir(task, method, selector, seed):
+    return f"results/{training_key(task, method)}/runs/{method}/{selector}/seed{seed}"
+
+
+def spec_path(task, method, selector, seed):
+    """The intervention spec of a condition (random directions are drawn per training seed)."""
+    if method == NO_INTERVENTION:
+        return None
+    return f"results/{task}/interventions/{method}/{selector}/seed{seed}.safetensors"
+
+
+def finetune_inputs(wildcards):
+    inputs = {
+        "base": "results/models/base",
+        "train": f"results/data/{task_dataset(wildcards.task)}/train.parquet",
+        "code": library_code("training.py", "interventions.py", "lm.py", "pipeline.py"),
+    }
+    spec = spec_path(wildcards.task, wildcards.method, wildcards.selector, wildcards.seed)
+    return inputs | ({"spec": spec} if spec else {})
+
+
+def checkpoint_output(path):
+    """Checkpoints are ~1 GB for the default model: optionally deleted once evaluated."""
+    keep = config["finetune"]["keep_checkpoints"]
+    return directory(path) if keep else temp(directory(path))
+
+
+def evaluate_inputs(wildcards):
+    """'trained' scores the run's own checkpoint; 'test-only' the no-intervention one, ablated at test."""
+    method = NO_INTERVENTION if wildcards.evaluation == "test-only" else wildcards.method
+    selector = NO_INTERVENTION if wildcards.evaluation == "test-only" else wildcards.selector
+    dataset = task_dataset(wildcards.task)
+    inputs = {
+        "model": run_dir(wildcards.task, method, selector, wildcards.seed) + "/model",
+        "val": f"results/data/{dataset}/val.parquet",
+        "ood": f"results/data/{dataset}/ood.parquet",
+        "code": library_code("evaluation.py", "interventions.py", "lm.py", "pipeline.py"),
+    }
+    spec = spec_path(wildcards.task, wildcards.method, wildcards.selector, wildcards.seed)
+    return inputs | ({"spec": spec} if spec else {})
+
+
+def evaluation_modes(wildcards):
+    if wildcards.evaluation == "test-only":
+        return ["test-only"]
+    return ["deployed"] if wildcards.method == NO_INTERVENTION else ["deployed", "hooked"]
+
+
+def answer_of_task(wildcards):
+    """The column holding the intended answer: D_OOD separates the two MCMC questions."""
+    if wildcards.task in config["frame_tasks"]:
+        return "target"
+    return ("answer_a", "answer_b")[MCMC_TASKS[wildcards.task][2]]
+
+
+def conditions():
+    return [
+        tuple(c.split("/")) if c != NO_INTERVENTION else (c, c)
+        for c in config["runs"]["conditions"]
+    ]
+
+
+def all_metrics():
+    runs = config["runs"]
+    paths = []
+    for task in runs["tasks"]:
+        for seed in runs["seeds"]:
+            for method, selector in conditions():
+                evaluations = ["trained"]
+                if method != NO_INTERVENTION and runs["test_only"]:
+                    evaluations.append("test-only")
+                paths += [
+                    f"results/{task}/eval/{method}/{selector}/seed{seed}/{evaluation}/metrics.parquet"
+                    for evaluation in evaluations
+                ]
+    return paths
+
+
+def all_targets():
+    targets = all_task_splits()
+    if config["runs"]["tasks"]:
+        targets += ["results/tables/ood_accuracy.parquet", "results/tables/ood_accuracy.png"]
+    return targets
+
+
+RUN_KEYS = list(config["frame_tasks"]) + list(MCMC_TASKS) + mcmc_pairs()
 
 
 wildcard_constraints:
     source=alternation(config["sources"]),
-    task=alternation(config["frame_tasks"]),
+    frame_task=alternation(config["frame_tasks"]),
     a=alternation(question_sources()),
     b=alternation(question_sources()),
+    task=alternation(RUN_KEYS),
+    method="[a-z][a-z-]*",
+    selector="[a-z][a-z0-9-]*",
+    seed="[0-9]+",
+    evaluation="trained|test-only",

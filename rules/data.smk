@@ -29,11 +29,11 @@ rule frame_task:
         frames=frame_task_source,
         code=library_code("tasks.py", "artifacts.py"),
     output:
-        **split_outputs("results/data/{task}"),
+        **split_outputs("results/data/{frame_task}"),
     log:
-        "results/logs/frame_task/{task}.log",
+        "results/logs/frame_task/{frame_task}.log",
     benchmark:
-        "results/benchmarks/frame_task/{task}.tsv"
+        "results/benchmarks/frame_task/{frame_task}.tsv"
     conda:
         "../environment.yml"
     threads: 1

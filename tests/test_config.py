@@ -29,9 +29,12 @@ def test_paper_config_has_the_paper_recipe():
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     assert paper["model"]["name"] == "google/gemma-2-2b"
     assert len(paper["mcmc"]["triples"]) == 16 and len({tuple(t) for t in paper["mcmc"]["triples"]}) == 16
+    assert paper["runs"]["seeds"] == [0, 1, 2, 3, 4] and len(paper["runs"]["tasks"]) == 17
     assert paper["finetune"] == {
-        "seeds": [0, 1, 2, 3, 4], "lr": 5.0e-6, "weight_decay": 0.01, "betas": [0.9, 0.95], "warmup_ratio": 0.5,
-        "epochs": {"frames": 5, "mcmc": 4}, "batch_size": 16, "gradient_accumulation": 1, "freeze_embeddings": False,
+        "lr": 5.0e-6, "weight_decay": 0.01, "betas": [0.9, 0.95], "warmup_ratio": 0.5,
+        "epochs": {"frames": 5, "mcmc": 4}, "batch_size": 16, "gradient_accumulation": 1, "max_grad_norm": None,
+        "freeze_embeddings": False, "train_fraction": 1.0, "precision": "bf16", "lora": None,
+        "keep_checkpoints": False,
     }
 
 
@@ -55,6 +58,9 @@ def mutated(path: list, value) -> dict:
         (["sources", "sports"], {"from": "local"}, r"key 'sources.sports': 'path' is a required property"),
         (["sources", "sports"], {"from": "web"}, r"key 'sources.sports.from': 'web' is not one of"),
         (["model", "dtype"], "float8", r"key 'model.dtype'"),
+        (["finetune", "precision"], "fp8", r"key 'finetune.precision'"),
+        (["interventions", "layers"], "some", r"key 'interventions.layers'"),
+        (["runs", "seeds"], [-1], r"key 'runs.seeds.0'"),
     ],
 )
 def test_schema_errors_name_the_key(path, value, message):
@@ -70,6 +76,8 @@ def test_schema_errors_name_the_key(path, value, message):
         (["frame_tasks", "gender", "source"], "gendre", r"frame_tasks.gender.source names unknown source 'gendre'"),
         (["mcmc", "triples"], [["gender", "verbs", 0]], r"source 'gender' is used both as a frame table"),
         (["sources", "verbs"], {"from": "builtin", "path": "x"}, r"\['path'\] of sources.verbs do not apply"),
+        (["runs", "tasks"], ["verbs_sports_2"], r"runs.tasks\[0\] 'verbs_sports_2' is neither"),
+        (["runs", "conditions"], ["pca/psychic"], r"runs.conditions\[0\] 'pca/psychic' is unknown"),
     ],
 )
 def test_reference_errors_name_the_key(path, value, message):

@@ -13,6 +13,10 @@ import yaml
 
 from caft.errors import ConfigError
 
+# method -> the selectors that can produce its directions (grows with the PCA and SAE stages).
+SELECTORS: dict[str, tuple[str, ...]] = {"random": ("random",)}
+NO_INTERVENTION = "none"
+
 SOURCE_KEYS = {
     "builtin": {"from", "generator", "rows", "seed"},
     "local": {"from", "path", "file"},
@@ -61,9 +65,22 @@ def check_references(config: dict[str, Any], origin: str = "config") -> dict[str
             raise ConfigError(f"{origin}: mcmc.triples[{i}] pairs source '{a}' with itself")
         use(a, "questions", f"mcmc.triples[{i}]")
         use(b, "questions", f"mcmc.triples[{i}]")
-    clash = set(config["frame_tasks"]) & {task_id(*t) for t in config["mcmc"].get("triples", [])}
+    mcmc_ids = {task_id(*t) for t in config["mcmc"].get("triples", [])}
+    clash = set(config["frame_tasks"]) & mcmc_ids
     if clash:
         raise ConfigError(f"{origin}: frame task name(s) {sorted(clash)} clash with MCMC task ids")
+    runs = config.get("runs", {})
+    for i, task in enumerate(runs.get("tasks", [])):
+        if task not in config["frame_tasks"] and task not in mcmc_ids:
+            raise ConfigError(
+                f"{origin}: runs.tasks[{i}] '{task}' is neither a frame task nor a configured MCMC triple "
+                f"(known: {sorted(config['frame_tasks']) + sorted(mcmc_ids)})"
+            )
+    for i, condition in enumerate(runs.get("conditions", [])):
+        method, _, selector = condition.partition("/")
+        if condition != NO_INTERVENTION and selector not in SELECTORS.get(method, ()):
+            known = [NO_INTERVENTION] + [f"{m}/{s}" for m, sel in SELECTORS.items() for s in sel]
+            raise ConfigError(f"{origin}: runs.conditions[{i}] '{condition}' is unknown; known: {known}")
     return kinds
 
 

@@ -273,6 +273,11 @@ def load_model(
     return model, tokenizer
 
 
+def default_device() -> str:
+    """The first GPU when there is one (paper scale), else the CPU (the embedded default)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The decoder blocks: the residual stream after block L is the output of block L.
 

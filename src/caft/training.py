@@ -68,7 +68,7 @@ class TrainConfig:
     @classmethod
     def from_config(cls, section: dict[str, Any], task_kind: str) -> TrainConfig:
         """Build from the ``finetune`` config section; ``epochs`` there is per task kind."""
-        known = set(cls.__dataclass_fields__) | {"keep_checkpoints", "eval_batch_size"}
+        known = set(cls.__dataclass_fields__) | {"keep_checkpoints"}
         unknown = set(section) - known
         if unknown:
             raise ConfigError(f"finetune: unknown key(s) {sorted(unknown)}")
@@ -207,7 +207,7 @@ def train(
 def _loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: pd.Series, targets: torch.Tensor,
           cfg: TrainConfig) -> tuple[torch.Tensor, int]:
     batch = encode_prompts(tokenizer, prompts.tolist())
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16-autocast"):
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16-autocast"):
         logits = last_position_logits(model, batch)
     targets = targets.to(logits.device)
     loss = torch.nn.functional.cross_entropy(logits.float(), targets)

@@ -1,0 +1,152 @@
+"""Stage functions: read a stage's input files, call the library, write its artifacts.
+
+The ``workflow/scripts/*.py`` adapters only map ``snakemake.input/output/params`` onto these, so
+every stage can be run and tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from caft.artifacts import package_versions, provenance, write_json, write_parquet
+from caft.errors import DataError
+from caft.evaluation import predict, summarize
+from caft.interventions import InterventionSpec, ablation_hooks, load_spec, random_directions, save_spec
+from caft.models import ModelSpec, default_device, load_model
+from caft.tables import aggregate, plot_ood, write_tables
+from caft.training import TrainConfig, save_checkpoint, train, write_history
+
+log = logging.getLogger(__name__)
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_base_model(model_section: dict[str, Any], out_dir: Path) -> None:
+    """Materialise the configured base model once as a local safetensors checkpoint.
+
+    Later stages load this directory (seconds) instead of re-converting a GGUF file or reaching a hub.
+    """
+    spec = ModelSpec.from_config(model_section)
+    start = time.perf_counter()
+    model, tokenizer = load_model(spec)
+    log.info("loaded %s (%s, %d parameters) in %.0f s", spec.name, type(model).__name__,
+             sum(p.numel() for p in model.parameters()), time.perf_counter() - start)
+    save_checkpoint(model, tokenizer, out_dir)
+    write_json(provenance("base_model", model_section), out_dir / "caft_provenance.json")
+
+
+def base_model_shape(base_dir: Path) -> tuple[int, int]:
+    """(number of decoder layers, hidden size) from the checkpoint's config, without loading weights."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_dir).get_text_config()
+    return int(config.num_hidden_layers), int(config.hidden_size)
+
+
+def resolve_layers(layers: str | list[int], n_layers: int) -> list[int]:
+    """``"all"`` or explicit indices; negative indices count from the last layer."""
+    if layers == "all":
+        return list(range(n_layers))
+    resolved = sorted({layer % n_layers if -n_layers <= layer < n_layers else layer for layer in layers})
+    bad = [layer for layer in resolved if not 0 <= layer < n_layers]
+    if bad:
+        raise DataError(f"interventions.layers {bad} out of range: the base model has {n_layers} layers")
+    return resolved
+
+
+def make_random_directions(base_dir: Path, layers: str | list[int], k: int, seed: int, out_path: Path) -> None:
+    """The seeded random-directions baseline: k orthonormal directions per configured layer."""
+    n_layers, d_model = base_model_shape(base_dir)
+    spec = random_directions(d_model, resolve_layers(layers, n_layers), k, seed)
+    save_spec(spec, out_path)
+
+
+def finetune_run(
+    base_dir: Path,
+    model_section: dict[str, Any],
+    train_split: Path,
+    spec_path: Path | None,
+    finetune_section: dict[str, Any],
+    task_kind: str,
+    seed: int,
+    key: dict[str, Any],
+    checkpoint_dir: Path,
+    log_path: Path,
+    meta_path: Path,
+) -> None:
+    """One fine-tuning run from a fresh copy of the base model; resumable per epoch."""
+    cfg = TrainConfig.from_config(finetune_section, task_kind)
+    spec = load_spec(spec_path) if spec_path else None
+    spec_digest = file_digest(spec_path) if spec_path else ""
+    table = pd.read_parquet(train_split)
+    spec_model = ModelSpec(name=str(base_dir), dtype=model_section.get("dtype", "float32"))
+    model, tokenizer = load_model(spec_model, device=default_device())
+    resume_dir = checkpoint_dir.with_name(checkpoint_dir.name + ".resume")
+    start = time.perf_counter()
+    model, history = train(model, tokenizer, table, cfg, seed, spec, resume_dir=resume_dir, spec_digest=spec_digest)
+    save_checkpoint(model, tokenizer, checkpoint_dir)
+    write_history(history, log_path)
+    meta = {
+        **key, "seed": seed, "finetune": finetune_section, "model": model_section,
+        "spec": {"path": str(spec_path), "sha256": spec_digest, "provenance": spec.provenance} if spec else None,
+        "train_examples": len(table), "steps": len(history), "seconds": round(time.perf_counter() - start, 1),
+        "final_loss": history[-1]["loss"], "versions": package_versions(),
+    }
+    write_json(meta, meta_path)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def evaluate_run(
+    checkpoint_dir: Path,
+    dtype: str,
+    splits: dict[str, Path],
+    spec_path: Path | None,
+    modes: list[str],
+    answer: str,
+    batch_size: int,
+    key: dict[str, Any],
+    predictions_path: Path,
+    metrics_path: Path,
+) -> None:
+    """Evaluate one checkpoint on each split, once per mode ("hooked" and "test-only" attach the spec)."""
+    spec: InterventionSpec | None = load_spec(spec_path) if spec_path else None
+    model, tokenizer = load_model(ModelSpec(name=str(checkpoint_dir), dtype=dtype), device=default_device())
+    predictions, metrics = [], []
+    for mode in modes:
+        with ablation_hooks(model, spec if mode in ("hooked", "test-only") else None):
+            for split, path in splits.items():
+                table = pd.read_parquet(path)
+                if table.empty:
+                    raise DataError(f"{path}: split is empty")
+                result = predict(model, tokenizer, table, answer, batch_size=batch_size, progress=True)
+                summary = summarize(result)
+                log.info("%s / %s: %s", mode, split, {k: round(v, 4) for k, v in summary.items()})
+                predictions.append(result.assign(**key, mode=mode, split=split))
+                metrics.append({**key, "mode": mode, "split": split, **summary})
+    meta = provenance("evaluate", {"batch_size": batch_size, "modes": modes, "answer": answer}, **key)
+    write_parquet(pd.concat(predictions, ignore_index=True), predictions_path, meta)
+    write_parquet(pd.DataFrame(metrics), metrics_path, meta)
+
+
+def build_ood_table(metrics_paths: list[Path], parquet: Path, csv: Path, markdown: Path, plot: Path) -> pd.DataFrame:
+    """Aggregate every run's metrics into mean ± SEM over seeds, as tables and a Figure-2-style plot."""
+    metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
+    table = aggregate(metrics)
+    write_tables(table, parquet, csv, markdown, provenance("ood_table", {"runs": len(metrics_paths)}))
+    plot_ood(table, plot)
+    return table
+
+
+def set_threads(threads: int) -> None:
+    """Use exactly the cores Snakemake granted the job."""
+    torch.set_num_threads(max(1, int(threads)))
