@@ -136,7 +136,7 @@ def evaluate_inputs(wildcards):
     selector = NO_INTERVENTION if wildcards.evaluation == "test-only" else wildcards.selector
     dataset = task_dataset(wildcards.task)
     inputs = {
-        "model": run_dir(wildcards.task, method, selector, wildcards.seed) + "/model",
+        "model": f"{run_dir(wildcards.task, method, selector, wildcards.seed)}/model",
         "val": f"results/data/{dataset}/val.parquet",
         "ood": f"results/data/{dataset}/ood.parquet",
         "code": library_code("evaluation.py", "interventions.py", "lm.py", "pipeline.py"),

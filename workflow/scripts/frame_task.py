@@ -11,5 +11,5 @@ with stage(snakemake.log[0]) as log:
     splits = build_frame_task(pd.read_parquet(snakemake.input.frames), cfg)
     for split, table in splits.items():
         log.info("%s: %d examples, target letters %s", split, len(table), table["target"].value_counts().to_dict())
-        meta = provenance("frame_task", snakemake.params.cfg, task=snakemake.wildcards.task, split=split)
+        meta = provenance("frame_task", snakemake.params.cfg, task=snakemake.wildcards.frame_task, split=split)
         write_parquet(table, snakemake.output[split], meta)
