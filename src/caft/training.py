@@ -192,7 +192,7 @@ def train(
                 state.history.append(record)
                 epoch_loss += loss_sum
                 epoch_correct += correct
-                bar.set_postfix(loss=f"{mean_loss:.3f}")
+                bar.set_postfix(loss=f"{mean_loss:.3f}", refresh=False)
             log.info("epoch %d/%d: loss %.4f, train accuracy %.3f, %.0f s", epoch + 1, cfg.epochs,
                      epoch_loss / len(examples), epoch_correct / len(examples), time.perf_counter() - start)
             state.epochs_done = epoch + 1
