@@ -1,0 +1,272 @@
+"""Top-activating token windows of candidate directions or latents on a text corpus (DESIGN §1, step 2).
+
+Two independent halves:
+
+- *where activations come from*: `latent_activations` runs the **base** model over the corpus and
+  applies a score function ``score_fn(layer, residual [B, T, d]) -> activations [B, T, m]`` to the
+  residual stream (the output of block L). `projection_scores` builds one for PCs (dot product with
+  unit directions); an SAE encoder fits the same signature.
+- *windows*: `top_windows` splits every document into non-overlapping windows (16 tokens, as the
+  reference) and keeps, per (layer, latent, sign), the windows with the largest maximum ("positive")
+  and the most negative minimum ("negative"). PC signs are arbitrary, so both ends are shown;
+  SAE latents (non-negative) need only ``signs=("positive",)``.
+
+It streams: only the running top windows are kept (memory O(latents × per_component × window)),
+never the corpus' activations. BOS and padding are masked (NaN) and never score a window. Ties are
+broken by (doc, start), so results do not depend on batch size or order.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from caft.activations import capture_residuals, check_layers, run_decoder, token_mask
+from caft.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ScoreFn = Callable[[int, torch.Tensor], torch.Tensor]
+"""(layer, residual [B, T, d] float32) -> activations [B, T, m]."""
+
+SIGNS: tuple[str, ...] = ("positive", "negative")
+WINDOW_COLUMNS = ("layer", "component", "sign", "rank", "doc", "start", "token_ids", "tokens", "values", "peak")
+
+
+@dataclass(frozen=True)
+class ActivationBatch:
+    """Activations of a batch of documents, right-padded to T tokens.
+
+    ``values[layer]`` is [B, T, m] float32, NaN at BOS and padding; ``docs`` are the documents'
+    indices in the corpus, ``lengths`` their token counts.
+    """
+
+    docs: np.ndarray
+    lengths: np.ndarray
+    input_ids: np.ndarray
+    values: dict[int, np.ndarray]
+
+
+def projection_scores(directions: Mapping[int, torch.Tensor]) -> ScoreFn:
+    """Score = coordinate of the residual along each direction (columns of [d, m], normalised here)."""
+    unit: dict[int, torch.Tensor] = {}
+    for layer, vectors in directions.items():
+        if vectors.ndim != 2 or not torch.isfinite(vectors).all():
+            raise ConfigError(f"layer {layer}: directions must be a finite [d, m] matrix, got {tuple(vectors.shape)}")
+        norms = vectors.float().norm(dim=0)
+        if (norms == 0).any():
+            raise ConfigError(f"layer {layer}: a direction is the zero vector")
+        unit[layer] = vectors.float() / norms
+
+    def score(layer: int, residual: torch.Tensor) -> torch.Tensor:
+        return residual @ unit[layer].to(residual.device)
+
+    return score
+
+
+def latent_activations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    docs_input_ids: Sequence[Sequence[int]],
+    score_fn: ScoreFn,
+    layers: Sequence[int],
+    batch_size: int,
+    progress: bool = False,
+) -> Iterator[ActivationBatch]:
+    """Run the model over the documents (token ids as the model should see them, BOS first) in batches.
+
+    Right padding: every real token sits at its document position, unaffected by the batch's padding.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    empty = [index for index, ids in enumerate(docs_input_ids) if len(ids) == 0]
+    if empty:
+        raise DataError(f"corpus documents {empty[:10]} have no tokens")
+    layers = check_layers(model, layers)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with tqdm(total=len(docs_input_ids), desc="corpus activations", unit="doc", file=sys.stderr,
+              disable=not progress) as bar:
+        for first in range(0, len(docs_input_ids), batch_size):
+            chunk = docs_input_ids[first : first + batch_size]
+            lengths = torch.tensor([len(ids) for ids in chunk])
+            input_ids = torch.full((len(chunk), int(lengths.max())), pad_id, dtype=torch.long)
+            for row, ids in enumerate(chunk):
+                input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
+            mask = token_mask(
+                {"input_ids": input_ids, "attention_mask": attention_mask}, False, tokenizer.bos_token_id
+            )
+            # hooks and inference mode only around the forward: nothing leaks to the consumer between yields
+            with torch.inference_mode(), capture_residuals(model, layers) as residuals:
+                run_decoder(model, input_ids, attention_mask)
+                values = {layer: _scores(score_fn, layer, residuals[layer], mask) for layer in layers}
+            yield ActivationBatch(
+                docs=np.arange(first, first + len(chunk)),
+                lengths=lengths.numpy(),
+                input_ids=input_ids.numpy(),
+                values=values,
+            )
+            bar.update(len(chunk))
+
+
+def _scores(score_fn: ScoreFn, layer: int, residual: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """``score_fn`` output as float32 numpy [B, T, m], NaN where ``mask`` [B, T] is False."""
+    scores = score_fn(layer, residual).float().cpu()
+    if scores.ndim != 3 or scores.shape[:2] != mask.shape:
+        raise ConfigError(
+            f"layer {layer}: the score function returned shape {tuple(scores.shape)}; "
+            f"expected [{mask.shape[0]}, {mask.shape[1]}, m]"
+        )
+    return scores.masked_fill(~mask[..., None], float("nan")).numpy()
+
+
+def component_activations(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    docs_input_ids: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    directions: Mapping[int, torch.Tensor],
+    batch_size: int,
+    progress: bool = False,
+) -> Iterator[ActivationBatch]:
+    """`latent_activations` of PCs (or any directions): the base residual's coordinate along each."""
+    missing = sorted(set(layers) - set(directions))
+    if missing:
+        raise ConfigError(f"no directions for layer(s) {missing}")
+    score_fn = projection_scores({layer: directions[layer] for layer in layers})
+    return latent_activations(model, tokenizer, docs_input_ids, score_fn, layers, batch_size, progress)
+
+
+class _RunningTop:
+    """The best ``k`` windows of every latent of one (layer, sign), by key desc, then (doc, start)."""
+
+    def __init__(self, m: int, k: int, window: int) -> None:
+        self.key = np.full((m, k), -np.inf)
+        self.doc = np.full((m, k), np.iinfo(np.int64).max, dtype=np.int64)
+        self.start = np.zeros((m, k), dtype=np.int64)
+        self.length = np.zeros((m, k), dtype=np.int64)
+        self.values = np.full((m, k, window), np.nan, dtype=np.float32)
+        self.token_ids = np.zeros((m, k, window), dtype=np.int64)
+
+    def push(self, key: np.ndarray, doc: np.ndarray, start: np.ndarray, length: np.ndarray,
+             values: np.ndarray, token_ids: np.ndarray) -> None:
+        """Merge N candidate windows: key [N, m], values [N, window, m], the rest [N] / [N, window]."""
+        m, k = self.key.shape
+        n = key.shape[0]
+        all_key = np.concatenate([self.key, key.T], axis=1)
+        all_doc = np.concatenate([self.doc, np.broadcast_to(doc, (m, n))], axis=1)
+        all_start = np.concatenate([self.start, np.broadcast_to(start, (m, n))], axis=1)
+        best = np.lexsort((all_start, all_doc, -all_key), axis=-1)[:, :k]
+        kept = best < k
+        old = np.where(kept, best, 0)
+        new = np.where(kept, 0, best - k)
+        rows = np.arange(m)[:, None]
+        self.values = np.where(
+            kept[..., None], self.values[rows, old], values.transpose(2, 0, 1)[rows, new]
+        )
+        self.token_ids = np.where(kept[..., None], self.token_ids[rows, old], token_ids[new])
+        self.length = np.where(kept, self.length[rows, old], length[new])
+        self.key = all_key[rows, best]
+        self.doc = all_doc[rows, best]
+        self.start = all_start[rows, best]
+
+
+def _windows(batch: ActivationBatch, window: int) -> tuple[np.ndarray, ...]:
+    """Cut a batch into windows: docs [N], starts [N], lengths [N], token ids [N, window], and the
+    per-layer values [N, window, m] — only windows that begin inside their document."""
+    n_docs, width = batch.input_ids.shape
+    per_doc = -(-width // window)
+    padded = per_doc * window
+    ids = np.zeros((n_docs, padded), dtype=np.int64)
+    ids[:, :width] = batch.input_ids
+    starts = np.tile(np.arange(per_doc) * window, n_docs)
+    lengths = np.clip(np.repeat(batch.lengths, per_doc) - starts, 0, window)
+    inside = lengths > 0
+    values = {}
+    for layer, layer_values in batch.values.items():
+        m = layer_values.shape[2]
+        full = np.full((n_docs, padded, m), np.nan, dtype=np.float32)
+        full[:, :width] = layer_values
+        values[layer] = full.reshape(n_docs * per_doc, window, m)[inside]
+    return (
+        np.repeat(batch.docs, per_doc)[inside],
+        starts[inside],
+        lengths[inside],
+        ids.reshape(n_docs * per_doc, window)[inside],
+        values,
+    )
+
+
+def top_windows(
+    activations: Iterable[ActivationBatch],
+    tokenizer: PreTrainedTokenizerBase,
+    window: int = 16,
+    per_component: int = 8,
+    signs: Sequence[str] = SIGNS,
+) -> pd.DataFrame:
+    """The top ``per_component`` windows per (layer, component, sign), one row each.
+
+    Columns: `layer`, `component` (column of the score function's output), `sign`, `rank` (0 = best),
+    `doc`, `start`, `token_ids`, `tokens` (each id decoded alone), `values` (NaN where masked), `peak`
+    (the window's max for "positive", min for "negative"). Windows are ``window`` tokens, shorter at a
+    document's end; windows with no unmasked token are never kept.
+    """
+    if window < 1 or per_component < 1:
+        raise ConfigError(f"window and per_component must be positive, got {window} and {per_component}")
+    unknown = set(signs) - set(SIGNS)
+    if unknown or not signs:
+        raise ConfigError(f"signs must be a non-empty subset of {SIGNS}, got {list(signs)}")
+    tops: dict[tuple[int, str], _RunningTop] = {}
+    for batch in activations:
+        docs, starts, lengths, token_ids, values = _windows(batch, window)
+        for layer, layer_values in values.items():
+            masked = np.isnan(layer_values)
+            for sign in signs:
+                if sign == "positive":
+                    key = np.where(masked, -np.inf, layer_values).max(axis=1, initial=-np.inf)
+                else:
+                    key = -np.where(masked, np.inf, layer_values).min(axis=1, initial=np.inf)
+                top = tops.setdefault(
+                    (layer, sign), _RunningTop(layer_values.shape[2], per_component, window)
+                )
+                top.push(key, docs, starts, lengths, layer_values, token_ids)
+    return _window_frame(tops, tokenizer, signs)
+
+
+def _window_frame(
+    tops: Mapping[tuple[int, str], _RunningTop], tokenizer: PreTrainedTokenizerBase, signs: Sequence[str]
+) -> pd.DataFrame:
+    kept = {key: top.key > -np.inf for key, top in tops.items()}
+    used = sorted({int(i) for key, top in tops.items() for i in np.unique(top.token_ids[kept[key]])})
+    text = {i: tokenizer.decode([i]) for i in used}
+    rows = []
+    for layer in sorted({layer for layer, _ in tops}):
+        m = tops[layer, signs[0]].key.shape[0]
+        for component in range(m):
+            for sign in signs:
+                top = tops[layer, sign]
+                factor = 1.0 if sign == "positive" else -1.0
+                for rank in np.flatnonzero(kept[layer, sign][component]):
+                    length = int(top.length[component, rank])
+                    ids = top.token_ids[component, rank, :length].tolist()
+                    rows.append({
+                        "layer": layer,
+                        "component": component,
+                        "sign": sign,
+                        "rank": int(rank),
+                        "doc": int(top.doc[component, rank]),
+                        "start": int(top.start[component, rank]),
+                        "token_ids": ids,
+                        "tokens": [text[i] for i in ids],
+                        "values": top.values[component, rank, :length].astype(float).tolist(),
+                        "peak": factor * float(top.key[component, rank]),
+                    })
+    return pd.DataFrame(rows, columns=list(WINDOW_COLUMNS))

@@ -1,0 +1,184 @@
+"""Dashboards: structure (anchors, index, badges, sign sections), escaping, masking, self-containedness."""
+
+from __future__ import annotations
+
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from caft.dashboard import card_anchor, render_dashboard, write_dashboard
+from caft.errors import DataError
+from caft.selection import Selection
+
+NAN = math.nan
+VOID = {"meta", "br", "hr", "img", "input", "link"}
+LAYERS = (3, 7)
+COMPONENTS = (0, 1, 2)
+
+
+def window(layer: int, component: int, sign: str, rank: int) -> dict:
+    scale = 1.0 if sign == "positive" else -1.0
+    tokens = ["<bos>", "▁The", " ", "<script>alert(1)</script>", "a&b", "\n", "end"]
+    values = [NAN, 0.1 * scale, 0.0, 2.0 * scale * (component + 1), 0.5 * scale, 0.2 * scale, NAN]
+    return {
+        "layer": layer, "component": component, "sign": sign, "rank": rank, "doc": 10 + rank,
+        "start": 4 * rank, "tokens": tokens, "values": values, "peak": values[3],
+    }
+
+
+@pytest.fixture
+def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    windows = pd.DataFrame(
+        [
+            window(layer, component, sign, rank)
+            for layer in LAYERS
+            for component in COMPONENTS
+            for sign in ("negative", "positive")
+            for rank in (1, 0)
+        ]
+    )
+    summary = pd.DataFrame(
+        [
+            {
+                "layer": layer,
+                "component": c,
+                "explained_variance_ratio": 0.3 / (c + 1),
+                "explanation": "he & <she>",
+            }
+            for layer in LAYERS
+            for c in COMPONENTS
+        ]
+    )
+    return windows, summary
+
+
+SELECTIONS = {
+    "manual": Selection("pca", "manual", "gender", None, {3: [2]}),
+    "top": Selection("pca", "top", "gender", None, {3: [0, 1], 7: [0]}),
+    "random": Selection("pca", "random", "gender", 0, {3: [2], 7: [19]}),
+}
+
+
+class TagChecker(HTMLParser):
+    """Fails on an end tag that does not close the innermost open element."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.counts: dict[str, int] = {}
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        innermost = self.stack[-1] if self.stack else None
+        assert innermost == tag, f"</{tag}> closes <{innermost}>"
+        self.stack.pop()
+
+
+def card_html(html: str, layer: int, component: int) -> str:
+    pattern = rf'<details class="card[^"]*" id="{card_anchor(layer, component)}">.*?</details>'
+    match = re.search(pattern, html, re.S)
+    assert match, f"no card for layer {layer} component {component}"
+    return match.group(0)
+
+
+def test_structure_anchors_index_badges(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    windows, summary = tables
+    html = render_dashboard("gender <PCA>", windows, summary, SELECTIONS)
+    checker = TagChecker()
+    checker.feed(html)
+    checker.close()
+    assert checker.stack == []
+    n_cards = len(LAYERS) * len(COMPONENTS)
+    assert checker.counts["details"] == n_cards + len(LAYERS)
+    for layer in LAYERS:
+        assert f'id="L{layer}"' in html
+        for component in COMPONENTS:
+            anchor = card_anchor(layer, component)
+            assert html.count(f'id="{anchor}"') == 1 and f'href="#{anchor}"' in html
+    assert card_anchor(3, 2) == "L3-C2"
+    # badges and highlighting
+    badges = re.findall(r'<span class="b[^"]*">(\w+)</span>', card_html(html, 3, 2))
+    assert badges == ["manual", "random"]
+    assert re.findall(r'<span class="b[^"]*">(\w+)</span>', card_html(html, 7, 0)) == ["top"]
+    assert 'class="b' not in card_html(html, 7, 1) and 'class="card"' in card_html(html, 7, 1)
+    assert re.search(r'<a href="#L3-C2" class="sel" title="manual, random">2</a>', html)
+    assert re.search(r'<a href="#L7-C1">1</a>', html)
+    assert "random also selects [19] (no card)" in html
+    # card fields, escaped
+    assert "explained_variance_ratio</b> 0.15" in card_html(html, 3, 1)
+    assert "he &amp; &lt;she&gt;" in html and "<she>" not in html
+    assert "<title>gender &lt;PCA&gt;</title>" in html
+
+
+def test_both_signs_ordered_by_rank(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    windows, summary = tables
+    html = render_dashboard("t", windows, summary, SELECTIONS)
+    n_cards = len(LAYERS) * len(COMPONENTS)
+    assert html.count("<h4>most positive</h4>") == n_cards
+    assert html.count("<h4>most negative</h4>") == n_cards
+    card = card_html(html, 7, 2)
+    assert card.index("most positive") < card.index("most negative")
+    assert [int(r) for r in re.findall(r'<div class="wh">#(\d+)', card)] == [0, 1, 0, 1]
+
+
+def test_tokens_escaped_masked_coloured(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    windows, summary = tables
+    html = render_dashboard("t", windows, summary, SELECTIONS)
+    assert "<script>alert" not in html and html.count("<script") == 1  # only the page's own script
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "a&amp;b" in html
+    assert '<span class="t m" title="masked">&lt;bos&gt;</span>' in html
+    assert ">␣</span>" in html and ">↵</span>" in html and "> The</span>" in html
+    card = card_html(html, 3, 1)  # max |value| 4.0 at the script token
+    assert 'style="background:rgba(255,140,0,1.00)" title="4">&lt;script&gt;' in card
+    assert 'style="background:rgba(30,110,255,1.00)" title="-4">&lt;script&gt;' in card
+    assert 'style="background:rgba(255,140,0,0.12)" title="0.5">a&amp;b' in card
+    assert '<span class="t" title="0">␣</span>' in card  # zero: no colour
+    assert not re.search(r"https?://", html)
+    assert not re.search(r"""(src|href)=["'](?!#)""", html)
+
+
+def test_positive_only_windows_show_one_section(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    windows, summary = tables
+    latents = windows[windows["sign"] == "positive"].rename(columns={"component": "latent"})
+    latents = latents[~((latents["layer"] == 7) & (latents["latent"] == 2))]  # a card without windows
+    summary = summary.rename(columns={"component": "latent"})
+    html = render_dashboard("sae", latents, summary, {}, id_column="latent", card_fields=["explanation"])
+    assert "most negative" not in html and html.count("most positive") == 5
+    assert "no windows" in card_html(html, 7, 2) and "no windows" not in card_html(html, 7, 1)
+    assert "latent 2" in html and "explained_variance_ratio" not in html
+
+
+def test_deterministic_and_written(tables: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path) -> None:
+    windows, summary = tables
+    html = render_dashboard("t", windows, summary, SELECTIONS)
+    assert html == render_dashboard("t", windows, summary, SELECTIONS)
+    path = tmp_path / "out" / "dashboard.html"
+    write_dashboard(html, path)
+    assert path.read_text(encoding="utf-8") == html
+
+
+def test_input_errors(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    windows, summary = tables
+    with pytest.raises(DataError, match=r"windows lacks column\(s\) \['peak'\]"):
+        render_dashboard("t", windows.drop(columns="peak"), summary, {})
+    bad = windows.copy()
+    bad.at[0, "values"] = [1.0]
+    with pytest.raises(DataError, match="layer 3 component 0 negative rank 1: 7 tokens but 1 values"):
+        render_dashboard("t", bad, summary, {})
+    with pytest.raises(DataError, match="have windows but no summary row"):
+        render_dashboard("t", windows, summary[summary["layer"] == 3], {})
+    with pytest.raises(DataError, match="sign must be one of"):
+        render_dashboard("t", windows.assign(sign="pos"), summary, {})
+    with pytest.raises(DataError, match="mix methods"):
+        mixed = {"a": SELECTIONS["top"], "b": Selection("sae", "top", "g", None, {})}
+        render_dashboard("t", windows, summary, mixed)
+    with pytest.raises(DataError, match=r"card_fields\) lacks column\(s\) \['effect'\]"):
+        render_dashboard("t", windows, summary, {}, card_fields=["effect"])

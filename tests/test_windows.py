@@ -1,0 +1,143 @@
+"""Top-activating windows: the streaming top-k logic on planted activations, and PC projections on a tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from caft.errors import ConfigError
+from caft.models import decoder_layers
+from caft.windows import ActivationBatch, component_activations, projection_scores, top_windows
+from tests.fixtures_models import TINY_CORPUS, build_tiny_tokenizer
+
+NAN = float("nan")
+
+
+def batch(docs: list[int], rows: list[list[float]], m: int = 1) -> ActivationBatch:
+    """Right-padded batch of one layer (0) whose latent c has activation ``(c + 1) * value``."""
+    width = max(len(row) for row in rows)
+    values = np.full((len(rows), width, m), np.nan, dtype=np.float32)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    for index, row in enumerate(rows):
+        values[index, : len(row)] = np.outer(row, np.arange(1, m + 1))
+        ids[index, : len(row)] = np.arange(4, 4 + len(row))
+    return ActivationBatch(
+        docs=np.array(docs), lengths=np.array([len(row) for row in rows]), input_ids=ids, values={0: values}
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tiny_tokenizer()
+
+
+def test_running_top_k_is_exact_and_independent_of_batching(tokenizer) -> None:
+    rows = [
+        [NAN, 1, 5, 0, -2, 3],  # doc 0: windows [0,4) peak 5/min 0, [4,6) peak 3/min -2
+        [NAN, 5, -7, 2],  # doc 1: one window, ties doc 0's max 5
+        [NAN],  # doc 2: only a masked token, never a window
+        [2, 2, 2, 2, -1, 4, 4, 4],  # doc 3
+    ]
+    one = top_windows([batch([0, 1, 2, 3], rows, m=2)], tokenizer, window=4, per_component=3)
+    streamed = top_windows(
+        [batch([0], rows[:1], m=2), batch([1, 2], rows[1:3], m=2), batch([3], rows[3:], m=2)],
+        tokenizer, window=4, per_component=3,
+    )
+    pd.testing.assert_frame_equal(one, streamed)
+    positive = one[(one["component"] == 0) & (one["sign"] == "positive")]
+    assert positive[["doc", "start", "peak"]].values.tolist() == [[0, 0, 5], [1, 0, 5], [3, 4, 4]]
+    negative = one[(one["component"] == 1) & (one["sign"] == "negative")]
+    assert negative[["doc", "start", "peak"]].values.tolist() == [[1, 0, -14], [0, 4, -4], [3, 4, -2]]
+    assert negative["rank"].tolist() == [0, 1, 2]
+    first = positive.iloc[0]
+    assert first["token_ids"] == [4, 5, 6, 7] and first["tokens"] == tokenizer.batch_decode([[i] for i in range(4, 8)])
+    assert math.isnan(first["values"][0]) and first["values"][1:] == [1.0, 5.0, 0.0]
+    assert one.loc[(one["doc"] == 0) & (one["start"] == 4), "token_ids"].iloc[0] == [8, 9]  # short at the end
+    assert 2 not in set(one["doc"])
+    only_positive = top_windows([batch([0], rows[:1])], tokenizer, window=4, per_component=5, signs=("positive",))
+    assert set(only_positive["sign"]) == {"positive"} and len(only_positive) == 2
+
+
+def test_top_windows_rejects_bad_settings(tokenizer) -> None:
+    with pytest.raises(ConfigError, match="signs"):
+        top_windows([], tokenizer, signs=("up",))
+    with pytest.raises(ConfigError, match="positive"):
+        top_windows([], tokenizer, window=0)
+    assert top_windows([], tokenizer).empty
+
+
+def test_projection_scores_use_unit_directions() -> None:
+    gen = torch.Generator().manual_seed(0)
+    directions = torch.randn(8, 3, generator=gen)
+    residual = torch.randn(2, 5, 8, generator=gen)
+    unit = directions / directions.norm(dim=0)
+    torch.testing.assert_close(projection_scores({4: 3.0 * directions})(4, residual), residual @ unit)
+    with pytest.raises(ConfigError, match="zero vector"):
+        projection_scores({0: torch.zeros(8, 1)})
+
+
+def independent_residuals(model, docs) -> dict[int, list[torch.Tensor]]:
+    """Each document run alone through the model, with hooks of the test's own: layer -> [T, d] per doc."""
+    out: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    handles = [
+        decoder_layers(model)[layer].register_forward_hook(
+            # transformers 5 blocks return the tensor [1, T, d]: [0] is the single document
+            lambda mod, args, output, layer=layer: out[layer].append(output[0])
+        )
+        for layer in out
+    ]
+    try:
+        with torch.inference_mode():
+            for ids in docs:
+                model(input_ids=torch.tensor([ids]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
+
+
+def test_pc_windows_on_tiny_model(tiny_model) -> None:
+    model, tokenizer = tiny_model
+    texts = [*TINY_CORPUS, "Then: " + " ".join(TINY_CORPUS[2:5]), "Answer: A"]
+    docs = [tokenizer(text).input_ids for text in texts]
+    assert all(ids[0] == tokenizer.bos_token_id for ids in docs)
+    gen = torch.Generator().manual_seed(3)
+    directions = {layer: torch.randn(32, 2, generator=gen) for layer in (0, 1)}
+    frame = top_windows(
+        component_activations(model, tokenizer, docs, [0, 1], directions, batch_size=3), tokenizer, per_component=4
+    )
+    rebatched = top_windows(
+        component_activations(model, tokenizer, docs, [0, 1], directions, batch_size=8), tokenizer, per_component=4
+    )
+    assert frame[["layer", "component", "sign", "rank", "doc", "start"]].equals(
+        rebatched[["layer", "component", "sign", "rank", "doc", "start"]]
+    )
+    residuals = independent_residuals(model, docs)
+    for (layer, component), group in frame.groupby(["layer", "component"]):
+        assert set(group["sign"]) == {"positive", "negative"}
+        unit = directions[layer][:, component] / directions[layer][:, component].norm()
+        truth = [(h @ unit).double().numpy() for h in residuals[layer]]
+        for values in truth:
+            values[0] = np.nan  # BOS
+        positive, negative = group[group["sign"] == "positive"], group[group["sign"] == "negative"]
+        assert positive["peak"].min() >= negative["peak"].max()
+        assert positive["peak"].is_monotonic_decreasing and negative["peak"].is_monotonic_increasing
+        assert positive["peak"].iloc[0] == pytest.approx(max(np.nanmax(v) for v in truth), abs=1e-4)
+        assert negative["peak"].iloc[0] == pytest.approx(min(np.nanmin(v) for v in truth), abs=1e-4)
+        for row in group.itertuples():
+            length = len(row.token_ids)
+            assert row.start % 16 == 0 and 1 <= length <= 16
+            assert length == 16 or row.start + length == len(docs[row.doc])
+            assert row.token_ids == docs[row.doc][row.start : row.start + length]
+            assert "".join(row.tokens) == tokenizer.decode(row.token_ids)
+            expected = truth[row.doc][row.start : row.start + length]
+            np.testing.assert_allclose(row.values, expected, atol=1e-4)
+            assert [i for i, v in enumerate(row.values) if math.isnan(v)] == ([0] if row.start == 0 else [])
+            peak = np.nanmax(row.values) if row.sign == "positive" else np.nanmin(row.values)
+            assert row.peak == pytest.approx(peak, abs=1e-6)
+    with pytest.raises(ConfigError, match="no directions"):
+        list(component_activations(model, tokenizer, docs, [0, 1], {0: directions[0]}, batch_size=2))
