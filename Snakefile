@@ -23,6 +23,7 @@ validate(config, "config/schema.yaml")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/finetune.smk"
+include: "rules/pca.smk"
 
 
 localrules:

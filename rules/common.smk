@@ -4,6 +4,7 @@ from pathlib import Path
 
 import caft.config
 from caft.sources import LOCAL_SUFFIXES
+from caft.selection import load_manual_selection
 from caft.tasks import SPLITS
 
 
@@ -108,10 +109,70 @@ def run_dir(task, method, selector, seed):
 
 
 def spec_path(task, method, selector, seed):
-    """The intervention spec of a condition (random directions are drawn per training seed)."""
+    """The intervention spec of a condition (random selectors draw per training seed)."""
     if method == NO_INTERVENTION:
         return None
-    return f"results/{task}/interventions/{method}/{selector}/seed{seed}.safetensors"
+    variant = f"{selector}/seed{seed}" if selector == "random" else selector
+    return f"results/{task}/interventions/{method}/{variant}.safetensors"
+
+
+def pretuned_model(wildcards):
+    """The no-intervention run that PCA compares with the base model (reused, never retrained)."""
+    return f"{run_dir(wildcards.dataset, NO_INTERVENTION, NO_INTERVENTION, config['pca']['pretune_seed'])}/model"
+
+
+def pca_dir(wildcards):
+    return f"results/{task_dataset(wildcards.task)}/pca"
+
+
+def pca_section(*keys):
+    """Only the PCA keys a rule uses, so changing another one does not rerun it."""
+    return {key: config["pca"][key] for key in keys}
+
+
+def manual_selection_file(task):
+    return f"{config['selection']['directory']}/{task}.yaml"
+
+
+def manual_layer_counts(task):
+    """Ids per layer in the task's manual file: the random baseline draws the same counts. Read here
+    (not as an input) so editing which ids are chosen, at equal counts, leaves random runs alone."""
+    unbounded = 1 << 30
+    selection = load_manual_selection(manual_selection_file(task), "pca", unbounded, unbounded)
+    return selection.layer_counts()
+
+
+def selection_settings(wildcards):
+    if wildcards.variant == "top":
+        return {"top_k": config["selection"]["top_k"]}
+    if wildcards.variant.startswith("random/"):
+        return {"counts": manual_layer_counts(wildcards.task)}
+    return {}
+
+
+def selection_inputs(wildcards):
+    """Inputs of a selector: the component summary, plus the manual file for the manual selector."""
+    inputs = {"summary": f"{pca_dir(wildcards)}/components.parquet"}
+    if wildcards.variant == "manual":
+        inputs["manual"] = manual_selection_file(wildcards.task)
+    return inputs
+
+
+def pca_components_path(wildcards):
+    return f"{pca_dir(wildcards)}/components.safetensors"
+
+
+def dashboard_inputs(wildcards):
+    """Windows and components of the task's data, and each selector's list (random: first seed)."""
+    selections = f"results/{wildcards.task}/selections/pca"
+    return {
+        "windows": f"{pca_dir(wildcards)}/windows.parquet",
+        "summary": f"{pca_dir(wildcards)}/components.parquet",
+        "manual": f"{selections}/manual.json",
+        "top": f"{selections}/top.json",
+        "random": f"{selections}/random/seed{config['runs']['seeds'][0]}.json",
+        "code": library_code("dashboard.py", "interpretation.py"),
+    }
 
 
 def finetune_inputs(wildcards):
@@ -181,10 +242,18 @@ def all_metrics():
     return paths
 
 
+def pca_tasks():
+    """Tasks with a PCA condition: they get components, windows and a dashboard."""
+    if not any(method == "pca" for method, _ in conditions()):
+        return []
+    return config["runs"]["tasks"]
+
+
 def all_targets():
     targets = all_task_splits()
     if config["runs"]["tasks"]:
         targets += ["results/tables/ood_accuracy.parquet", "results/tables/ood_accuracy.png"]
+    targets += [f"results/{task}/pca/dashboard.html" for task in pca_tasks()]
     return targets
 
 
@@ -201,3 +270,5 @@ wildcard_constraints:
     selector="[a-z][a-z0-9-]*",
     seed="[0-9]+",
     evaluation="trained|test-only",
+    dataset=alternation(list(config["frame_tasks"]) + mcmc_pairs()),
+    variant="manual|top|random/seed[0-9]+",

@@ -14,7 +14,7 @@ import yaml
 from caft.errors import ConfigError
 
 # method -> the selectors that can produce its directions (grows with the PCA and SAE stages).
-SELECTORS: dict[str, tuple[str, ...]] = {"random": ("random",)}
+SELECTORS: dict[str, tuple[str, ...]] = {"random": ("random",), "pca": ("manual", "top", "random")}
 NO_INTERVENTION = "none"
 
 SOURCE_KEYS = {

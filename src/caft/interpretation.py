@@ -1,0 +1,124 @@
+"""Stage functions of the PCA half of CAFT: corpus, difference moments, components, windows,
+selections, intervention specs and dashboards (DESIGN §1 steps 1–3).
+
+Like `caft.pipeline`, each function reads a stage's input files and writes its artifacts, so the
+``workflow/scripts`` adapters stay thin and every stage is testable without Snakemake.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from caft.activations import accumulate_differences, load_moments, prompts_with_answers, save_moments
+from caft.artifacts import provenance, write_parquet
+from caft.corpus import CorpusConfig, bos_token_id, build_corpus
+from caft.dashboard import render_dashboard, write_dashboard
+from caft.errors import ConfigError
+from caft.interventions import save_spec
+from caft.models import ModelSpec, default_device, load_model
+from caft.pca import fit_pca, load_components, save_components
+from caft.pipeline import base_model_shape, resolve_layers
+from caft.selection import Selection, load_manual_selection, projection_spec, random_selection, top_selection
+from caft.windows import component_activations, top_windows
+
+log = logging.getLogger(__name__)
+
+
+def _load(path: Path, dtype: str = "float32"):
+    return load_model(ModelSpec(name=str(path), dtype=dtype), device=default_device())
+
+
+def corpus_stage(section: dict[str, Any], base_dir: Path, out_path: Path) -> None:
+    """The generic-text corpus shared by every interpretation stage (tokens and text as parquet)."""
+    cfg = CorpusConfig.from_config(section)
+    tokenizer_box: list[Any] = []
+
+    def loader():
+        model, tokenizer = _load(base_dir)
+        tokenizer_box.append(tokenizer)
+        return model, tokenizer
+
+    table = build_corpus(cfg, loader)
+    meta = provenance("corpus", section, bos_token_id=bos_token_id(tokenizer_box[0]),
+                      tokens=int(table["n_tokens"].sum()))
+    log.info("corpus: %d documents, %d tokens", len(table), int(table["n_tokens"].sum()))
+    write_parquet(table, out_path, meta)
+
+
+def pca_moments_stage(base_dir: Path, tuned_dir: Path, train_split: Path, section: dict[str, Any],
+                      out_path: Path) -> None:
+    """Streaming moments of tuned − base residual differences over D_amb prompts with their answer."""
+    base, tokenizer = _load(base_dir)
+    tuned, _ = _load(tuned_dir)
+    n_layers, _ = base_model_shape(base_dir)
+    layers = resolve_layers(section["layers"], n_layers)
+    texts = prompts_with_answers(pd.read_parquet(train_split))
+    moments = accumulate_differences(base, tuned, tokenizer, texts, layers, section["include_bos"],
+                                     section["batch_size"], progress=True)
+    log.info("moments over %d tokens per layer (BOS %s)", next(iter(moments.values())).count,
+             "included" if section["include_bos"] else "excluded")
+    save_moments(moments, out_path, provenance("pca_moments", section, tuned=str(tuned_dir), texts=len(texts)))
+
+
+def pca_components_stage(moments_path: Path, section: dict[str, Any], components_path: Path,
+                         summary_path: Path) -> None:
+    """Top principal components per layer (safetensors) and their variance and rank (parquet)."""
+    moments, meta = load_moments(moments_path)
+    components, summary = fit_pca(moments, section["components"])
+    record = provenance("pca_components", section, moments=meta)
+    save_components(components, components_path, record)
+    write_parquet(summary, summary_path, record)
+
+
+def pca_windows_stage(base_dir: Path, corpus_path: Path, components_path: Path, section: dict[str, Any],
+                      out_path: Path) -> None:
+    """Most positive and most negative corpus windows of every component, on the base model."""
+    model, tokenizer = _load(base_dir)
+    components, _ = load_components(components_path)
+    corpus = pd.read_parquet(corpus_path)
+    activations = component_activations(model, tokenizer, corpus["input_ids"].tolist(), sorted(components),
+                                        components, section["batch_size"], progress=True)
+    windows = top_windows(activations, tokenizer, window=section["window"], per_component=section["per_component"])
+    write_parquet(windows, out_path, provenance("pca_windows", section))
+
+
+def select_stage(method: str, variant: str, task: str, summary_path: Path, section: dict[str, Any],
+                 manual_path: Path | None, out_path: Path) -> None:
+    """One selected-direction list: ``manual``, ``top`` or ``random/seed{N}`` (``section["counts"]``
+    ids per layer, the manual selection's counts)."""
+    summary = pd.read_parquet(summary_path)
+    per_layer = summary.groupby("layer")["component"].max().add(1).to_dict()
+    if variant == "manual":
+        selection = load_manual_selection(manual_path, method, n_layers=max(per_layer) + 1, n_ids=per_layer)
+    elif variant == "top":
+        selection = top_selection(summary, section["top_k"], method=method, task=task)
+    elif variant.startswith("random/seed"):
+        candidates = {layer: list(range(count)) for layer, count in per_layer.items()}
+        counts = {int(layer): count for layer, count in section["counts"].items()}
+        selection = random_selection(candidates, counts, int(variant.removeprefix("random/seed")),
+                                     method=method, task=task, provenance={"counts_from": "manual"})
+    else:
+        raise ConfigError(f"unknown {method} selector variant '{variant}'; expected manual, top or random/seed<N>")
+    log.info("%s %s: %d directions over layers %s", method, variant, selection.count(), sorted(selection.layers))
+    selection.save(out_path)
+
+
+def pca_spec_stage(selection_path: Path, components_path: Path, out_path: Path) -> None:
+    """Projection spec: the selected principal components as orthonormal bases per layer."""
+    components, _ = load_components(components_path)
+    save_spec(projection_spec(Selection.load(selection_path), components), out_path)
+
+
+def pca_dashboard_stage(task: str, windows_path: Path, summary_path: Path, selection_paths: dict[str, Path],
+                        out_path: Path) -> None:
+    """One self-contained HTML page: layers → components → windows, with each selector's choices."""
+    selections = {name: Selection.load(path) for name, path in selection_paths.items()}
+    html = render_dashboard(
+        f"PCA directions — {task}", pd.read_parquet(windows_path), pd.read_parquet(summary_path), selections,
+        card_fields=["eigenvalue", "explained_variance_ratio", "global_rank"],
+    )
+    write_dashboard(html, out_path)

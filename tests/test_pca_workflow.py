@@ -1,0 +1,83 @@
+"""The PCA chain through Snakemake on a tiny model: every artifact, and reruns of exactly what a
+manual-selection edit makes stale."""
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+from safetensors import safe_open
+
+from caft.interventions import load_spec
+from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
+
+MANUAL = "pca:\n  layers:\n    0: [0, 2]\n    1: [1]\n  notes: tiny test selection\n"
+
+
+def pca_config(model_dir) -> dict:
+    config = copy.deepcopy(TINY_CONFIG)
+    config["model"] = {"name": str(model_dir)}
+    config["runs"] = {"tasks": ["gender"], "seeds": [0, 1], "test_only": True,
+                      "conditions": ["none", "pca/manual", "pca/top", "pca/random"]}
+    config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
+    config["corpus"] = {"from": "generated", "docs": 6, "new_tokens": 12, "max_tokens_per_doc": 24, "batch_size": 3}
+    config["pca"] = {"components": 4, "batch_size": 8}
+    config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4}
+    config["selection"] = {"top_k": 2}
+    return config
+
+
+@pytest.fixture(scope="module")
+def pca_chain(tmp_path_factory, tiny_model_dir):
+    workdir = make_workflow_copy(tmp_path_factory.mktemp("pca"), pca_config(tiny_model_dir))
+    (workdir / "config/selections").mkdir(exist_ok=True)
+    (workdir / "config/selections/gender.yaml").write_text(MANUAL)
+    snakemake(workdir, "--cores", "2", "--workflow-profile", "none")
+    return workdir
+
+
+def test_pca_artifacts(pca_chain):
+    results = pca_chain / "results"
+    corpus = pd.read_parquet(results / "corpus/corpus.parquet")
+    assert len(corpus) == 6 and (corpus["n_tokens"] <= 24).all()
+    summary = pd.read_parquet(results / "gender/pca/components.parquet")
+    assert sorted(set(summary["layer"])) == [0, 1] and (summary.groupby("layer").size() == 4).all()
+    with safe_open(results / "gender/pca/components.safetensors", "pt") as handle:
+        assert handle.get_tensor("layer_0").shape == (32, 4)
+    windows = pd.read_parquet(results / "gender/pca/windows.parquet")
+    assert set(windows["sign"]) == {"positive", "negative"}
+    html = (results / "gender/pca/dashboard.html").read_text()
+    assert 'id="L0-C2"' in html and "manual" in html and "http://" not in html
+
+
+def test_selections_and_specs(pca_chain):
+    results = pca_chain / "results/gender"
+    manual = json.loads((results / "selections/pca/manual.json").read_text())
+    assert manual["layers"] == {"0": [0, 2], "1": [1]} and manual["provenance"]["notes"] == "tiny test selection"
+    top = json.loads((results / "selections/pca/top.json").read_text())
+    assert top["layers"] == {"0": [0, 1], "1": [0, 1]}
+    randoms = [json.loads((results / f"selections/pca/random/seed{s}.json").read_text()) for s in (0, 1)]
+    assert all({k: len(v) for k, v in r["layers"].items()} == {"0": 2, "1": 1} for r in randoms)
+    spec = load_spec(results / "interventions/pca/manual.safetensors")
+    assert spec.layers == [0, 1] and spec.bases[0].shape == (32, 2) and spec.bases[1].shape == (32, 1)
+
+
+def test_table_has_caft_pca_rows(pca_chain):
+    table = pd.read_parquet(pca_chain / "results/tables/ood_accuracy.parquet")
+    conditions = set(zip(table["method"], table["selector"], table["mode"]))
+    assert {("pca", "manual", "deployed"), ("pca", "top", "deployed"), ("pca", "random", "deployed"),
+            ("pca", "manual", "test-only"), ("none", "none", "deployed")} <= conditions
+
+
+def test_editing_the_manual_selection_reruns_only_what_depends_on_it(pca_chain):
+    manual = pca_chain / "config/selections/gender.yaml"
+    manual.write_text(MANUAL.replace("0: [0, 2]", "0: [1, 3]"))
+    try:
+        stale = {path for path, plan in summary_plan(pca_chain).items() if plan != "no update"}
+    finally:
+        manual.write_text(MANUAL)
+    expected_prefixes = ("results/gender/selections/pca/manual", "results/gender/interventions/pca/manual",
+                         "results/gender/runs/pca/manual/", "results/gender/eval/pca/manual/",
+                         "results/gender/pca/dashboard.html", "results/tables/")
+    assert stale and all(p.startswith(expected_prefixes) for p in stale), sorted(stale)
+    assert any(p.startswith("results/gender/runs/pca/manual/") for p in stale)
