@@ -7,7 +7,7 @@ covers what a schema cannot: names that must refer to configured sources, one ta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -17,11 +17,21 @@ from caft.errors import ConfigError
 SELECTORS: dict[str, tuple[str, ...]] = {"random": ("random",), "pca": ("manual", "top", "random")}
 NO_INTERVENTION = "none"
 
+T = TypeVar("T")
+
 SOURCE_KEYS = {
     "builtin": {"from", "generator", "rows", "seed"},
     "local": {"from", "path", "file"},
     "huggingface": {"from", "dataset", "config_name", "split", "revision"},
 }
+
+
+def dataclass_from_section(cls: type[T], section: dict[str, Any], where: str) -> T:
+    """Build a config dataclass from its section; unknown keys are an error naming them."""
+    unknown = set(section) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+    return cls(**section)
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:

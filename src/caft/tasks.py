@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from caft.errors import ConfigError, DataError
+from caft.config import dataclass_from_section
+from caft.errors import DataError
 
 SPLITS = ("train", "val", "ood")
 LETTERS = ("A", "B")
@@ -52,10 +53,7 @@ class FrameTaskConfig:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> FrameTaskConfig:
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"frame task: unknown key(s) {sorted(unknown)}")
-        return cls(**section)
+        return dataclass_from_section(cls, section, "frame task")
 
 
 def build_frame_task(frames: pd.DataFrame, cfg: FrameTaskConfig) -> dict[str, pd.DataFrame]:
@@ -123,10 +121,7 @@ class McmcSplitConfig:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> McmcSplitConfig:
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"mcmc.splits: unknown key(s) {sorted(unknown)}")
-        return cls(**section)
+        return dataclass_from_section(cls, section, "mcmc.splits")
 
 
 def build_mcmc_task(
