@@ -516,3 +516,13 @@ def test_load_saes_errors(tmp_path: Path, sae_factory: Callable[..., Path]) -> N
     stateful = load_saes(layer_norm)[0]
     with pytest.raises(InterventionError, match="layer_norm"):
         ablate_latents(randn(2, D_MODEL), stateful, [0])
+
+
+def test_projection_stays_float32_inside_bf16_autocast():
+    generator = torch.Generator().manual_seed(0)
+    basis = orthonormal_basis(torch.randn(4, 64, generator=generator))
+    h = torch.randn(8, 64, generator=generator) * 100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ablate_projection(h, basis)
+    assert out.dtype == torch.float32
+    assert (out @ basis).abs().max() < 1e-3

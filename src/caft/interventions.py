@@ -315,10 +315,14 @@ def random_directions(d_model: int, layers: Sequence[int], k: int, seed: int) ->
 
 
 def ablate_projection(h: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """h − (h Q) Qᵀ in float32 (bf16 would leave a visible component along Q), cast back to h's dtype."""
-    hf = h.float()
-    q = basis.to(device=h.device, dtype=torch.float32)
-    return (hf - (hf @ q) @ q.T).to(h.dtype)
+    """h − (h Q) Qᵀ in float32 (bf16 would leave a visible component along Q), cast back to h's dtype.
+
+    Autocast is switched off here: under bf16 training autocast it would run these products in bf16.
+    """
+    with torch.autocast(h.device.type, enabled=False):
+        hf = h.float()
+        q = basis.to(device=h.device, dtype=torch.float32)
+        return (hf - (hf @ q) @ q.T).to(h.dtype)
 
 
 def _check_sae(sae: SAE, where: str) -> None:
@@ -372,10 +376,11 @@ class _LatentAblation:
         self.columns = _selected_encoder(sae, self.ids)
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        hf = h.to(device=self.rows.device, dtype=torch.float32)
-        z_selected = self._encode_selected(hf)
-        out = hf - z_selected @ self.rows
-        return out.to(device=h.device, dtype=h.dtype)
+        with torch.autocast(h.device.type, enabled=False):  # float32 even inside bf16 autocast
+            hf = h.to(device=self.rows.device, dtype=torch.float32)
+            z_selected = self._encode_selected(hf)
+            out = hf - z_selected @ self.rows
+            return out.to(device=h.device, dtype=h.dtype)
 
     def _encode_selected(self, hf: torch.Tensor) -> torch.Tensor:
         if self.columns is None:
