@@ -107,3 +107,4 @@ def test_unreachable_dataset_id_suggests_a_local_source(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(DataError, match=r"could not load Hugging Face dataset 'nobody/nothing'.*from: local"):
         load_source("verbs", {"from": "huggingface", "dataset": "nobody/nothing"}, "questions")
+

@@ -31,9 +31,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; artifacts are for sharing
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path, metadata_: dict[str, Any] | None = None) -> None:
