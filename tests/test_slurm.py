@@ -15,8 +15,14 @@ pytest.importorskip("snakemake_executor_plugin_slurm")
 PROFILE = ("--workflow-profile", "profiles/slurm")
 DEFAULTS = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())["default-resources"]
 FAKE_SLURM = ROOT / "tests" / "fake_slurm"
-# (mem_mb, runtime in minutes) as declared in rules/data.smk.
-RESOURCES = {"source_table": (2000, 20), "frame_task": (2000, 10), "mcmc_task": (2000, 10)}
+# (mem_mb, runtime in minutes) as declared in rules/*.smk.
+RESOURCES = {
+    "source_table": (2000, 20), "frame_task": (2000, 10), "mcmc_task": (2000, 10), "base_model": (8000, 30),
+    "random_directions": (2000, 10), "finetune": (12000, 240), "evaluate": (8000, 60), "ood_table": (2000, 10),
+    "corpus": (8000, 120), "pca_moments": (8000, 60), "pca_components": (4000, 10), "pca_windows": (8000, 60),
+    "select_pca": (2000, 10), "pca_spec": (2000, 10), "pca_dashboard": (4000, 10),
+}
+GPU_RULES = {"finetune", "evaluate", "pca_moments", "pca_windows"}
 # Jobs of the tiny config in tests/workflow_helpers.py.
 TINY_JOBS = {"source_table": 4, "frame_task": 1, "mcmc_task": 2}
 TINY_DATASETS = ("gender", "verbs_sports", "pronouns_verbs")
@@ -42,7 +48,7 @@ def test_dry_run_in_the_repository_shows_rule_resources():
         # `all` declares nothing, so it shows the profile's default-resources.
         mem_mb, runtime = RESOURCES.get(rule, (DEFAULTS["mem_mb"], DEFAULTS["runtime"]))
         assert (resources["mem_mb"], resources["runtime"]) == (str(mem_mb), str(runtime)), rule
-
+        assert (resources.get("gpu") == "1") == (rule in GPU_RULES), rule
 
 def submissions(state_dir) -> list[list[str]]:
     """The argv of every fake sbatch call."""
