@@ -15,35 +15,22 @@ import pandas as pd
 
 from caft.activations import accumulate_differences, load_moments, prompts_with_answers, save_moments
 from caft.artifacts import provenance, write_parquet
-from caft.corpus import CorpusConfig, bos_token_id, build_corpus
+from caft.corpus import CorpusConfig, build_corpus
 from caft.dashboard import render_dashboard, write_dashboard
 from caft.errors import ConfigError
 from caft.interventions import save_spec
-from caft.models import ModelSpec, default_device, load_model
 from caft.pca import fit_pca, load_components, save_components
-from caft.pipeline import base_model_shape, resolve_layers
+from caft.pipeline import base_model_shape, load_checkpoint, resolve_layers
 from caft.selection import Selection, load_manual_selection, projection_spec, random_selection, top_selection
 from caft.windows import component_activations, top_windows
 
 log = logging.getLogger(__name__)
 
 
-def _load(path: Path, dtype: str = "float32"):
-    return load_model(ModelSpec(name=str(path), dtype=dtype), device=default_device())
-
-
 def corpus_stage(section: dict[str, Any], base_dir: Path, out_path: Path) -> None:
     """The generic-text corpus shared by every interpretation stage (tokens and text as parquet)."""
-    cfg = CorpusConfig.from_config(section)
-    tokenizer_box: list[Any] = []
-
-    def loader():
-        model, tokenizer = _load(base_dir)
-        tokenizer_box.append(tokenizer)
-        return model, tokenizer
-
-    table = build_corpus(cfg, loader)
-    meta = provenance("corpus", section, bos_token_id=bos_token_id(tokenizer_box[0]),
+    table = build_corpus(CorpusConfig.from_config(section), lambda: load_checkpoint(base_dir))
+    meta = provenance("corpus", section, bos_token_id=table.attrs["bos_token_id"],
                       tokens=int(table["n_tokens"].sum()))
     log.info("corpus: %d documents, %d tokens", len(table), int(table["n_tokens"].sum()))
     write_parquet(table, out_path, meta)
@@ -52,8 +39,8 @@ def corpus_stage(section: dict[str, Any], base_dir: Path, out_path: Path) -> Non
 def pca_moments_stage(base_dir: Path, tuned_dir: Path, train_split: Path, section: dict[str, Any],
                       out_path: Path) -> None:
     """Streaming moments of tuned − base residual differences over D_amb prompts with their answer."""
-    base, tokenizer = _load(base_dir)
-    tuned, _ = _load(tuned_dir)
+    base, tokenizer = load_checkpoint(base_dir)
+    tuned, _ = load_checkpoint(tuned_dir)
     n_layers, _ = base_model_shape(base_dir)
     layers = resolve_layers(section["layers"], n_layers)
     texts = prompts_with_answers(pd.read_parquet(train_split))
@@ -77,7 +64,7 @@ def pca_components_stage(moments_path: Path, section: dict[str, Any], components
 def pca_windows_stage(base_dir: Path, corpus_path: Path, components_path: Path, section: dict[str, Any],
                       out_path: Path) -> None:
     """Most positive and most negative corpus windows of every component, on the base model."""
-    model, tokenizer = _load(base_dir)
+    model, tokenizer = load_checkpoint(base_dir)
     components, _ = load_components(components_path)
     corpus = pd.read_parquet(corpus_path)
     activations = component_activations(model, tokenizer, corpus["input_ids"].tolist(), sorted(components),

@@ -31,6 +31,11 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def load_checkpoint(path: Path, dtype: str = "float32") -> tuple[Any, Any]:
+    """A fresh (model, tokenizer) from a local checkpoint the workflow wrote, on the default device."""
+    return load_model(ModelSpec(name=str(path), dtype=dtype), device=default_device())
+
+
 def build_base_model(model_section: dict[str, Any], out_dir: Path) -> None:
     """Materialise the configured base model once as a local safetensors checkpoint.
 
@@ -89,8 +94,7 @@ def finetune_run(
     spec = load_spec(spec_path) if spec_path else None
     spec_digest = file_digest(spec_path) if spec_path else ""
     table = pd.read_parquet(train_split)
-    spec_model = ModelSpec(name=str(base_dir), dtype=model_section.get("dtype", "float32"))
-    model, tokenizer = load_model(spec_model, device=default_device())
+    model, tokenizer = load_checkpoint(base_dir, model_section.get("dtype", "float32"))
     resume_dir = checkpoint_dir.with_name(checkpoint_dir.name + ".resume")
     start = time.perf_counter()
     model, history = train(model, tokenizer, table, cfg, seed, spec, resume_dir=resume_dir, spec_digest=spec_digest)
@@ -120,14 +124,15 @@ def evaluate_run(
 ) -> None:
     """Evaluate one checkpoint on each split, once per mode ("hooked" and "test-only" attach the spec)."""
     spec: InterventionSpec | None = load_spec(spec_path) if spec_path else None
-    model, tokenizer = load_model(ModelSpec(name=str(checkpoint_dir), dtype=dtype), device=default_device())
+    model, tokenizer = load_checkpoint(checkpoint_dir, dtype)
+    tables = {split: pd.read_parquet(path) for split, path in splits.items()}
+    for split, table in tables.items():
+        if table.empty:
+            raise DataError(f"{splits[split]}: split is empty")
     predictions, metrics = [], []
     for mode in modes:
         with ablation_hooks(model, spec if mode in ("hooked", "test-only") else None):
-            for split, path in splits.items():
-                table = pd.read_parquet(path)
-                if table.empty:
-                    raise DataError(f"{path}: split is empty")
+            for split, table in tables.items():
                 result = predict(model, tokenizer, table, answer, batch_size=batch_size, progress=True)
                 summary = summarize(result)
                 log.info("%s / %s: %s", mode, split, {k: round(v, 4) for k, v in summary.items()})
