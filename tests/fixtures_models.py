@@ -8,7 +8,9 @@ Face hub cache — all holding the same weights, so every route must give the sa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -258,3 +260,40 @@ def tiny_model_spec(tiny_model_dir: Path) -> ModelSpec:
 def tiny_model(tiny_model_spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A fresh (model, tokenizer) pair through `load_model`, as the workflow's stages get them."""
     return load_model(tiny_model_spec)
+
+
+# --- sparse autoencoders ----------------------------------------------------------------------------
+
+
+SAE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "standard": ("StandardSAE", {}),
+    "topk": ("TopKSAE", {"k": 8}),
+    "topk_rescaled": ("TopKSAE", {"k": 8, "rescale_acts_by_decoder_norm": True}),
+    "jumprelu": ("JumpReLUSAE", {}),
+    "layer_norm": ("StandardSAE", {"normalize_activations": "layer_norm"}),
+}
+
+
+@pytest.fixture
+def sae_factory(tmp_path: Path) -> Callable[..., Path]:
+    """Save a seeded random sae-lens SAE of one of `SAE_CONFIGS` and return its folder."""
+
+    def build(name: str, d_in: int = int(TINY_LLAMA_CONFIG["hidden_size"]), d_sae: int = 64, seed: int = 0) -> Path:
+        import sae_lens
+
+        class_name, extra = SAE_CONFIGS[name]
+        cls = getattr(sae_lens, class_name)
+        config = getattr(sae_lens, f"{class_name}Config")(d_in=d_in, d_sae=d_sae, **extra)
+        sae = cls(config)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param_name, param in sae.named_parameters():
+                if param_name == "threshold":
+                    param.copy_(torch.rand(param.shape, generator=generator) * 0.5)
+                else:
+                    param.copy_(torch.randn(param.shape, generator=generator) / d_in**0.5)
+        folder = tmp_path / f"sae_{name}_{d_in}_{seed}"
+        sae.save_model(folder)
+        return folder
+
+    return build

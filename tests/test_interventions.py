@@ -420,40 +420,6 @@ def test_latent_hooks_ablate_and_pass_gradients(
 # --- latent ablation math --------------------------------------------------------------------------------
 
 
-SAE_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "standard": ("StandardSAE", {}),
-    "topk": ("TopKSAE", {"k": 8}),
-    "topk_rescaled": ("TopKSAE", {"k": 8, "rescale_acts_by_decoder_norm": True}),
-    "jumprelu": ("JumpReLUSAE", {}),
-    "layer_norm": ("StandardSAE", {"normalize_activations": "layer_norm"}),
-}
-
-
-@pytest.fixture
-def sae_factory(tmp_path: Path) -> Callable[..., Path]:
-    """Save a seeded random sae-lens SAE of one of `SAE_CONFIGS` and return its folder."""
-
-    def build(name: str, d_in: int = D_MODEL, d_sae: int = 64, seed: int = 0) -> Path:
-        import sae_lens
-
-        class_name, extra = SAE_CONFIGS[name]
-        cls = getattr(sae_lens, class_name)
-        config = getattr(sae_lens, f"{class_name}Config")(d_in=d_in, d_sae=d_sae, **extra)
-        sae = cls(config)
-        generator = gen(seed)
-        with torch.no_grad():
-            for param_name, param in sae.named_parameters():
-                if param_name == "threshold":
-                    param.copy_(torch.rand(param.shape, generator=generator) * 0.5)
-                else:
-                    param.copy_(torch.randn(param.shape, generator=generator) / d_in**0.5)
-        folder = tmp_path / f"sae_{name}_{d_in}_{seed}"
-        sae.save_model(folder)
-        return folder
-
-    return build
-
-
 def reference(sae: Any, h: torch.Tensor, latents: list[int], detach_error: bool) -> torch.Tensor:
     """decode(z with S zeroed) + (h − decode(z)): the definition, written the straightforward way."""
     z = sae.encode(h)
