@@ -24,6 +24,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/finetune.smk"
 include: "rules/pca.smk"
+include: "rules/sae.smk"
 
 
 localrules:

@@ -134,28 +134,36 @@ def manual_selection_file(task):
     return f"{config['selection']['directory']}/{task}.yaml"
 
 
-def manual_layer_counts(task):
+def manual_layer_counts(task, method):
     """Ids per layer in the task's manual file: the random baseline draws the same counts. Read here
     (not as an input) so editing which ids are chosen, at equal counts, leaves random runs alone."""
     unbounded = 1 << 30
-    selection = load_manual_selection(manual_selection_file(task), "pca", unbounded, unbounded)
+    selection = load_manual_selection(manual_selection_file(task), method, unbounded, unbounded)
     return selection.layer_counts()
 
 
-def selection_settings(wildcards):
-    if wildcards.variant == "top":
-        return {"top_k": config["selection"]["top_k"]}
-    if wildcards.variant.startswith("random/"):
-        return {"counts": manual_layer_counts(wildcards.task)}
-    return {}
+def selection_settings(method):
+    """Only the selection keys a selector uses: top_k for top, the manual counts for random."""
+    top_k = {"pca": "top_k", "sae": "sae_top_k"}[method]
+
+    def settings(wildcards):
+        if wildcards.variant == "top":
+            return {"top_k": config["selection"][top_k]}
+        if wildcards.variant.startswith("random/"):
+            return {"counts": manual_layer_counts(wildcards.task, method)}
+        return {}
+
+    return settings
+
+
+def manual_input(wildcards):
+    """The person's selection file, for the manual selector only."""
+    return {"manual": manual_selection_file(wildcards.task)} if wildcards.variant == "manual" else {}
 
 
 def selection_inputs(wildcards):
-    """Inputs of a selector: the component summary, plus the manual file for the manual selector."""
-    inputs = {"summary": f"{pca_dir(wildcards)}/components.parquet"}
-    if wildcards.variant == "manual":
-        inputs["manual"] = manual_selection_file(wildcards.task)
-    return inputs
+    """Inputs of a PCA selector: the component summary, plus the manual file for the manual selector."""
+    return {"summary": f"{pca_dir(wildcards)}/components.parquet"} | manual_input(wildcards)
 
 
 def pca_components_path(wildcards):
@@ -175,14 +183,77 @@ def dashboard_inputs(wildcards):
     }
 
 
+def sae_layers():
+    return config["saes"].get("layers", [])
+
+
+def sae_dir(layer):
+    return f"results/saes/layer_{layer}"
+
+
+def sae_dirs(wildcards=None):
+    return {f"sae_{layer}": sae_dir(layer) for layer in sae_layers()}
+
+
+def sae_reports():
+    return [f"results/saes/reports/layer_{layer}.parquet" for layer in sae_layers()]
+
+
+def sae_source_inputs(wildcards):
+    """What provisioning one layer's SAE reads: corpus activations to train on, or a local folder."""
+    section = config["saes"]
+    if section["from"] == "train":
+        return {"activations": "results/saes/activations.safetensors"}
+    if section["from"] == "local":
+        return {"folder": section["path"].format(layer=wildcards.layer)}
+    return {}
+
+
+def attribution_model(wildcards):
+    """The model whose gradients rank the latents: the base model (paper) or the pretuned run."""
+    if config["attribution"]["model"] == "pretuned":
+        return f"{run_dir(wildcards.dataset, NO_INTERVENTION, NO_INTERVENTION, config['pca']['pretune_seed'])}/model"
+    return "results/models/base"
+
+
+def sae_scores_path(wildcards):
+    return f"results/{task_dataset(wildcards.task)}/sae/scores.parquet"
+
+
+def sae_spec_inputs(wildcards):
+    """The selection, plus the SAE folders: the projection reads their decoders, latent specs name them."""
+    return {"selection": f"results/{wildcards.task}/selections/sae/{wildcards.variant}.json"} | sae_dirs()
+
+
+def sae_dashboard_inputs(wildcards):
+    selections = f"results/{wildcards.task}/selections/sae"
+    dataset = task_dataset(wildcards.task)
+    return {
+        "windows": f"results/{dataset}/sae/windows.parquet",
+        "scores": f"results/{dataset}/sae/scores.parquet",
+        "reports": sae_reports(),
+        "manual": f"{selections}/manual.json",
+        "top": f"{selections}/top.json",
+        "random": f"{selections}/random/seed{config['runs']['seeds'][0]}.json",
+        "code": library_code("dashboard.py", "sae_pipeline.py"),
+    }
+
+
+def intervention_inputs(method, selector, seed, task):
+    """A condition's spec, and for latent ablation the SAE folders the spec names."""
+    spec = spec_path(task, method, selector, seed)
+    if not spec:
+        return {}
+    return {"spec": spec} | (sae_dirs() if method == "sae-latent" else {})
+
+
 def finetune_inputs(wildcards):
     inputs = {
         "base": "results/models/base",
         "train": f"results/data/{task_dataset(wildcards.task)}/train.parquet",
         "code": library_code("training.py", "interventions.py", "lm.py", "pipeline.py"),
     }
-    spec = spec_path(wildcards.task, wildcards.method, wildcards.selector, wildcards.seed)
-    return inputs | ({"spec": spec} if spec else {})
+    return inputs | intervention_inputs(wildcards.method, wildcards.selector, wildcards.seed, wildcards.task)
 
 
 def checkpoint_output(path):
@@ -202,8 +273,7 @@ def evaluate_inputs(wildcards):
         "ood": f"results/data/{dataset}/ood.parquet",
         "code": library_code("evaluation.py", "interventions.py", "lm.py", "pipeline.py"),
     }
-    spec = spec_path(wildcards.task, wildcards.method, wildcards.selector, wildcards.seed)
-    return inputs | ({"spec": spec} if spec else {})
+    return inputs | intervention_inputs(wildcards.method, wildcards.selector, wildcards.seed, wildcards.task)
 
 
 def evaluation_modes(wildcards):
@@ -249,11 +319,19 @@ def pca_tasks():
     return config["runs"]["tasks"]
 
 
+def sae_tasks():
+    """Tasks with an SAE condition: they get attribution scores, windows and a dashboard."""
+    if not any(method in caft.config.SAE_METHODS for method, _ in conditions()):
+        return []
+    return config["runs"]["tasks"]
+
+
 def all_targets():
     targets = all_task_splits()
     if config["runs"]["tasks"]:
         targets += ["results/tables/ood_accuracy.parquet", "results/tables/ood_accuracy.png"]
     targets += [f"results/{task}/pca/dashboard.html" for task in pca_tasks()]
+    targets += [f"results/{task}/sae/dashboard.html" for task in sae_tasks()]
     return targets
 
 
@@ -272,3 +350,5 @@ wildcard_constraints:
     evaluation="trained|test-only",
     dataset=alternation(list(config["frame_tasks"]) + mcmc_pairs()),
     variant="manual|top|random/seed[0-9]+",
+    layer="[0-9]+",
+    sae_method="sae|sae-latent",

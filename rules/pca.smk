@@ -114,7 +114,7 @@ rule select_pca:
         mem_mb=mem_per_attempt(2000),
         runtime=10,
     params:
-        cfg=selection_settings,
+        cfg=selection_settings("pca"),
     script:
         "../workflow/scripts/select.py"
 

@@ -21,8 +21,11 @@ RESOURCES = {
     "random_directions": (2000, 10), "finetune": (12000, 240), "evaluate": (8000, 60), "ood_table": (2000, 10),
     "corpus": (8000, 120), "pca_moments": (8000, 60), "pca_components": (4000, 10), "pca_windows": (8000, 60),
     "select_pca": (2000, 10), "pca_spec": (2000, 10), "pca_dashboard": (4000, 10),
+    "sae_activations": (8000, 60), "provision_sae": (8000, 120), "sae_attribution": (8000, 60),
+    "sae_windows": (8000, 60), "select_sae": (2000, 10), "sae_spec": (4000, 10), "sae_dashboard": (4000, 10),
 }
-GPU_RULES = {"finetune", "evaluate", "pca_moments", "pca_windows"}
+GPU_RULES = {"finetune", "evaluate", "pca_moments", "pca_windows", "sae_activations", "provision_sae",
+             "sae_attribution", "sae_windows"}
 # Jobs of the tiny config in tests/workflow_helpers.py.
 TINY_JOBS = {"source_table": 4, "frame_task": 1, "mcmc_task": 2}
 TINY_DATASETS = ("gender", "verbs_sports", "pronouns_verbs")

@@ -14,7 +14,13 @@ import yaml
 from caft.errors import ConfigError
 
 # method -> the selectors that can produce its directions (grows with the PCA and SAE stages).
-SELECTORS: dict[str, tuple[str, ...]] = {"random": ("random",), "pca": ("manual", "top", "random")}
+SELECTORS: dict[str, tuple[str, ...]] = {
+    "random": ("random",),
+    "pca": ("manual", "top", "random"),
+    "sae": ("manual", "top", "random"),  # projection on the QR of the selected decoder rows (the paper's)
+    "sae-latent": ("manual", "top", "random"),  # latent ablation h − Σ z_j W_dec[j], same selections
+}
+SAE_METHODS: tuple[str, ...] = ("sae", "sae-latent")
 NO_INTERVENTION = "none"
 
 T = TypeVar("T")
@@ -91,7 +97,23 @@ def check_references(config: dict[str, Any], origin: str = "config") -> dict[str
         if condition != NO_INTERVENTION and selector not in SELECTORS.get(method, ()):
             known = [NO_INTERVENTION] + [f"{m}/{s}" for m, sel in SELECTORS.items() for s in sel]
             raise ConfigError(f"{origin}: runs.conditions[{i}] '{condition}' is unknown; known: {known}")
+    uses_saes = any(c.partition("/")[0] in SAE_METHODS for c in runs.get("conditions", []))
+    if uses_saes and not config.get("saes", {}).get("layers"):
+        raise ConfigError(f"{origin}: runs.conditions use SAE latents, so saes.layers must list the SAE layers")
+    _check_saes(config.get("saes", {}), origin)
     return kinds
+
+
+def _check_saes(section: dict[str, Any], origin: str) -> None:
+    """The keys each SAE source needs, with the {layer} placeholder that makes them per layer."""
+    source = section.get("from", "train")
+    needed = {"pretrained": ("release", "sae_id"), "local": ("path",)}.get(source, ())
+    for key in needed:
+        if not section.get(key):
+            raise ConfigError(f"{origin}: saes.from is '{source}', so saes.{key} must be set")
+    for key in ("sae_id", "path"):
+        if key in needed and "{layer}" not in section[key]:
+            raise ConfigError(f"{origin}: saes.{key} '{section[key]}' needs a {{layer}} placeholder")
 
 
 def check_config(config: dict[str, Any], schema_path: str | Path, origin: str = "config") -> dict[str, str]:

@@ -56,6 +56,8 @@ details.card>summary{cursor:pointer}
 .t{border-radius:2px}.t.m{color:#aaa;background:#eee}
 .none{color:#999;font-style:italic}
 .legend span.t{padding:0 .3em;margin-right:.6em}
+table.report{border-collapse:collapse;font-size:.85em;margin:.4em 0}
+table.report td,table.report th{border:1px solid #ddd;padding:.15em .5em;text-align:right}
 """
 
 JS = """
@@ -81,6 +83,7 @@ def render_dashboard(
     selections: Mapping[str, Selection],
     id_column: str = "component",
     card_fields: Sequence[str] | None = None,
+    tables: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> str:
     """The dashboard of one task as an HTML string.
 
@@ -90,7 +93,8 @@ def render_dashboard(
     ("positive"/"negative"), rank, doc, start, tokens (list of str), values (list of float, NaN =
     masked BOS/pad) and peak. A sign section is shown on every card when any window has that sign
     (PCs: both; SAE latents: positive only). `selections` maps a selector name to its selection;
-    each card gets a badge per selector that chose it.
+    each card gets a badge per selector that chose it. `tables` are (title, frame) sections shown
+    above the cards, e.g. the SAE training report and the attribution check.
     """
     _require(windows, ["layer", id_column, *WINDOW_COLUMNS[1:]], "windows")
     _require(summary, ["layer", id_column], "summary")
@@ -141,6 +145,7 @@ def render_dashboard(
         f'<div><button onclick="setAll(true)">expand all</button> '
         f'<button onclick="setAll(false)">collapse all</button></div>'
         f"{_legend(selections, len(keys), len(windows))}"
+        f"{''.join(_table(title, frame) for title, frame in tables)}"
         f"{_index(keys, chosen, selections)}"
         f"{layers_html}"
     )
@@ -155,6 +160,18 @@ def write_dashboard(html: str, path: str | Path) -> None:
     """Write the dashboard atomically (UTF-8: the page uses ␣ and ↵ for whitespace)."""
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
+
+
+def _table(title: str, frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{escape(str(column))}</th>" for column in frame.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(value)}</td>" for value in record) + "</tr>"
+        for record in frame.itertuples(index=False)
+    )
+    return (
+        f'<details class="legend" open><summary><b>{escape(title)}</b></summary>'
+        f'<table class="report"><tr>{head}</tr>{rows}</table></details>'
+    )
 
 
 def _require(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,42 @@ def projection_scores(directions: Mapping[int, torch.Tensor]) -> ScoreFn:
         return residual @ unit[layer].to(residual.device)
 
     return score
+
+
+def sae_scores(saes: Mapping[int, Any], latents: Mapping[int, Sequence[int]]) -> ScoreFn:
+    """Score = the activations of the given latents of each layer's SAE (columns in `latents` order)."""
+    ids = {layer: torch.as_tensor(list(latents[layer]), dtype=torch.long) for layer in latents}
+    missing = sorted(set(ids) - set(saes))
+    if missing:
+        raise ConfigError(f"no SAE for layer(s) {missing}")
+
+    def score(layer: int, residual: torch.Tensor) -> torch.Tensor:
+        sae = saes[layer]
+        with torch.autocast(residual.device.type, enabled=False):
+            z = sae.encode(residual.to(sae.W_dec.device, torch.float32))
+        return (z.to_dense() if z.is_sparse else z)[..., ids[layer].to(z.device)]
+
+    return score
+
+
+class FiringRates:
+    """Fraction of unmasked tokens on which each latent is active (> 0), counted as batches stream past
+    on their way to `top_windows`: the corpus' activation density, without a second pass."""
+
+    def __init__(self) -> None:
+        self.active: dict[int, np.ndarray] = {}
+        self.tokens: dict[int, int] = {}
+
+    def observe(self, batches: Iterable[ActivationBatch]) -> Iterator[ActivationBatch]:
+        for batch in batches:
+            for layer, values in batch.values.items():
+                self.tokens[layer] = self.tokens.get(layer, 0) + int((~np.isnan(values[..., 0])).sum())
+                active = (values > 0).sum(axis=(0, 1))
+                self.active[layer] = self.active.get(layer, 0) + active
+            yield batch
+
+    def rates(self) -> dict[int, np.ndarray]:
+        return {layer: active / max(self.tokens[layer], 1) for layer, active in self.active.items()}
 
 
 def latent_activations(

@@ -1,0 +1,120 @@
+"""The SAE chain through Snakemake on a tiny model: SAEs trained on corpus activations, attribution
+scores, windows, dashboard, selections, both kinds of spec, CAFT-SAE rows in the table, and reruns
+of exactly what an SAE-training edit makes stale."""
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from sae_lens import SAE
+
+from caft.artifacts import read_parquet_metadata
+from caft.interventions import load_spec
+from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
+
+MANUAL = "sae:\n  layers:\n    0: [1, 5]\n    1: [3]\n  notes: tiny SAE selection\n"
+
+
+def sae_config(model_dir) -> dict:
+    config = copy.deepcopy(TINY_CONFIG)
+    config["model"] = {"name": str(model_dir)}
+    config["runs"] = {"tasks": ["gender"], "seeds": [0], "test_only": True,
+                      "conditions": ["none", "sae/manual", "sae/top", "sae/random", "sae-latent/manual"]}
+    config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
+    config["corpus"] = {"from": "generated", "docs": 8, "new_tokens": 16, "max_tokens_per_doc": 24, "batch_size": 4}
+    config["saes"] = {"from": "train", "layers": [0, 1], "batch_size": 4,
+                      "train": {"width": 64, "k": 4, "tokens": 4096, "batch_size": 128, "lr": 1e-3}}
+    config["attribution"] = {"batch_size": 16, "top_n": 40, "validate_top": 4}
+    config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4}
+    config["selection"] = {"sae_top_k": 3}
+    return config
+
+
+@pytest.fixture(scope="module")
+def sae_chain(tmp_path_factory, tiny_model_dir):
+    workdir = make_workflow_copy(tmp_path_factory.mktemp("sae"), sae_config(tiny_model_dir))
+    (workdir / "config/selections").mkdir(exist_ok=True)
+    (workdir / "config/selections/gender.yaml").write_text(MANUAL)
+    snakemake(workdir, "--cores", "2", "--workflow-profile", "none")
+    return workdir
+
+
+def test_saes_are_sae_lens_folders_with_a_training_report(sae_chain):
+    saes = sae_chain / "results/saes"
+    for layer in (0, 1):
+        sae = SAE.load_from_disk(saes / f"layer_{layer}")
+        assert (sae.cfg.d_in, sae.cfg.d_sae) == (32, 64)
+        report = pd.read_parquet(saes / f"reports/layer_{layer}.parquet").iloc[0]
+        assert report["source"] == "train" and report["architecture"] == "topk"
+        assert report["l0"] == pytest.approx(4.0) and 0 <= report["fvu"] < 1 and report["tokens"] == 4096
+
+
+def test_attribution_scores(sae_chain):
+    scores = pd.read_parquet(sae_chain / "results/gender/sae/scores.parquet")
+    assert len(scores) == 2 * 64 and set(scores["layer"]) == {0, 1}
+    assert sorted(scores["rank"]) == list(range(128)) and scores["top"].sum() == 40
+    best = scores.sort_values("rank")
+    assert best["effect"].is_monotonic_decreasing
+    assert best["exact_effect"].notna().sum() == 4 and best["exact_effect"].head(4).notna().all()
+    validation = read_parquet_metadata(sae_chain / "results/gender/sae/scores.parquet")["validation"]
+    assert validation["validated"] == 4
+
+
+def test_windows_and_dashboard(sae_chain):
+    results = sae_chain / "results/gender/sae"
+    windows = pd.read_parquet(results / "windows.parquet")
+    scores = pd.read_parquet(results / "scores.parquet")
+    top = set(zip(scores.loc[scores["top"], "layer"], scores.loc[scores["top"], "latent"]))
+    assert set(windows["sign"]) == {"positive"} and set(zip(windows["layer"], windows["latent"])) <= top
+    assert (windows["peak"] > 0).all()
+    html = (results / "dashboard.html").read_text()
+    assert "training report" in html and "exact ablation" in html and "http://" not in html
+    first = scores.sort_values("rank").iloc[0]
+    assert f'id="L{first["layer"]}-C{first["latent"]}"' in html
+
+
+def test_selections_and_specs(sae_chain):
+    results = sae_chain / "results/gender"
+    manual = json.loads((results / "selections/sae/manual.json").read_text())
+    assert manual["layers"] == {"0": [1, 5], "1": [3]}
+    top = json.loads((results / "selections/sae/top.json").read_text())
+    scores = pd.read_parquet(results / "sae/scores.parquet").sort_values("rank").head(3)
+    assert sorted((int(k), i) for k, ids in top["layers"].items() for i in ids) == sorted(
+        zip(scores["layer"], scores["latent"])
+    )
+    random = json.loads((results / "selections/sae/random/seed0.json").read_text())
+    pool = pd.read_parquet(results / "sae/scores.parquet").query("top")
+    assert {k: len(v) for k, v in random["layers"].items()} == {"0": 2, "1": 1}
+    assert all(((pool["layer"] == int(k)) & (pool["latent"] == i)).any() for k, ids in random["layers"].items()
+               for i in ids)
+    projection = load_spec(results / "interventions/sae/manual.safetensors")
+    assert projection.kind == "projection" and projection.bases[0].shape == (32, 2)
+    decoder = SAE.load_from_disk(sae_chain / "results/saes/layer_0").W_dec.detach()[[1, 5]]
+    residual = decoder.T - projection.bases[0] @ (projection.bases[0].T @ decoder.T)
+    assert residual.abs().max() < 1e-4  # the basis spans exactly the selected decoder rows
+    latent = load_spec(results / "interventions/sae-latent/manual.safetensors")
+    assert latent.kind == "latent" and latent.latents == {0: [1, 5], 1: [3]}
+
+
+def test_table_has_caft_sae_rows(sae_chain):
+    table = pd.read_parquet(sae_chain / "results/tables/ood_accuracy.parquet")
+    conditions = set(zip(table["method"], table["selector"], table["mode"]))
+    assert {("sae", "manual", "deployed"), ("sae", "top", "deployed"), ("sae", "random", "deployed"),
+            ("sae-latent", "manual", "deployed"), ("sae-latent", "manual", "hooked"),
+            ("sae", "manual", "test-only"), ("none", "none", "deployed")} <= conditions
+
+
+def test_changing_sae_training_reruns_the_sae_chain_only(sae_chain):
+    original = (sae_chain / "config/config.yaml").read_text()
+    config = yaml.safe_load(original)
+    config["saes"]["train"]["k"] = 8
+    write_config(sae_chain, config)
+    try:
+        stale = {path for path, plan in summary_plan(sae_chain).items() if plan != "no update"}
+    finally:
+        (sae_chain / "config/config.yaml").write_text(original)
+    assert "results/saes/layer_0" in stale and "results/gender/sae/scores.parquet" in stale
+    assert "results/saes/activations.safetensors" not in stale
+    assert not any(path.startswith(("results/corpus", "results/data", "results/gender/runs/none")) for path in stale)

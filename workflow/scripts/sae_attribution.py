@@ -1,0 +1,12 @@
+"""Snakemake adapter: attribution scores of every SAE latent over D_amb."""
+
+from pathlib import Path
+
+from caft.sae_pipeline import attribution_stage, sae_inputs
+from caft.stage import stage
+
+with stage(snakemake.log[0]):
+    inputs = snakemake.input
+    attribution_stage(
+        Path(inputs.model), Path(inputs.train), sae_inputs(inputs), snakemake.params.cfg, Path(snakemake.output[0])
+    )

@@ -1,0 +1,17 @@
+"""Snakemake adapter: the SAE-latent dashboard of one task."""
+
+from pathlib import Path
+
+from caft.sae_pipeline import sae_dashboard_stage
+from caft.stage import stage
+
+with stage(snakemake.log[0]):
+    inputs = snakemake.input
+    sae_dashboard_stage(
+        snakemake.wildcards.task,
+        Path(inputs.windows),
+        Path(inputs.scores),
+        [Path(path) for path in inputs.reports],
+        {name: Path(inputs[name]) for name in ("manual", "top", "random")},
+        Path(snakemake.output[0]),
+    )
