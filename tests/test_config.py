@@ -61,6 +61,9 @@ def mutated(path: list, value) -> dict:
         (["finetune", "precision"], "fp8", r"key 'finetune.precision'"),
         (["interventions", "layers"], "some", r"key 'interventions.layers'"),
         (["runs", "seeds"], [-1], r"key 'runs.seeds.0'"),
+        (["saes", "layers"], "all", r"key 'saes.layers': 'all' is not of type 'array'"),
+        (["saes", "train", "architecture"], "gated", r"key 'saes.train.architecture'"),
+        (["attribution", "model"], "tuned", r"key 'attribution.model'"),
     ],
 )
 def test_schema_errors_name_the_key(path, value, message):
@@ -78,6 +81,11 @@ def test_schema_errors_name_the_key(path, value, message):
         (["sources", "verbs"], {"from": "builtin", "path": "x"}, r"\['path'\] of sources.verbs do not apply"),
         (["runs", "tasks"], ["verbs_sports_2"], r"runs.tasks\[0\] 'verbs_sports_2' is neither"),
         (["runs", "conditions"], ["pca/psychic"], r"runs.conditions\[0\] 'pca/psychic' is unknown"),
+        (["saes"], {"from": "pretrained", "layers": [3]}, r"saes.from is 'pretrained', so saes.release must be set"),
+        (["saes"], {"from": "pretrained", "layers": [3], "release": "r", "sae_id": "layer_3/width_16k"},
+         r"saes.sae_id 'layer_3/width_16k' needs a \{layer\} placeholder"),
+        (["saes"], {"from": "local", "layers": [3]}, r"saes.from is 'local', so saes.path must be set"),
+        (["saes"], {}, r"runs.conditions use SAE latents, so saes.layers must list the SAE layers"),
     ],
 )
 def test_reference_errors_name_the_key(path, value, message):

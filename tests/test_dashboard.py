@@ -182,3 +182,12 @@ def test_input_errors(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
         render_dashboard("t", windows, summary, mixed)
     with pytest.raises(DataError, match=r"card_fields\) lacks column\(s\) \['effect'\]"):
         render_dashboard("t", windows, summary, {}, card_fields=["effect"])
+
+
+def test_report_tables_are_rendered_above_the_cards(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    windows, summary = tables
+    report = pd.DataFrame({"layer": [4], "fvu": [0.123456], "architecture": ["<topk>"], "l0": [float("nan")]})
+    html = render_dashboard("t", windows, summary, SELECTIONS, tables=[("SAE training report", report)])
+    section = html[html.index("SAE training report"):]
+    assert section.index("<td>0.1235</td>") < section.index(f'id="{card_anchor(LAYERS[0], 0)}"')
+    assert "&lt;topk&gt;" in section and "<td>—</td>" in section
