@@ -102,6 +102,8 @@ def _check_prompts(
 
 
 def _token_ids(ids: Sequence[int], what: str) -> torch.Tensor:
+    if isinstance(ids, (torch.Tensor, np.ndarray)):
+        ids = ids.tolist()
     values = [int(i) if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else -1 for i in ids]
     bad = [row for row, value in enumerate(values) if value < 0]
     if bad:
@@ -327,7 +329,8 @@ def exact_effects(
     checked = _check_prompts(prompts, correct_ids, other_ids, batch_size)
     saes = _check_saes(model, saes)
     ablations = [
-        (layer, _LatentAblation(saes[layer], [latent], f"layer {layer}")) for layer, latent in _check_pairs(latents, saes)
+        (layer, _LatentAblation(saes[layer], [latent], f"layer {layer}"))
+        for layer, latent in _check_pairs(latents, saes)
     ]
     blocks = decoder_layers(model)
     device = next(model.parameters()).device
