@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 REPORT_COLUMNS = (
     "layer", "source", "architecture", "d_in", "d_sae", "k", "tokens", "steps", "seconds",
-    "tokens_per_second", "fvu", "l0", "dead_fraction",
+    "tokens_per_second", "fvu", "l0", "dead_fraction", "train_rows", "holdout_rows",
 )
 ACTIVATIONS_FORMAT = "caft.sae_activations/1"
 SCORE_CARD_FIELDS = ("effect", "exact_effect", "rank", "layer_rank", "firing_rate", "corpus_density")
@@ -82,7 +82,8 @@ def provision_sae_stage(layer: int, section: dict[str, Any], base_dir: Path, act
     if sae.cfg.d_in != d_model:
         raise ConfigError(f"layer {layer}: the {source} SAE has d_in {sae.cfg.d_in}, the model's hidden size is "
                           f"{d_model}")
-    row |= {"architecture": sae.cfg.architecture(), "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae}
+    # a trained batchtopk SAE is saved as JumpReLU: the report keeps the architecture it was trained as
+    row = {"architecture": sae.cfg.architecture(), "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae} | row
     save_sae(sae, out_dir)
     report_frame = pd.DataFrame([{column: row.get(column, np.nan) for column in REPORT_COLUMNS}])
     write_parquet(report_frame, report_path, provenance("sae", section, layer=layer))

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -24,20 +22,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from caft.artifacts import atomic_dir
 from caft.errors import ConfigError, DataError, ModelLoadError
 
 if TYPE_CHECKING:
     from sae_lens import SAE, TrainingSAE
 
 ARCHITECTURES = ("topk", "batchtopk", "standard", "jumprelu")
+TOPK_ARCHITECTURES = ("topk", "batchtopk")
+"""The architectures whose sparsity is set by `k` (the rest ignore it)."""
 
-ARCHITECTURE_KEYS: dict[str, frozenset[str]] = {
-    "topk": frozenset({"k"}),
-    "batchtopk": frozenset({"k"}),
-    "standard": frozenset({"l1_coefficient"}),
-    "jumprelu": frozenset({"l0_coefficient"}),
-}
-"""Keys that only make sense for some architectures; giving one to another architecture is an error."""
+COEFFICIENT_KEYS = {"standard": "l1_coefficient", "jumprelu": "l0_coefficient"}
+"""The sparsity coefficient of each architecture that has one. Giving it to another architecture is an
+error (it would be silently ignored); `k` is accepted with any architecture because the config schema
+fills in its default."""
 
 WHERE = "SAE training config"
 
@@ -53,15 +51,15 @@ class SaeTrainConfig:
     """
 
     architecture: str = "topk"
-    width: int = 4096
+    width: int = 2048
     k: int = 32
-    l1_coefficient: float = 5.0
+    l1_coefficient: float = 1.0
     l0_coefficient: float = 1.0
-    tokens: int = 2_000_000
-    lr: float = 1e-3
+    tokens: int = 200_000
+    lr: float = 3e-4
     lr_end: float | None = None
-    batch_size: int = 4096
-    holdout_fraction: float = 0.05
+    batch_size: int = 1024
+    holdout_fraction: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,7 +79,7 @@ class SaeTrainConfig:
             raise ConfigError(f"{WHERE}: key 'lr_end' ({self.lr_end}) must not exceed 'lr' ({self.lr})")
         if not 0 <= self.holdout_fraction < 0.5:
             raise ConfigError(f"{WHERE}: key 'holdout_fraction' must be in [0, 0.5), got {self.holdout_fraction}")
-        if self.k > self.width:
+        if self.architecture in TOPK_ARCHITECTURES and self.k > self.width:
             raise ConfigError(f"{WHERE}: key 'k' ({self.k}) must not exceed 'width' ({self.width})")
         if self.tokens < self.batch_size:
             raise ConfigError(f"{WHERE}: key 'tokens' ({self.tokens}) is less than one batch "
@@ -89,19 +87,19 @@ class SaeTrainConfig:
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> SaeTrainConfig:
-        """Build from a config section; unknown keys, and keys of another architecture, are errors."""
+        """Build from a config section; unknown keys, and another architecture's coefficient, are errors."""
         if not isinstance(section, dict):
             raise ConfigError(f"{WHERE}: expected a mapping, got {type(section).__name__}")
         known = {field.name for field in fields(cls)}
         unknown = set(section) - known
         if unknown:
             raise ConfigError(f"{WHERE}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-        architecture = section.get("architecture", cls.architecture)
-        foreign = {key for arch, keys in ARCHITECTURE_KEYS.items() if arch != architecture for key in keys}
-        misplaced = (set(section) & foreign) - ARCHITECTURE_KEYS.get(architecture, frozenset())
+        config = cls(**section)
+        misplaced = sorted(key for arch, key in COEFFICIENT_KEYS.items()
+                           if key in section and arch != config.architecture)
         if misplaced:
-            raise ConfigError(f"{WHERE}: key(s) {sorted(misplaced)} do not apply to architecture {architecture!r}")
-        return cls(**section)
+            raise ConfigError(f"{WHERE}: key(s) {misplaced} do not apply to architecture {config.architecture!r}")
+        return config
 
     @property
     def steps(self) -> int:
@@ -145,18 +143,20 @@ def train_sae(
     seed give bit-identical weights on CPU, and the caller's global RNG is left untouched. BatchTopK
     comes back as the JumpReLU SAE that sae-lens saves for inference.
     """
-    rows = _check_activations(activations)
+    where = f"SAE training for {hook_name}"
+    rows = _check_activations(activations, where)
     device = rows.device
     generator = torch.Generator().manual_seed(cfg.seed)
-    train_idx, holdout_idx = _split_rows(len(rows), cfg, generator)
-    scaling = _scaling_factor(rows, train_idx)
+    train_idx, holdout_idx = _split_rows(len(rows), cfg, generator, where)
+    scaling = _scaling_factor(rows, train_idx, where)
     batches = _shuffled_batches(rows, train_idx.to(device), cfg.batch_size, generator)
     fork_devices = [device] if device.type == "cuda" else []
     bar = tqdm(batches, total=cfg.steps, desc=f"SAE {hook_name}", file=sys.stderr, disable=not progress)
     with bar, torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(cfg.seed)
+        training_sae = _training_sae(cfg, rows.shape[1], device, hook_name, model_name)
         start = time.perf_counter()
-        trained = _fit(_training_sae(cfg, rows.shape[1], device, hook_name, model_name), cfg, iter(bar), scaling)
+        trained = _fit(training_sae, cfg, iter(bar), scaling)
         seconds = time.perf_counter() - start
         sae = _inference_sae(trained)
     sae.eval()
@@ -165,49 +165,52 @@ def train_sae(
         "architecture": cfg.architecture,
         "d_in": sae.cfg.d_in,
         "d_sae": sae.cfg.d_sae,
-        "k": cfg.k if cfg.architecture in ("topk", "batchtopk") else None,
+        "k": cfg.k if cfg.architecture in TOPK_ARCHITECTURES else None,
         "tokens": cfg.steps * cfg.batch_size,
         "steps": cfg.steps,
         "seconds": seconds,
-        "tokens_per_second": cfg.steps * cfg.batch_size / seconds if seconds > 0 else float("inf"),
-        **evaluate_sae(sae, evaluated),
+        "tokens_per_second": cfg.steps * cfg.batch_size / max(seconds, 1e-9),
+        **evaluate_sae(sae, evaluated, where=f"{where}, evaluation"),
         "train_rows": len(train_idx),
         "holdout_rows": len(holdout_idx),
     }
     return sae, report
 
 
-def _check_activations(activations: Any) -> torch.Tensor:
+def _check_activations(activations: Any, where: str, chunk: int = 65536) -> torch.Tensor:
+    """`activations` as float32 rows, checked in chunks (a full-size boolean mask would double memory)."""
     if not isinstance(activations, torch.Tensor) or activations.ndim != 2 or not activations.is_floating_point():
         shape = tuple(activations.shape) if isinstance(activations, torch.Tensor) else type(activations).__name__
-        raise DataError(f"SAE training activations must be a float tensor [rows, d_in], got {shape}")
+        raise DataError(f"{where}: activations must be a float tensor [rows, d_in], got {shape}")
     if activations.shape[0] == 0 or activations.shape[1] == 0:
-        raise DataError(f"SAE training activations are empty: shape {tuple(activations.shape)}")
+        raise DataError(f"{where}: activations are empty: shape {tuple(activations.shape)}")
     rows = activations.detach().float()
-    if not torch.isfinite(rows).all():
-        raise DataError("SAE training activations contain NaN or infinite values")
+    if not all(torch.isfinite(rows[start:start + chunk]).all() for start in range(0, len(rows), chunk)):
+        raise DataError(f"{where}: activations contain NaN or infinite values")
     return rows
 
 
-def _split_rows(n_rows: int, cfg: SaeTrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _split_rows(
+    n_rows: int, cfg: SaeTrainConfig, generator: torch.Generator, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(training row ids, held-out row ids), a seeded permutation of range(n_rows)."""
     n_holdout = int(n_rows * cfg.holdout_fraction)
     if cfg.holdout_fraction > 0 and n_holdout < 2:
-        raise DataError(f"{WHERE}: 'holdout_fraction' {cfg.holdout_fraction} of {n_rows} rows leaves "
-                        f"{n_holdout} held-out rows; FVU needs at least 2 (use more rows, or 0 to report on training rows)")
+        raise DataError(f"{where}: 'holdout_fraction' {cfg.holdout_fraction} of {n_rows} rows leaves {n_holdout} "
+                        "held-out rows; FVU needs at least 2 (use more rows, or 0 to report on training rows)")
     order = torch.randperm(n_rows, generator=generator)
     return order[n_holdout:], order[:n_holdout]
 
 
 @torch.no_grad()
-def _scaling_factor(rows: torch.Tensor, train_idx: torch.Tensor, chunk: int = 65536) -> float:
+def _scaling_factor(rows: torch.Tensor, train_idx: torch.Tensor, where: str, chunk: int = 65536) -> float:
     """sae-lens's "expected_average_only_in" factor √d_in / mean‖x‖, exact over the training rows."""
     total = 0.0
     for start in range(0, len(train_idx), chunk):
         total += rows[train_idx[start:start + chunk].to(rows.device)].double().norm(dim=1).sum().item()
     mean_norm = total / len(train_idx)
     if mean_norm == 0:
-        raise DataError("SAE training activations are all zero")
+        raise DataError(f"{where}: activations are all zero")
     return rows.shape[1] ** 0.5 / mean_norm
 
 
@@ -282,14 +285,19 @@ def _inference_sae(trained: TrainingSAE) -> SAE:
 
 
 @torch.no_grad()
-def evaluate_sae(sae: SAE, activations: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
+def evaluate_sae(
+    sae: SAE, activations: torch.Tensor, batch_size: int = 4096, *, where: str = "SAE evaluation"
+) -> dict[str, float]:
     """fvu = Σ‖x − x̂‖² / Σ‖x − mean(x)‖², l0 = mean active latents per row, dead_fraction = never active.
 
-    Sums are float64 so that large residual norms do not cost precision.
+    Sums are float64 so that large residual norms do not cost precision; `where` (e.g. the layer) starts
+    every error message.
     """
-    rows = _check_activations(activations)
+    rows = _check_activations(activations, where)
     if len(rows) < 2:
-        raise DataError(f"SAE evaluation needs at least 2 rows to define FVU, got {len(rows)}")
+        raise DataError(f"{where}: FVU needs at least 2 rows, got {len(rows)}")
+    if rows.shape[1] != sae.cfg.d_in:
+        raise DataError(f"{where}: activations have width {rows.shape[1]}, the SAE expects d_in = {sae.cfg.d_in}")
     device = sae.W_dec.device
     mean = sum(rows[s:s + batch_size].double().sum(0) for s in range(0, len(rows), batch_size)) / len(rows)
     error = variance = active = 0.0
@@ -303,11 +311,11 @@ def evaluate_sae(sae: SAE, activations: torch.Tensor, batch_size: int = 4096) ->
         active += nonzero.sum().item()
         fired |= nonzero.any(dim=0)
     if variance == 0:
-        raise DataError("SAE evaluation activations have zero variance; FVU is undefined")
+        raise DataError(f"{where}: activations have zero variance; FVU is undefined")
     return {
         "fvu": error / variance,
         "l0": active / len(rows),
-        "dead_fraction": 1.0 - fired.float().mean().item(),
+        "dead_fraction": (~fired).float().mean().item(),
     }
 
 
@@ -356,36 +364,8 @@ def save_sae(sae: SAE, out_dir: str | Path) -> None:
     """
     from sae_lens import TrainingSAE
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         if isinstance(sae, TrainingSAE):
             sae.save_inference_model(tmp)
         else:
             sae.save_model(tmp)
-        os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700; artifacts are for sharing
-        _replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename `new` onto `target`; an existing `target` is moved aside first and removed after."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from caft.artifacts import atomic_path
+from caft.artifacts import atomic_dir, atomic_path
 from caft.errors import CaftError, ConfigError, DataError
 from caft.interventions import InterventionSpec, ablation_hooks
 from caft.lm import encode_prompts, last_position_logits, letter_token_ids
@@ -234,17 +234,10 @@ def _save_resume(directory: Path, state: RunState, model: torch.nn.Module, optim
     """Write the resume state as a whole directory, swapped in atomically."""
     from safetensors.torch import save_file
 
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_trainable_state(model), tmp / "trainable.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(asdict(state)))
-    old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(directory) as tmp:
+        save_file(_trainable_state(model), tmp / "trainable.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(asdict(state)))
 
 
 def _resume(directory: Path, fresh: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -274,13 +267,9 @@ def _resume(directory: Path, fresh: RunState, model: torch.nn.Module, optimizer:
 
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
     """A Hugging Face checkpoint (safetensors), renamed into place only when complete."""
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
+    with atomic_dir(directory) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
 
 
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
