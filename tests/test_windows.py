@@ -69,11 +69,77 @@ def test_running_top_k_is_exact_and_independent_of_batching(tokenizer) -> None:
     assert set(only_positive["sign"]) == {"positive"} and len(only_positive) == 2
 
 
+RANDOM_ROWS = [
+    [NAN, 1, 5, 0, -2, 3],  # doc 0: windows (0, 0) max 5, (0, 4) max 3
+    [NAN, 5, -7, 2],  # doc 1: (1, 0) max 5
+    [NAN],  # doc 2: masked only, never sampled
+    [2, 2, 2, 2, -1, 4, 4, 4],  # doc 3: (3, 0) max 2, (3, 4) max 4
+    [NAN, -1, -1, -3, -3],  # doc 4: (4, 0) max -1, (4, 4) max -3: low windows are sampled too
+]
+RANDOM_PEAKS = {(0, 0): 5.0, (0, 4): 3.0, (1, 0): 5.0, (3, 0): 2.0, (3, 4): 4.0, (4, 0): -1.0, (4, 4): -3.0}
+
+
+def random_rows(frame: pd.DataFrame, component: int) -> pd.DataFrame:
+    return frame[(frame["sign"] == "random") & (frame["component"] == component)]
+
+
+def test_random_windows_cover_every_unmasked_window_with_its_max(tokenizer) -> None:
+    plain = top_windows([batch([0, 1, 2, 3, 4], RANDOM_ROWS, m=2)], tokenizer, window=4, per_component=3)
+    frame = top_windows([batch([0, 1, 2, 3, 4], RANDOM_ROWS, m=2)], tokenizer, window=4, per_component=3,
+                        random_per_component=10)
+    assert "random" not in set(plain["sign"])
+    pd.testing.assert_frame_equal(frame[frame["sign"] != "random"].reset_index(drop=True), plain)
+    for component in (0, 1):
+        rows = random_rows(frame, component)
+        peaks = {(row.doc, row.start): row.peak for row in rows.itertuples()}
+        assert peaks == {key: (component + 1) * peak for key, peak in RANDOM_PEAKS.items()}
+        assert rows["rank"].tolist() == list(range(7))
+    sampled = random_rows(frame, 0).set_index(["doc", "start"])
+    assert sampled.loc[(4, 4), "token_ids"] == [8] and sampled.loc[(4, 4), "values"] == [-3.0]
+    assert frame["sign"].tolist() == (["positive"] * 3 + ["negative"] * 3 + ["random"] * 7) * 2
+
+
+def test_random_windows_are_the_smallest_seeded_keys_whatever_the_batching(tokenizer) -> None:
+    docs = [0, 1, 2, 3, 4]
+    one = top_windows([batch(docs, RANDOM_ROWS, m=2)], tokenizer, window=4, random_per_component=3, seed=5)
+    streamed = top_windows(
+        [batch(docs[:1], RANDOM_ROWS[:1], m=2), batch(docs[1:4], RANDOM_ROWS[1:4], m=2),
+         batch(docs[4:], RANDOM_ROWS[4:], m=2)],
+        tokenizer, window=4, random_per_component=3, seed=5,
+    )
+    pd.testing.assert_frame_equal(one, streamed)
+    for component in (0, 1):
+        keys = {
+            (doc, start): np.random.default_rng([5, 0, doc]).random((starts[-1] // 4 + 1, 2))[start // 4, component]
+            for doc, starts in [(0, [0, 4]), (1, [0]), (3, [0, 4]), (4, [0, 4])]
+            for start in starts
+        }
+        expected = sorted(keys, key=keys.get)[:3]
+        assert [(row.doc, row.start) for row in random_rows(one, component).itertuples()] == expected
+    other_seed = top_windows([batch(docs, RANDOM_ROWS, m=2)], tokenizer, window=4, random_per_component=3, seed=6)
+    assert not random_rows(other_seed, 0)[["doc", "start"]].equals(random_rows(one, 0)[["doc", "start"]])
+
+
+def test_random_windows_are_uniform_over_seeds(tokenizer) -> None:
+    counts = dict.fromkeys(RANDOM_PEAKS, 0)
+    for seed in range(210):
+        frame = top_windows([batch([0, 1, 2, 3, 4], RANDOM_ROWS)], tokenizer, window=4, random_per_component=2,
+                            seed=seed, signs=("positive",))
+        for row in random_rows(frame, 0).itertuples():
+            counts[row.doc, row.start] += 1
+    assert sum(counts.values()) == 420
+    # 60 expected per window (420 / 7), binomial sd ≈ 7
+    assert all(35 <= count <= 85 for count in counts.values()), counts
+
+
 def test_top_windows_rejects_bad_settings(tokenizer) -> None:
     with pytest.raises(ConfigError, match="signs"):
         top_windows([], tokenizer, signs=("up",))
     with pytest.raises(ConfigError, match="positive"):
         top_windows([], tokenizer, window=0)
+    for bad in ({"random_per_component": -1}, {"seed": -2}, {"seed": True}, {"random_per_component": 1.5}):
+        with pytest.raises(ConfigError, match="random_per_component and seed must be non-negative integers"):
+            top_windows([], tokenizer, **bad)
     assert top_windows([], tokenizer).empty
 
 
@@ -115,17 +181,20 @@ def test_pc_windows_on_tiny_model(tiny_model) -> None:
     gen = torch.Generator().manual_seed(3)
     directions = {layer: torch.randn(32, 2, generator=gen) for layer in (0, 1)}
     frame = top_windows(
-        component_activations(model, tokenizer, docs, [0, 1], directions, batch_size=3), tokenizer, per_component=4
+        component_activations(model, tokenizer, docs, [0, 1], directions, batch_size=3), tokenizer, per_component=4,
+        random_per_component=3,
     )
     rebatched = top_windows(
-        component_activations(model, tokenizer, docs, [0, 1], directions, batch_size=8), tokenizer, per_component=4
+        component_activations(model, tokenizer, docs, [0, 1], directions, batch_size=8), tokenizer, per_component=4,
+        random_per_component=3,
     )
     assert frame[["layer", "component", "sign", "rank", "doc", "start"]].equals(
         rebatched[["layer", "component", "sign", "rank", "doc", "start"]]
     )
     residuals = independent_residuals(model, docs)
     for (layer, component), group in frame.groupby(["layer", "component"]):
-        assert set(group["sign"]) == {"positive", "negative"}
+        assert set(group["sign"]) == {"positive", "negative", "random"}
+        assert (group["sign"] == "random").sum() == 3
         unit = directions[layer][:, component] / directions[layer][:, component].norm()
         truth = [(h @ unit).double().numpy() for h in residuals[layer]]
         for values in truth:
@@ -144,7 +213,7 @@ def test_pc_windows_on_tiny_model(tiny_model) -> None:
             expected = truth[row.doc][row.start : row.start + length]
             np.testing.assert_allclose(row.values, expected, atol=1e-4)
             assert [i for i, v in enumerate(row.values) if math.isnan(v)] == ([0] if row.start == 0 else [])
-            peak = np.nanmax(row.values) if row.sign == "positive" else np.nanmin(row.values)
+            peak = np.nanmin(row.values) if row.sign == "negative" else np.nanmax(row.values)
             assert row.peak == pytest.approx(peak, abs=1e-6)
     with pytest.raises(ConfigError, match="no directions"):
         list(component_activations(model, tokenizer, docs, [0, 1], {0: directions[0]}, batch_size=2))

@@ -23,6 +23,8 @@ from caft.errors import DataError
 from caft.selection import Selection
 
 SIGNS: tuple[str, ...] = ("positive", "negative")
+RANDOM = "random"
+"""Sign of the uniformly sampled windows (`caft.windows.RANDOM`): shown collapsed below a card's top windows."""
 SIGN_TITLES = {"positive": "most positive", "negative": "most negative"}
 WINDOW_COLUMNS: tuple[str, ...] = ("layer", "sign", "rank", "doc", "start", "tokens", "values", "peak")
 SIGN_RGB = {"positive": "255,140,0", "negative": "30,110,255"}  # orange / blue
@@ -42,13 +44,15 @@ details.card{border:1px solid #e0e0e0;border-radius:5px;margin:.4em 0;padding:.2
 details.card.sel{border-left:5px solid #f9a825}
 details.card>summary{cursor:pointer}
 .cid{font-weight:bold;margin-right:.5em}
-.f{margin-right:.9em;font-size:.9em}.f b{color:#666;font-weight:normal}
+.f{margin-right:.9em;font-size:.9em;overflow-wrap:anywhere}.f b{color:#666;font-weight:normal}
+.f.x{display:block;margin:.1em 0 .1em 1.2em;white-space:normal}
 .b{display:inline-block;padding:0 .45em;margin-right:.3em;border-radius:8px;font-size:.8em;color:#fff;
   background:#00796b}
 .b-manual{background:#2e7d32}.b-top{background:#6a1b9a}.b-random{background:#616161}
 .b-auto{background:#1565c0}
 .signs{display:flex;flex-wrap:wrap;gap:1em}.sign{flex:1 1 30em;min-width:0}
 .sign h4{margin:.4em 0}
+details.rand{margin:.3em 0}details.rand>summary{cursor:pointer;color:#555;font-size:.9em}
 .w{margin:.25em 0;padding:.2em .3em;border-bottom:1px dotted #ddd}
 .wh{font-size:.75em;color:#777}
 .tok{font-family:ui-monospace,monospace;font-size:.85em;white-space:pre-wrap;word-break:break-all;
@@ -89,12 +93,13 @@ def render_dashboard(
 
     `summary` has one row per (layer, `id_column`) — one card each, layers ascending, cards in the
     summary's row order within a layer — and `card_fields` of its columns are shown on the card
-    (default: every other column). `windows` has columns layer, `id_column`, sign
-    ("positive"/"negative"), rank, doc, start, tokens (list of str), values (list of float, NaN =
-    masked BOS/pad) and peak. A sign section is shown on every card when any window has that sign
-    (PCs: both; SAE latents: positive only). `selections` maps a selector name to its selection;
-    each card gets a badge per selector that chose it. `tables` are (title, frame) sections shown
-    above the cards, e.g. the SAE training report and the attribution check.
+    (default: every other column; text such as an explanation gets a line of its own). `windows` has
+    columns layer, `id_column`, sign ("positive"/"negative"/"random"), rank, doc, start, tokens (list
+    of str), values (list of float, NaN = masked BOS/pad) and peak. A sign section is shown on every
+    card when any window has that sign (PCs: both; SAE latents: positive only); "random" windows (the
+    uniform sample for simulation scoring) go in a collapsed section. `selections` maps a selector
+    name to its selection; each card gets a badge per selector that chose it. `tables` are (title,
+    frame) sections shown above the cards, e.g. the SAE training report and the attribution check.
     """
     _require(windows, ["layer", id_column, *WINDOW_COLUMNS[1:]], "windows")
     _require(summary, ["layer", id_column], "summary")
@@ -106,9 +111,9 @@ def render_dashboard(
     duplicates = sorted({key for key in keys if keys.count(key) > 1})
     if duplicates:
         raise DataError(f"dashboard summary: (layer, {id_column}) {duplicates[0]} appears more than once")
-    bad_signs = sorted(set(windows["sign"]) - set(SIGNS))
+    bad_signs = sorted(set(windows["sign"]) - {*SIGNS, RANDOM})
     if bad_signs:
-        raise DataError(f"dashboard windows: sign must be one of {list(SIGNS)}, got {bad_signs}")
+        raise DataError(f"dashboard windows: sign must be one of {[*SIGNS, RANDOM]}, got {bad_signs}")
     methods = sorted({selection.method for selection in selections.values()})
     if len(methods) > 1:
         raise DataError(f"dashboard selections mix methods {methods}; one dashboard shows one method")
@@ -255,26 +260,41 @@ def _card(
     id_column: str,
 ) -> str:
     layer, ident = key
-    shown = "".join(f'<span class="f"><b>{escape(f)}</b> {_fmt(record[f])}</span>' for f in fields)
+    shown = "".join(_field(f, record[f]) for f in fields)
     head = f'<span class="cid">{escape(id_column)} {ident}</span>{_badges(names)}{shown}'
-    if windows is None or not signs:
-        body = NO_WINDOWS
-    else:
-        scale = _max_abs(windows)
-        sections = []
-        for sign in signs:
-            rows = windows[windows["sign"] == sign].sort_values("rank", kind="stable")
-            items = "".join(_window(row, scale, key, id_column) for row in rows.to_dict("records"))
-            sections.append(
-                f'<div class="sign {sign}"><h4>{SIGN_TITLES[sign]}</h4>'
-                f"{items or NO_WINDOWS}</div>"
-            )
-        body = f'<div class="signs">{"".join(sections)}</div>'
+    body = NO_WINDOWS if windows is None else _card_windows(windows, signs, key, id_column)
     selected = " sel" if names else ""
     return (
         f'<details class="card{selected}" id="{card_anchor(layer, ident)}">'
         f"<summary>{head}</summary>{body}</details>"
     )
+
+
+def _field(name: str, value: Any) -> str:
+    """A card field; text (an explanation) on a line of its own, so long sentences wrap under the numbers."""
+    kind = "f x" if isinstance(value, str) else "f"
+    return f'<span class="{kind}"><b>{escape(name)}</b> {_fmt(value)}</span>'
+
+
+def _card_windows(windows: pd.DataFrame, signs: Sequence[str], key: tuple[int, int], id_column: str) -> str:
+    """One section per sign (side by side), then the random sample collapsed: it is there to check
+    simulation scores, not to read first."""
+    scale = _max_abs(windows)
+    sections = []
+    for sign in signs:
+        items = _windows_html(windows, sign, scale, key, id_column)
+        sections.append(f'<div class="sign {sign}"><h4>{SIGN_TITLES[sign]}</h4>{items or NO_WINDOWS}</div>')
+    body = f'<div class="signs">{"".join(sections)}</div>' if sections else ""
+    sample = _windows_html(windows, RANDOM, scale, key, id_column)
+    if sample:
+        count = int((windows["sign"] == RANDOM).sum())
+        body += f'<details class="rand"><summary>random sample ({count} windows)</summary>{sample}</details>'
+    return body or NO_WINDOWS
+
+
+def _windows_html(windows: pd.DataFrame, sign: str, scale: float, key: tuple[int, int], id_column: str) -> str:
+    rows = windows[windows["sign"] == sign].sort_values("rank", kind="stable")
+    return "".join(_window(row, scale, key, id_column) for row in rows.to_dict("records"))
 
 
 def _values(raw: Any) -> list[float]:

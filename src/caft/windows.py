@@ -9,11 +9,14 @@ Two independent halves:
 - *windows*: `top_windows` splits every document into non-overlapping windows (16 tokens, as the
   reference) and keeps, per (layer, latent, sign), the windows with the largest maximum ("positive")
   and the most negative minimum ("negative"). PC signs are arbitrary, so both ends are shown;
-  SAE latents (non-negative) need only ``signs=("positive",)``.
+  SAE latents (non-negative) need only ``signs=("positive",)``. Optionally it also keeps a uniform
+  random sample of all windows per latent (sign "random"): simulation scoring needs windows where the
+  latent is weak too, or an explanation that predicts "always high" would score well.
 
 It streams: only the running top windows are kept (memory O(latents × per_component × window)),
 never the corpus' activations. BOS and padding are masked (NaN) and never score a window. Ties are
-broken by (doc, start), so results do not depend on batch size or order.
+broken by (doc, start), and the random sample keeps the windows with the smallest keys drawn from
+``numpy.random.default_rng([seed, layer, doc])``, so results do not depend on batch size or order.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ ScoreFn = Callable[[int, torch.Tensor], torch.Tensor]
 """(layer, residual [B, T, d] float32) -> activations [B, T, m]."""
 
 SIGNS: tuple[str, ...] = ("positive", "negative")
+RANDOM = "random"
+"""The sign of the uniformly sampled windows (`top_windows`' ``random_per_component``)."""
 WINDOW_COLUMNS = ("layer", "component", "sign", "rank", "doc", "start", "token_ids", "tokens", "values", "peak")
 
 
@@ -247,34 +252,78 @@ def top_windows(
     window: int = 16,
     per_component: int = 8,
     signs: Sequence[str] = SIGNS,
+    random_per_component: int = 0,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """The top ``per_component`` windows per (layer, component, sign), one row each.
+    """The top ``per_component`` windows per (layer, component, sign), one row each, plus
+    ``random_per_component`` windows per (layer, component) drawn uniformly without replacement from all
+    windows with an unmasked token (sign "random", ranked by their random key; seeded by ``seed``).
 
     Columns: `layer`, `component` (column of the score function's output), `sign`, `rank` (0 = best),
     `doc`, `start`, `token_ids`, `tokens` (each id decoded alone), `values` (NaN where masked), `peak`
-    (the window's max for "positive", min for "negative"). Windows are ``window`` tokens, shorter at a
-    document's end; windows with no unmasked token are never kept.
+    (the window's max for "positive" and "random", min for "negative"). Windows are ``window`` tokens,
+    shorter at a document's end; windows with no unmasked token are never kept.
     """
     if window < 1 or per_component < 1:
         raise ConfigError(f"window and per_component must be positive, got {window} and {per_component}")
     unknown = set(signs) - set(SIGNS)
     if unknown or not signs:
         raise ConfigError(f"signs must be a non-empty subset of {SIGNS}, got {list(signs)}")
+    if not _is_count(random_per_component) or not _is_count(seed):
+        raise ConfigError(
+            f"random_per_component and seed must be non-negative integers, got {random_per_component!r} and {seed!r}"
+        )
+    kept_signs = [*signs, RANDOM] if random_per_component else list(signs)
     tops: dict[tuple[int, str], _RunningTop] = {}
     for batch in activations:
         docs, starts, lengths, token_ids, values = _windows(batch, window)
         for layer, layer_values in values.items():
             masked = np.isnan(layer_values)
-            for sign in signs:
-                if sign == "positive":
-                    key = np.where(masked, -np.inf, layer_values).max(axis=1, initial=-np.inf)
-                else:
-                    key = -np.where(masked, np.inf, layer_values).min(axis=1, initial=np.inf)
-                top = tops.setdefault(
-                    (layer, sign), _RunningTop(layer_values.shape[2], per_component, window)
-                )
+            m = layer_values.shape[2]
+            for sign in kept_signs:
+                size = random_per_component if sign == RANDOM else per_component
+                top = tops.setdefault((layer, sign), _RunningTop(m, size, window))
+                key = _window_keys(sign, layer_values, masked, docs, starts, window, layer, seed)
                 top.push(key, docs, starts, lengths, layer_values, token_ids)
-    return _window_frame(tops, tokenizer, signs)
+    return _window_frame(tops, tokenizer, kept_signs)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+
+
+def _window_keys(sign: str, values: np.ndarray, masked: np.ndarray, docs: np.ndarray, starts: np.ndarray,
+                 window: int, layer: int, seed: int) -> np.ndarray:
+    """Key [N, m] that `_RunningTop` keeps the largest of; -inf for windows with no unmasked token."""
+    if sign == "positive":
+        return np.where(masked, -np.inf, values).max(axis=1, initial=-np.inf)
+    if sign == "negative":
+        return -np.where(masked, np.inf, values).min(axis=1, initial=np.inf)
+    key = -_random_keys(docs, starts, window, values.shape[2], layer, seed)
+    return np.where(masked.all(axis=1), -np.inf, key)
+
+
+def _random_keys(docs: np.ndarray, starts: np.ndarray, window: int, m: int, layer: int, seed: int) -> np.ndarray:
+    """Uniform [0, 1) key [N, m] of each window and component: row ``start // window`` of one draw
+    ``default_rng([seed, layer, doc]).random((windows in doc, m))``. A document always arrives whole in
+    one batch, so every window gets the same key however the corpus is batched; keeping the k smallest
+    keys is a uniform sample without replacement (bottom-k reservoir sampling)."""
+    keys = np.empty((len(docs), m))
+    position = starts // window
+    for doc in np.unique(docs):
+        rows = np.flatnonzero(docs == doc)
+        rng = np.random.default_rng([seed, layer, int(doc)])
+        keys[rows] = rng.random((int(position[rows].max()) + 1, m))[position[rows]]
+    return keys
+
+
+def _peak(sign: str, key: float, values: np.ndarray) -> float:
+    """The window's max ("positive", "random") or min ("negative"); the key of a top window is its peak."""
+    if sign == "positive":
+        return float(key)
+    if sign == "negative":
+        return -float(key)
+    return float(np.nanmax(values))
 
 
 def _window_frame(
@@ -289,10 +338,10 @@ def _window_frame(
         for component in range(m):
             for sign in signs:
                 top = tops[layer, sign]
-                factor = 1.0 if sign == "positive" else -1.0
                 for rank in np.flatnonzero(kept[layer, sign][component]):
                     length = int(top.length[component, rank])
                     ids = top.token_ids[component, rank, :length].tolist()
+                    values = top.values[component, rank, :length]
                     rows.append({
                         "layer": layer,
                         "component": component,
@@ -302,7 +351,7 @@ def _window_frame(
                         "start": int(top.start[component, rank]),
                         "token_ids": ids,
                         "tokens": [text[i] for i in ids],
-                        "values": top.values[component, rank, :length].astype(float).tolist(),
-                        "peak": factor * float(top.key[component, rank]),
+                        "values": values.astype(float).tolist(),
+                        "peak": _peak(sign, top.key[component, rank], values),
                     })
     return pd.DataFrame(rows, columns=list(WINDOW_COLUMNS))
