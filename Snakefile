@@ -25,6 +25,7 @@ include: "rules/data.smk"
 include: "rules/finetune.smk"
 include: "rules/pca.smk"
 include: "rules/sae.smk"
+include: "rules/autointerp.smk"
 
 
 localrules:

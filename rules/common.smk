@@ -180,7 +180,7 @@ def dashboard_inputs(wildcards):
         "top": f"{selections}/top.json",
         "random": f"{selections}/random/seed{config['runs']['seeds'][0]}.json",
         "code": library_code("dashboard.py", "interpretation.py"),
-    }
+    } | explanation_input(wildcards.task, "pca")
 
 
 def sae_layers():
@@ -236,7 +236,37 @@ def sae_dashboard_inputs(wildcards):
         "top": f"{selections}/top.json",
         "random": f"{selections}/random/seed{config['runs']['seeds'][0]}.json",
         "code": library_code("dashboard.py", "sae_pipeline.py"),
-    }
+    } | explanation_input(wildcards.task, "sae")
+
+
+def explained_methods():
+    return config["explanations"]["methods"]
+
+
+def candidate_windows(wildcards):
+    """The windows table an explainer reads: the task's data's PCA or SAE windows."""
+    return f"results/{task_dataset(wildcards.task)}/{wildcards.imethod}/windows.parquet"
+
+
+def explanation_settings(wildcards):
+    keys = ("client", "max_windows", "simulate_windows", "max_tokens")
+    keys += ("pca_components",) if wildcards.imethod == "pca" else ()
+    return {key: config["explanations"][key] for key in keys}
+
+
+def task_query(wildcards):
+    return config["explanations"]["queries"][wildcards.task]
+
+
+def explanation_input(task, method):
+    """A dashboard's explanations when its method is explained, and the auto selection when a run uses it."""
+    if method not in explained_methods():
+        return {}
+    inputs = {"explanations": f"results/{task}/{method}/explanations.parquet"}
+    methods = caft.config.SAE_METHODS if method == "sae" else (method,)
+    if any(m in methods and s == "auto" for m, s in conditions()):
+        inputs["auto"] = f"results/{task}/selections/{method}/auto.json"
+    return inputs
 
 
 def intervention_inputs(method, selector, seed, task):
@@ -349,6 +379,7 @@ wildcard_constraints:
     seed="[0-9]+",
     evaluation="trained|test-only",
     dataset=alternation(list(config["frame_tasks"]) + mcmc_pairs()),
-    variant="manual|top|random/seed[0-9]+",
+    variant="manual|top|auto|random/seed[0-9]+",
+    imethod="pca|sae",
     layer="[0-9]+",
     sae_method="sae|sae-latent",

@@ -102,7 +102,7 @@ rule select_pca:
         unpack(selection_inputs),
         code=library_code("selection.py", "interpretation.py"),
     output:
-        "results/{task}/selections/pca/{variant}.json",
+        "results/{task}/selections/pca/{variant,manual|top|random/seed[0-9]+}.json",
     log:
         "results/logs/select_pca/{task}/{variant}.log",
     benchmark:

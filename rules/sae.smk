@@ -110,7 +110,7 @@ rule select_sae:
         scores=sae_scores_path,
         code=library_code("selection.py", "sae_pipeline.py"),
     output:
-        "results/{task}/selections/sae/{variant}.json",
+        "results/{task}/selections/sae/{variant,manual|top|random/seed[0-9]+}.json",
     log:
         "results/logs/select_sae/{task}/{variant}.log",
     benchmark:

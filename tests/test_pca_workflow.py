@@ -24,6 +24,7 @@ def pca_config(model_dir) -> dict:
     config["pca"] = {"components": 4, "batch_size": 8}
     config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4}
     config["selection"] = {"top_k": 2}
+    config["explanations"] = {"methods": []}  # the SAE chain test covers explanations
     return config
 
 

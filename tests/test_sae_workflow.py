@@ -21,14 +21,18 @@ def sae_config(model_dir) -> dict:
     config = copy.deepcopy(TINY_CONFIG)
     config["model"] = {"name": str(model_dir)}
     config["runs"] = {"tasks": ["gender"], "seeds": [0], "test_only": True,
-                      "conditions": ["none", "sae/manual", "sae/top", "sae/random", "sae-latent/manual"]}
+                      "conditions": ["none", "sae/manual", "sae/top", "sae/random", "sae-latent/manual", "sae/auto"]}
     config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
     config["corpus"] = {"from": "generated", "docs": 8, "new_tokens": 16, "max_tokens_per_doc": 24, "batch_size": 4}
     config["saes"] = {"from": "train", "layers": [0, 1], "batch_size": 4,
                       "train": {"width": 64, "k": 4, "tokens": 4096, "batch_size": 128, "lr": 1e-3}}
     config["attribution"] = {"batch_size": 16, "top_n": 40, "validate_top": 4}
-    config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4}
-    config["selection"] = {"sae_top_k": 3}
+    config["windows"] = {"window": 8, "per_component": 2, "random_per_component": 1, "batch_size": 4}
+    config["selection"] = {"sae_top_k": 3, "auto": {"min_relevance": -1.0, "max_per_layer": 2}}
+    # the tiny random model as explainer: its explanations are noise, so every candidate passes relevance −1
+    config["explanations"] = {"methods": ["sae"], "client": {"client": "local", "model": str(model_dir)},
+                              "queries": {"gender": "gender, women, men"}, "max_windows": 2, "simulate_windows": 1,
+                              "max_tokens": 8}
     return config
 
 
@@ -75,6 +79,22 @@ def test_windows_and_dashboard(sae_chain):
     assert f'id="L{first["layer"]}-C{first["latent"]}"' in html
 
 
+def test_explanations_and_auto_selection(sae_chain):
+    results = sae_chain / "results/gender"
+    explained = pd.read_parquet(results / "sae/explanations.parquet")
+    scores = pd.read_parquet(results / "sae/scores.parquet")
+    assert len(explained) == 40 and set(explained["sign"]) == {"positive"}
+    assert set(zip(explained["layer"], explained["latent"])) == set(
+        zip(scores.loc[scores["top"], "layer"], scores.loc[scores["top"], "latent"])
+    )
+    assert explained["relevance_explanation"].between(-1, 1).all()
+    auto = json.loads((results / "selections/sae/auto.json").read_text())
+    assert auto["selector"] == "auto" and all(len(ids) <= 2 for ids in auto["layers"].values())
+    assert sum(len(ids) for ids in auto["layers"].values()) == 4  # relevance −1 keeps all; the cap keeps 2 per layer
+    html = (results / "sae/dashboard.html").read_text()
+    assert "relevance_explanation" in html and "b-auto" in html
+
+
 def test_selections_and_specs(sae_chain):
     results = sae_chain / "results/gender"
     manual = json.loads((results / "selections/sae/manual.json").read_text())
@@ -103,7 +123,7 @@ def test_table_has_caft_sae_rows(sae_chain):
     conditions = set(zip(table["method"], table["selector"], table["mode"]))
     assert {("sae", "manual", "deployed"), ("sae", "top", "deployed"), ("sae", "random", "deployed"),
             ("sae-latent", "manual", "deployed"), ("sae-latent", "manual", "hooked"),
-            ("sae", "manual", "test-only"), ("none", "none", "deployed")} <= conditions
+            ("sae", "manual", "test-only"), ("sae", "auto", "deployed"), ("none", "none", "deployed")} <= conditions
 
 
 def test_changing_sae_training_reruns_the_sae_chain_only(sae_chain):

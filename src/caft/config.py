@@ -16,9 +16,9 @@ from caft.errors import ConfigError
 # method -> the selectors that can produce its directions (grows with the PCA and SAE stages).
 SELECTORS: dict[str, tuple[str, ...]] = {
     "random": ("random",),
-    "pca": ("manual", "top", "random"),
-    "sae": ("manual", "top", "random"),  # projection on the QR of the selected decoder rows (the paper's)
-    "sae-latent": ("manual", "top", "random"),  # latent ablation h − Σ z_j W_dec[j], same selections
+    "pca": ("manual", "top", "random", "auto"),
+    "sae": ("manual", "top", "random", "auto"),  # projection on the QR of the selected decoder rows (the paper's)
+    "sae-latent": ("manual", "top", "random", "auto"),  # latent ablation h − Σ z_j W_dec[j], same selections
 }
 SAE_METHODS: tuple[str, ...] = ("sae", "sae-latent")
 NO_INTERVENTION = "none"
@@ -101,7 +101,28 @@ def check_references(config: dict[str, Any], origin: str = "config") -> dict[str
     if uses_saes and not config.get("saes", {}).get("layers"):
         raise ConfigError(f"{origin}: runs.conditions use SAE latents, so saes.layers must list the SAE layers")
     _check_saes(config.get("saes", {}), origin)
+    _check_explanations(config, origin)
     return kinds
+
+
+def _check_explanations(config: dict[str, Any], origin: str) -> None:
+    """The auto selector needs explanations of its method, and every explained task needs a query."""
+    section = config.get("explanations", {})
+    explained = section.get("methods", ["pca", "sae"])
+    conditions = config.get("runs", {}).get("conditions", [])
+    for i, condition in enumerate(conditions):
+        method, _, selector = condition.partition("/")
+        base = "sae" if method in SAE_METHODS else method
+        if selector == "auto" and base not in explained:
+            raise ConfigError(f"{origin}: runs.conditions[{i}] '{condition}' needs explanations.methods to include "
+                              f"'{base}'")
+    methods = {"sae" if c.partition("/")[0] in SAE_METHODS else c.partition("/")[0] for c in conditions}
+    if not methods & set(explained):
+        return
+    missing = [task for task in config.get("runs", {}).get("tasks", []) if task not in section.get("queries", {})]
+    if missing:
+        raise ConfigError(f"{origin}: explanations.queries has no query for task(s) {missing}: say what the "
+                          "unwanted concept is about, e.g. gender: 'gender, women, men, female pronouns'")
 
 
 def _check_saes(section: dict[str, Any], origin: str) -> None:

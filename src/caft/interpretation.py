@@ -18,6 +18,7 @@ from caft.artifacts import provenance, write_parquet
 from caft.corpus import CorpusConfig, build_corpus
 from caft.dashboard import render_dashboard, write_dashboard
 from caft.errors import ConfigError
+from caft.explanations import per_candidate
 from caft.interventions import save_spec
 from caft.pca import fit_pca, load_components, save_components
 from caft.pipeline import base_model_shape, load_checkpoint, resolve_layers
@@ -69,7 +70,8 @@ def pca_windows_stage(base_dir: Path, corpus_path: Path, components_path: Path, 
     corpus = pd.read_parquet(corpus_path)
     activations = component_activations(model, tokenizer, corpus["input_ids"].tolist(), sorted(components),
                                         components, section["batch_size"], progress=True)
-    windows = top_windows(activations, tokenizer, window=section["window"], per_component=section["per_component"])
+    windows = top_windows(activations, tokenizer, window=section["window"], per_component=section["per_component"],
+                          random_per_component=section["random_per_component"], seed=section["seed"])
     write_parquet(windows, out_path, provenance("pca_windows", section))
 
 
@@ -101,11 +103,23 @@ def pca_spec_stage(selection_path: Path, components_path: Path, out_path: Path) 
 
 
 def pca_dashboard_stage(task: str, windows_path: Path, summary_path: Path, selection_paths: dict[str, Path],
-                        out_path: Path) -> None:
-    """One self-contained HTML page: layers → components → windows, with each selector's choices."""
+                        out_path: Path, explanations_path: Path | None = None) -> None:
+    """One self-contained HTML page: layers → components → windows, with each selector's choices and,
+    when given, each end's LLM explanation, simulation score and relevance."""
     selections = {name: Selection.load(path) for name, path in selection_paths.items()}
+    summary, explained = with_explanations(pd.read_parquet(summary_path), explanations_path, "component")
     html = render_dashboard(
-        f"PCA directions — {task}", pd.read_parquet(windows_path), pd.read_parquet(summary_path), selections,
-        card_fields=["eigenvalue", "explained_variance_ratio", "global_rank"],
+        f"PCA directions — {task}", pd.read_parquet(windows_path), summary, selections,
+        card_fields=["eigenvalue", "explained_variance_ratio", "global_rank", *explained],
     )
     write_dashboard(html, out_path)
+
+
+def with_explanations(summary: pd.DataFrame, explanations_path: Path | None,
+                      id_column: str) -> tuple[pd.DataFrame, list[str]]:
+    """The dashboard summary with the explanation columns of each card joined on, and their names."""
+    if explanations_path is None:
+        return summary, []
+    explained = per_candidate(pd.read_parquet(explanations_path), id_column)
+    columns = [c for c in explained.columns if c not in ("layer", id_column)]
+    return summary.merge(explained, on=["layer", id_column], how="left"), columns

@@ -22,6 +22,7 @@ from caft.artifacts import provenance, read_parquet_metadata, write_parquet
 from caft.attribution import attribution_scores, exact_effects, rank_scores, validate_estimates
 from caft.dashboard import render_dashboard, write_dashboard
 from caft.errors import ConfigError, DataError
+from caft.interpretation import with_explanations
 from caft.interventions import InterventionSpec, save_spec
 from caft.lm import letter_token_ids
 from caft.pipeline import base_model_shape, load_checkpoint
@@ -163,7 +164,8 @@ def sae_windows_stage(base_dir: Path, corpus_path: Path, scores_path: Path, sae_
     batches = latent_activations(model, tokenizer, corpus["input_ids"].tolist(), sae_scores(saes, latents),
                                  sorted(latents), section["batch_size"], progress=True)
     windows = top_windows(density.observe(batches), tokenizer, window=section["window"],
-                          per_component=section["per_component"], signs=("positive",))
+                          per_component=section["per_component"], signs=("positive",),
+                          random_per_component=section["random_per_component"], seed=section["seed"])
     to_latent = {(layer, column): latent for layer, ids in latents.items() for column, latent in enumerate(ids)}
     windows["component"] = [to_latent[int(layer), int(c)] for layer, c in zip(windows["layer"], windows["component"])]
     windows = windows.rename(columns={"component": "latent"})
@@ -224,13 +226,14 @@ def sae_spec_stage(method: str, selection_path: Path, sae_dirs: Mapping[int, Pat
 
 
 def sae_dashboard_stage(task: str, windows_path: Path, scores_path: Path, report_paths: list[Path],
-                        selection_paths: dict[str, Path], out_path: Path) -> None:
-    """Latents with the largest attribution effects, their windows and selection status, plus the SAE
-    training report and the check of the attribution estimate against exact ablation."""
+                        selection_paths: dict[str, Path], out_path: Path, explanations_path: Path | None = None) -> None:
+    """Latents with the largest attribution effects, their windows, explanations and selection status,
+    plus the SAE training report and the check of the attribution estimate against exact ablation."""
     selections = {name: Selection.load(path) for name, path in selection_paths.items()}
     scores = pd.read_parquet(scores_path)
     densities = pd.DataFrame(read_parquet_metadata(windows_path)["densities"])
     summary = scores[scores["top"]].merge(densities, on=["layer", "latent"], how="left").sort_values("rank")
+    summary, explained = with_explanations(summary, explanations_path, "latent")
     report = pd.concat([pd.read_parquet(path) for path in report_paths], ignore_index=True)
     validation = read_parquet_metadata(scores_path).get("validation", {})
     tables = [
@@ -239,6 +242,6 @@ def sae_dashboard_stage(task: str, windows_path: Path, scores_path: Path, report
     ]
     html = render_dashboard(
         f"SAE latents — {task}", pd.read_parquet(windows_path), summary, selections, id_column="latent",
-        card_fields=list(SCORE_CARD_FIELDS), tables=tables,
+        card_fields=[*SCORE_CARD_FIELDS, *explained], tables=tables,
     )
     write_dashboard(html, out_path)

@@ -5,12 +5,15 @@ from pathlib import Path
 from caft.interpretation import pca_dashboard_stage
 from caft.stage import stage
 
+SELECTORS = ("manual", "top", "random", "auto")
+
 with stage(snakemake.log[0]):
     inputs = snakemake.input
     pca_dashboard_stage(
         snakemake.wildcards.task,
         Path(inputs.windows),
         Path(inputs.summary),
-        {name: Path(inputs[name]) for name in ("manual", "top", "random")},
+        {name: Path(inputs[name]) for name in SELECTORS if name in inputs.keys()},
         Path(snakemake.output[0]),
+        Path(inputs.explanations) if "explanations" in inputs.keys() else None,
     )

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
+from caft.pipeline import set_threads
 from caft.sae_pipeline import sae_activations_stage
 from caft.stage import stage
 
 with stage(snakemake.log[0]):
+    set_threads(snakemake.threads)
     sae_activations_stage(
         Path(snakemake.input.base),
         Path(snakemake.input.corpus),

@@ -5,6 +5,8 @@ from pathlib import Path
 from caft.sae_pipeline import sae_dashboard_stage
 from caft.stage import stage
 
+SELECTORS = ("manual", "top", "random", "auto")
+
 with stage(snakemake.log[0]):
     inputs = snakemake.input
     sae_dashboard_stage(
@@ -12,6 +14,7 @@ with stage(snakemake.log[0]):
         Path(inputs.windows),
         Path(inputs.scores),
         [Path(path) for path in inputs.reports],
-        {name: Path(inputs[name]) for name in ("manual", "top", "random")},
+        {name: Path(inputs[name]) for name in SELECTORS if name in inputs.keys()},
         Path(snakemake.output[0]),
+        Path(inputs.explanations) if "explanations" in inputs.keys() else None,
     )

@@ -1,0 +1,64 @@
+"""Stage functions of automatic interpretation (DESIGN §1 steps 2–3), shared by PCA and SAE candidates:
+explain each candidate's windows with an LLM, score and rate the explanations, and select by threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from caft.artifacts import provenance, write_parquet
+from caft.errors import ConfigError
+from caft.explanations import explain_candidates, load_embedder
+from caft.llm import make_client
+from caft.selection import auto_selection
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = {"pca": "component", "sae": "latent"}
+
+
+def id_column(method: str) -> str:
+    if method not in ID_COLUMNS:
+        raise ConfigError(f"explanations exist for methods {sorted(ID_COLUMNS)}, not {method!r}")
+    return ID_COLUMNS[method]
+
+
+def explain_stage(method: str, task: str, windows_path: Path, section: dict[str, Any], query: str,
+                  out_path: Path) -> None:
+    """Explanation, simulation score and relevance of every candidate (PCs: each end) with windows.
+
+    PCA candidates are limited to the first ``pca_components`` components of each layer: explaining
+    every one of 20 components × 2 ends × all layers with a CPU LLM would dominate the job.
+    """
+    column = id_column(method)
+    windows = pd.read_parquet(windows_path)
+    if method == "pca":
+        windows = windows[windows[column] < section["pca_components"]]
+    client = make_client(section["client"])
+    explained = explain_candidates(windows, column, client, load_embedder(), query,
+                                   max_windows=section["max_windows"], simulate_windows=section["simulate_windows"],
+                                   max_tokens=section["max_tokens"], progress=True)
+    log.info("%s %s: %d explanations; mean simulation score %.3f, mean relevance %.3f", task, method,
+             len(explained), explained["simulation_score"].mean(), explained["relevance_explanation"].mean())
+    write_parquet(explained, out_path, provenance("explanations", section, method=method, task=task, query=query))
+
+
+def auto_select_stage(method: str, task: str, explained_path: Path, section: dict[str, Any], out_path: Path) -> None:
+    """The ``auto`` selector: thresholds on relevance and simulation score, with how many each keeps."""
+    selection, counts = auto_selection(
+        pd.read_parquet(explained_path), id_column=id_column(method), method=method, task=task,
+        min_relevance=section["min_relevance"], min_score=section["min_score"],
+        max_per_layer=section["max_per_layer"],
+    )
+    log.info("%s auto: of %d candidates, %d pass relevance >= %s, %d pass score >= %s, %d both, %d selected",
+             method, counts["candidates"], counts["relevance"], section["min_relevance"], counts["score"],
+             section["min_score"], counts["both"], counts["selected"])
+    if not selection.count():
+        raise ConfigError(f"{method} auto selection for {task} is empty: no candidate passes relevance >= "
+                          f"{section['min_relevance']} and score >= {section['min_score']}; lower the thresholds "
+                          f"in selection.auto (counts: {counts})")
+    selection.save(out_path)
