@@ -26,7 +26,7 @@ def sae_config(model_dir) -> dict:
     config["corpus"] = {"from": "generated", "docs": 8, "new_tokens": 16, "max_tokens_per_doc": 24, "batch_size": 4}
     config["saes"] = {"from": "train", "layers": [0, 1], "batch_size": 4,
                       "train": {"width": 64, "k": 4, "tokens": 4096, "batch_size": 128, "lr": 1e-3}}
-    config["attribution"] = {"batch_size": 16, "top_n": 40, "validate_top": 4}
+    config["attribution"] = {"batch_size": 16, "top_n": 40, "validate_top": 4, "validate_prompts": 20}
     config["windows"] = {"window": 8, "per_component": 2, "random_per_component": 1, "batch_size": 4}
     config["selection"] = {"sae_top_k": 3, "auto": {"min_relevance": -1.0, "max_per_layer": 2}}
     # the tiny random model as explainer: its explanations are noise, so every candidate passes relevance −1
@@ -62,8 +62,9 @@ def test_attribution_scores(sae_chain):
     best = scores.sort_values("rank")
     assert best["effect"].is_monotonic_decreasing
     assert best["exact_effect"].notna().sum() == 4 and best["exact_effect"].head(4).notna().all()
+    assert best["validation_effect"].notna().sum() == 4  # the estimate on the 20 validation prompts
     validation = read_parquet_metadata(sae_chain / "results/gender/sae/scores.parquet")["validation"]
-    assert validation["validated"] == 4
+    assert validation["validated"] == 4 and validation["prompts"] == 20
 
 
 def test_windows_and_dashboard(sae_chain):
@@ -71,8 +72,9 @@ def test_windows_and_dashboard(sae_chain):
     windows = pd.read_parquet(results / "windows.parquet")
     scores = pd.read_parquet(results / "scores.parquet")
     top = set(zip(scores.loc[scores["top"], "layer"], scores.loc[scores["top"], "latent"]))
-    assert set(windows["sign"]) == {"positive"} and set(zip(windows["layer"], windows["latent"])) <= top
-    assert (windows["peak"] > 0).all()
+    assert set(windows["sign"]) == {"positive", "random"} and set(zip(windows["layer"], windows["latent"])) <= top
+    assert (windows.query("sign == 'positive'")["peak"] > 0).all()
+    assert (windows.query("sign == 'random'").groupby(["layer", "latent"]).size() == 1).all()
     html = (results / "dashboard.html").read_text()
     assert "training report" in html and "exact ablation" in html and "http://" not in html
     first = scores.sort_values("rank").iloc[0]

@@ -37,7 +37,7 @@ REPORT_COLUMNS = (
     "tokens_per_second", "fvu", "l0", "dead_fraction", "train_rows", "holdout_rows",
 )
 ACTIVATIONS_FORMAT = "caft.sae_activations/1"
-SCORE_CARD_FIELDS = ("effect", "exact_effect", "rank", "layer_rank", "firing_rate", "corpus_density")
+SCORE_CARD_FIELDS = ("effect", "validation_effect", "exact_effect", "rank", "layer_rank", "firing_rate", "corpus_density")
 
 
 def sae_activations_stage(base_dir: Path, corpus_path: Path, layers: list[int], batch_size: int,
@@ -126,28 +126,43 @@ def task_answers(table: pd.DataFrame, tokenizer: Any, where: str) -> tuple[list[
 
 def attribution_stage(model_dir: Path, train_split: Path, sae_dirs: Mapping[int, Path], section: dict[str, Any],
                       out_path: Path) -> None:
-    """Attribution-patching effect of every latent of every SAE over D_amb, ranked, with the top
-    `validate_top` latents' exact ablation effects as a check of the linear estimate."""
+    """Attribution-patching effect of every latent of every SAE over D_amb (its first `max_prompts` rows),
+    ranked, with the top `validate_top` latents' exact ablation effects as a check of the linear estimate.
+
+    The check runs on the first `validate_prompts` prompts, estimate and exact effect alike (exact
+    ablation costs a forward pass per latent per batch): ``validation_effect`` holds the estimate on
+    those prompts next to ``exact_effect``, NaN for unvalidated latents.
+    """
     model, tokenizer = load_checkpoint(model_dir)
     saes = _load_sae_dirs(sae_dirs, model.device)
     table = pd.read_parquet(train_split)
+    table = table.iloc[: section["max_prompts"]] if section["max_prompts"] else table
     correct, other = task_answers(table, tokenizer, str(train_split))
     prompts = table["prompt"].tolist()
+    batch_size = section["batch_size"]
     start = time.perf_counter()
-    scores = attribution_scores(model, tokenizer, prompts, correct, other, saes, section["batch_size"], progress=True)
+    scores = attribution_scores(model, tokenizer, prompts, correct, other, saes, batch_size, progress=True)
     attribution_seconds = time.perf_counter() - start
     scores = rank_scores(scores, section["top_n"])
     top = scores.nsmallest(section["validate_top"], "rank")
     latents = list(zip(top["layer"].astype(int), top["latent"].astype(int)))
+    n = section["validate_prompts"]
+    subset = (prompts[:n], correct[:n], other[:n])
+    estimate = attribution_scores(model, tokenizer, *subset, saes, batch_size) if n < len(prompts) else scores
     start = time.perf_counter()
-    exact = exact_effects(model, tokenizer, prompts, correct, other, saes, latents, section["batch_size"])
+    exact = exact_effects(model, tokenizer, *subset, saes, latents, batch_size, progress=True)
     exact_seconds = time.perf_counter() - start
-    scores, check = validate_estimates(scores, exact, latents)
-    log.info("attribution over %d prompts in %.0f s; exact ablation of %d latents in %.0f s; pearson %.3f",
-             len(prompts), attribution_seconds, len(latents), exact_seconds, check.get("pearson", float("nan")))
+    checked, validation = validate_estimates(estimate, exact, latents)
+    validated = checked["exact_effect"].notna().to_numpy()
+    scores["validation_effect"] = np.where(validated, checked["effect"], np.nan)
+    scores["exact_effect"] = checked["exact_effect"].to_numpy()
+    validation |= {"prompts": len(subset[0])}
+    log.info("attribution over %d prompts in %.0f s; exact ablation of %d latents over %d prompts in %.0f s; "
+             "pearson %.3f", len(prompts), attribution_seconds, len(latents), len(subset[0]), exact_seconds,
+             validation["pearson"])
     meta = provenance("sae_attribution", section, model=str(model_dir), prompts=len(prompts),
                       mean_metric=float(scores.attrs.get("mean_metric", float("nan"))),
-                      seconds={"attribution": attribution_seconds, "exact": exact_seconds}, validation=check)
+                      seconds={"attribution": attribution_seconds, "exact": exact_seconds}, validation=validation)
     write_parquet(scores, out_path, meta)
 
 

@@ -1,0 +1,72 @@
+"""One fine-tuning experiment outside the DAG: a recipe (finetune keys) and an optional intervention spec
+on a task's splits, evaluated on D_val and D_OOD — for choosing the default recipe by measurement.
+
+Usage (after `make run` has built the base model and the task's splits):
+
+    .venv/bin/python benchmarks/recipe_search.py --name lr1e-4_ep1 --set lr=1e-4 --set epochs.frames=1 \
+        [--spec results/gender/interventions/sae/manual.safetensors] [--seed 0] [--task gender]
+
+Writes results/experiments/{name}/seed{seed}/ (checkpoint deleted afterwards) and prints one JSON line:
+the recipe, seconds, and accuracy (2-way) per split for the deployed model (and with hooks, given a spec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from caft.pipeline import evaluate_run, finetune_run, set_threads
+
+
+def parse_value(text: str) -> object:
+    return yaml.safe_load(text)
+
+
+def apply(section: dict, assignment: str) -> None:
+    """``a.b=value`` sets section[a][b] (YAML-parsed value)."""
+    path, _, value = assignment.partition("=")
+    *parents, leaf = path.split(".")
+    target = section
+    for key in parents:
+        target = target.setdefault(key, {})
+    target[leaf] = parse_value(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--set", action="append", default=[], help="finetune key=value (dotted keys allowed)")
+    parser.add_argument("--spec", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", default="gender")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    config = yaml.safe_load(Path("config/config.yaml").read_text())
+    section = copy.deepcopy(config["finetune"])
+    for assignment in args.set:
+        apply(section, assignment)
+    out = Path("results/experiments") / args.name / f"seed{args.seed}"
+    data = Path("results/data") / args.task
+    key = {"experiment": args.name}
+    finetune_run(Path("results/models/base"), config["model"], data / "train.parquet", args.spec, section, "frames",
+                 args.seed, key, out / "model", out / "train_log.jsonl", out / "run.json")
+    modes = ["deployed", "hooked"] if args.spec else ["deployed"]
+    evaluate_run(out / "model", config["model"]["dtype"], {s: data / f"{s}.parquet" for s in ("val", "ood")},
+                 args.spec, modes, "target", 32, key, out / "predictions.parquet", out / "metrics.parquet")
+    shutil.rmtree(out / "model")
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    run = json.loads((out / "run.json").read_text())
+    accuracy = {f"{m}/{s}": round(float(a), 3) for m, s, a in zip(metrics["mode"], metrics["split"], metrics["acc_2way"])}
+    print(json.dumps({"name": args.name, "seed": args.seed, "set": args.set, "spec": str(args.spec or ""),
+                      "seconds": run["seconds"], "final_loss": round(run["final_loss"], 3), **accuracy}))
+
+
+if __name__ == "__main__":
+    main()
