@@ -238,16 +238,21 @@ def tiny_hf_home(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
     return home
 
 
-@pytest.fixture
-def offline_hub(monkeypatch: pytest.MonkeyPatch, tiny_hf_home: Path) -> Path:
-    """Offline, with `tiny_hf_home` as cache (huggingface_hub reads env at import: patch both)."""
-    cache = tiny_hf_home / "hub"
-    monkeypatch.setenv("HF_HOME", str(tiny_hf_home))
+def use_offline_hub(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """Offline, with `home` as cache (huggingface_hub reads env at import: patch both)."""
+    cache = home / "hub"
+    monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HOME", str(tiny_hf_home))
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch, tiny_hf_home: Path) -> Path:
+    """Offline, with `tiny_hf_home` as the hub cache."""
+    use_offline_hub(monkeypatch, tiny_hf_home)
     return tiny_hf_home
 
 

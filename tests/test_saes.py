@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import constants
 
 from caft.errors import ConfigError, DataError, ModelLoadError
 from caft.saes import (
@@ -22,6 +21,7 @@ from caft.saes import (
     save_sae,
     train_sae,
 )
+from tests.fixtures_models import use_offline_hub
 
 D_IN = 32
 ATOMS = 64
@@ -274,17 +274,6 @@ def test_load_local_errors_name_the_folder(tmp_path: Path, sae_factory: Callable
 # --- pretrained (Gemma Scope layout, offline) -------------------------------------------------------
 
 
-def use_hf_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    """Offline, with `home` as cache (huggingface_hub reads env at import: patch both)."""
-    cache = home / "hub"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-
-
 @pytest.fixture
 def tiny_gemma_scope(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, np.ndarray]:
     """A hub cache holding a tiny Gemma Scope `params.npz`; the release's config says d_in 16, d_sae 32.
@@ -310,7 +299,7 @@ def tiny_gemma_scope(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
     np.savez(target, **params)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(GEMMA_COMMIT)
-    use_hf_home(monkeypatch, home)
+    use_offline_hub(monkeypatch, home)
     real_overrides = sae_module.get_config_overrides
     monkeypatch.setattr(sae_module, "get_config_overrides",
                         lambda release, sae_id: {**real_overrides(release, sae_id), **TINY_GEMMA})
@@ -335,7 +324,7 @@ def test_pretrained_gemma_scope_loads_offline_and_round_trips(
 
 
 def test_pretrained_cache_miss_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_hf_home(monkeypatch, tmp_path / "empty_hf_home")
+    use_offline_hub(monkeypatch, tmp_path / "empty_hf_home")
     with pytest.raises(ModelLoadError, match=r"not in the local Hugging Face cache .* HF_HUB_OFFLINE is set") as info:
         load_pretrained_sae(GEMMA_RELEASE, GEMMA_ID)
     assert GEMMA_RELEASE in str(info.value) and GEMMA_ID in str(info.value)
