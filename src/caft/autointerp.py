@@ -58,7 +58,6 @@ def auto_select_stage(method: str, task: str, explained_path: Path, section: dic
              method, counts["candidates"], counts["relevance"], section["min_relevance"], counts["score"],
              section["min_score"], counts["both"], counts["selected"])
     if not selection.count():
-        raise ConfigError(f"{method} auto selection for {task} is empty: no candidate passes relevance >= "
-                          f"{section['min_relevance']} and score >= {section['min_score']}; lower the thresholds "
-                          f"in selection.auto (counts: {counts})")
+        log.warning("%s auto selection for %s is empty: its runs ablate nothing (lower selection.auto's "
+                    "thresholds to select more)", method, task)
     selection.save(out_path)
