@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import yaml
+
 import caft.config
 from caft.sources import LOCAL_SUFFIXES
 from caft.selection import load_manual_selection
@@ -172,15 +174,11 @@ def pca_components_path(wildcards):
 
 def dashboard_inputs(wildcards):
     """Windows and components of the task's data, and each selector's list (random: first seed)."""
-    selections = f"results/{wildcards.task}/selections/pca"
     return {
         "windows": f"{pca_dir(wildcards)}/windows.parquet",
         "summary": f"{pca_dir(wildcards)}/components.parquet",
-        "manual": f"{selections}/manual.json",
-        "top": f"{selections}/top.json",
-        "random": f"{selections}/random/seed{config['runs']['seeds'][0]}.json",
         "code": library_code("dashboard.py", "interpretation.py"),
-    } | explanation_input(wildcards.task, "pca")
+    } | dashboard_selections(wildcards.task, "pca") | explanation_input(wildcards.task, "pca")
 
 
 def sae_layers():
@@ -226,17 +224,13 @@ def sae_spec_inputs(wildcards):
 
 
 def sae_dashboard_inputs(wildcards):
-    selections = f"results/{wildcards.task}/selections/sae"
     dataset = task_dataset(wildcards.task)
     return {
         "windows": f"results/{dataset}/sae/windows.parquet",
         "scores": f"results/{dataset}/sae/scores.parquet",
         "reports": sae_reports(),
-        "manual": f"{selections}/manual.json",
-        "top": f"{selections}/top.json",
-        "random": f"{selections}/random/seed{config['runs']['seeds'][0]}.json",
         "code": library_code("dashboard.py", "sae_pipeline.py"),
-    } | explanation_input(wildcards.task, "sae")
+    } | dashboard_selections(wildcards.task, "sae") | explanation_input(wildcards.task, "sae")
 
 
 def explained_methods():
@@ -259,14 +253,32 @@ def task_query(wildcards):
 
 
 def explanation_input(task, method):
-    """A dashboard's explanations when its method is explained, and the auto selection when a run uses it."""
+    """A dashboard's explanations, when its method is explained."""
     if method not in explained_methods():
         return {}
-    inputs = {"explanations": f"results/{task}/{method}/explanations.parquet"}
+    return {"explanations": f"results/{task}/{method}/explanations.parquet"}
+
+
+def has_manual_selection(task, method):
+    path = Path(manual_selection_file(task))
+    return path.is_file() and method in (yaml.safe_load(path.read_text()) or {})
+
+
+def dashboard_selections(task, method):
+    """The selections a dashboard badges: those the configured runs use (random: the first seed's), and
+    the person's manual one whenever the task's selection file has a section for the method."""
     methods = caft.config.SAE_METHODS if method == "sae" else (method,)
-    if any(m in methods and s == "auto" for m, s in conditions()):
-        inputs["auto"] = f"results/{task}/selections/{method}/auto.json"
-    return inputs
+    used = {selector for m, selector in conditions() if m in methods}
+    if has_manual_selection(task, method):
+        used.add("manual")
+    selections = f"results/{task}/selections/{method}"
+    paths = {
+        "manual": f"{selections}/manual.json",
+        "top": f"{selections}/top.json",
+        "random": f"{selections}/random/seed{config['runs']['seeds'][0]}.json",
+        "auto": f"{selections}/auto.json",
+    }
+    return {name: path for name, path in paths.items() if name in used}
 
 
 def intervention_inputs(method, selector, seed, task):
