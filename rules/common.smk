@@ -160,7 +160,9 @@ def selection_settings(method):
 
 def manual_input(wildcards):
     """The person's selection file, for the manual selector only."""
-    return {"manual": manual_selection_file(wildcards.task)} if wildcards.variant == "manual" else {}
+    return (
+        {"manual": manual_selection_file(wildcards.task)} if wildcards.variant == "manual" else {}
+    )
 
 
 def selection_inputs(wildcards):
@@ -174,11 +176,15 @@ def pca_components_path(wildcards):
 
 def dashboard_inputs(wildcards):
     """Windows and components of the task's data, and each selector's list (random: first seed)."""
-    return {
-        "windows": f"{pca_dir(wildcards)}/windows.parquet",
-        "summary": f"{pca_dir(wildcards)}/components.parquet",
-        "code": library_code("dashboard.py", "interpretation.py"),
-    } | dashboard_selections(wildcards.task, "pca") | explanation_input(wildcards.task, "pca")
+    return (
+        {
+            "windows": f"{pca_dir(wildcards)}/windows.parquet",
+            "summary": f"{pca_dir(wildcards)}/components.parquet",
+            "code": library_code("dashboard.py", "interpretation.py"),
+        }
+        | dashboard_selections(wildcards.task, "pca")
+        | explanation_input(wildcards.task, "pca")
+    )
 
 
 def sae_layers():
@@ -220,17 +226,23 @@ def sae_scores_path(wildcards):
 
 def sae_spec_inputs(wildcards):
     """The selection, plus the SAE folders: the projection reads their decoders, latent specs name them."""
-    return {"selection": f"results/{wildcards.task}/selections/sae/{wildcards.variant}.json"} | sae_dirs()
+    return {
+        "selection": f"results/{wildcards.task}/selections/sae/{wildcards.variant}.json"
+    } | sae_dirs()
 
 
 def sae_dashboard_inputs(wildcards):
     dataset = task_dataset(wildcards.task)
-    return {
-        "windows": f"results/{dataset}/sae/windows.parquet",
-        "scores": f"results/{dataset}/sae/scores.parquet",
-        "reports": sae_reports(),
-        "code": library_code("dashboard.py", "sae_pipeline.py"),
-    } | dashboard_selections(wildcards.task, "sae") | explanation_input(wildcards.task, "sae")
+    return (
+        {
+            "windows": f"results/{dataset}/sae/windows.parquet",
+            "scores": f"results/{dataset}/sae/scores.parquet",
+            "reports": sae_reports(),
+            "code": library_code("dashboard.py", "sae_pipeline.py"),
+        }
+        | dashboard_selections(wildcards.task, "sae")
+        | explanation_input(wildcards.task, "sae")
+    )
 
 
 def explained_methods():
@@ -295,7 +307,9 @@ def finetune_inputs(wildcards):
         "train": f"results/data/{task_dataset(wildcards.task)}/train.parquet",
         "code": library_code("training.py", "interventions.py", "lm.py", "pipeline.py"),
     }
-    return inputs | intervention_inputs(wildcards.method, wildcards.selector, wildcards.seed, wildcards.task)
+    return inputs | intervention_inputs(
+        wildcards.method, wildcards.selector, wildcards.seed, wildcards.task
+    )
 
 
 def checkpoint_output(path):
@@ -315,7 +329,9 @@ def evaluate_inputs(wildcards):
         "ood": f"results/data/{dataset}/ood.parquet",
         "code": library_code("evaluation.py", "interventions.py", "lm.py", "pipeline.py"),
     }
-    return inputs | intervention_inputs(wildcards.method, wildcards.selector, wildcards.seed, wildcards.task)
+    return inputs | intervention_inputs(
+        wildcards.method, wildcards.selector, wildcards.seed, wildcards.task
+    )
 
 
 def evaluation_modes(wildcards):
