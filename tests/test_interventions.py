@@ -492,3 +492,37 @@ def test_projection_stays_float32_inside_bf16_autocast():
         out = ablate_projection(h, basis)
     assert out.dtype == torch.float32
     assert (out @ basis).abs().max() < 1e-3
+
+
+# --- mean ablation (centered projection) ------------------------------------------------------------------
+
+
+def test_centered_projection_keeps_the_mean_along_the_subspace_and_everything_else() -> None:
+    q, h, c = basis(k=3), randn(4, 7, D_MODEL, seed=1) * 5 + 40, randn(D_MODEL, seed=2) * 40
+    out = ablate_projection(h, q, c)
+    # along Q every token now sits at the center's coordinates: only the variation is removed
+    torch.testing.assert_close(out @ q, (c @ q).expand(4, 7, 3), atol=1e-4, rtol=1e-5)
+    orthogonal = torch.eye(D_MODEL) - q @ q.T
+    torch.testing.assert_close(out @ orthogonal, h @ orthogonal, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(ablate_projection(h, q, torch.zeros(D_MODEL)), ablate_projection(h, q))
+
+
+def test_centers_round_trip_and_are_checked(tmp_path: Path, tiny_model: tuple[Any, Any]) -> None:
+    q, c = basis(k=2, layer=1), randn(D_MODEL, seed=3)
+    spec = InterventionSpec("projection", bases={1: q}, centers={1: c})
+    save_spec(spec, tmp_path / "spec.safetensors")
+    loaded = load_spec(tmp_path / "spec.safetensors")
+    assert torch.equal(loaded.centers[1], c) and torch.equal(loaded.bases[1], q)
+    model, tokenizer = tiny_model
+    seen: list[torch.Tensor] = []
+    with ablation_hooks(model, loaded):
+        handle = capture(decoder_layers(model)[1], seen)  # registered after the ablation: sees its output
+        logits(model, tokenizer)
+    handle.remove()
+    torch.testing.assert_close(seen[0] @ q, (c @ q).expand(*seen[0].shape[:2], 2), atol=1e-4, rtol=1e-5)
+    with pytest.raises(InterventionError, match="layer 0: a center needs a basis at the same layer"):
+        InterventionSpec("projection", bases={1: q}, centers={0: c})
+    with pytest.raises(InterventionError, match=r"layer 1: center must be a \[d_model=32\] vector"):
+        InterventionSpec("projection", bases={1: q}, centers={1: c[:5]})
+    with pytest.raises(InterventionError, match="not bases or centers"):
+        InterventionSpec("latent", centers={1: c})

@@ -53,7 +53,7 @@ exactly those for which h − z_S W_dec[S] equals decode(z with S zeroed) + erro
 STATEFUL_NORMALIZATIONS = frozenset({"layer_norm", "constant_norm_rescale"})
 """Per-input rescaling in decode: a latent's contribution is no longer z_j W_dec[j]."""
 
-_TENSOR_NAME = re.compile(r"^layer_(\d+)\.(basis|latents)$")
+_TENSOR_NAME = re.compile(r"^layer_(\d+)\.(basis|center|latents)$")
 
 
 class InterventionError(CaftError):
@@ -104,6 +104,22 @@ def _check_latents(ids: Sequence[int], where: str) -> list[int]:
     return out
 
 
+def _check_centers(centers: Mapping[int, torch.Tensor], bases: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Centers are optional per layer: a finite float32 [d_model] vector for a layer that has a basis."""
+    checked = {}
+    for layer, center in centers.items():
+        layer = _check_layer_key(layer)
+        if layer not in bases:
+            raise InterventionError(f"layer {layer}: a center needs a basis at the same layer")
+        if not isinstance(center, torch.Tensor) or center.shape != (bases[layer].shape[0],):
+            raise InterventionError(f"layer {layer}: center must be a [d_model={bases[layer].shape[0]}] vector")
+        center = center.detach().to("cpu", torch.float32).contiguous()
+        if not torch.isfinite(center).all():
+            raise InterventionError(f"layer {layer}: center has non-finite values")
+        checked[layer] = center
+    return dict(sorted(checked.items()))
+
+
 def _check_layer_key(layer: Any) -> int:
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
         raise InterventionError(f"layer indices must be non-negative integers, got {layer!r}")
@@ -122,6 +138,7 @@ class InterventionSpec:
 
     kind: Kind
     bases: dict[int, torch.Tensor] = field(default_factory=dict)
+    centers: dict[int, torch.Tensor] = field(default_factory=dict)
     saes: dict[int, str] = field(default_factory=dict)
     latents: dict[int, list[int]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -148,9 +165,10 @@ class InterventionSpec:
             if len(widths) > 1:
                 raise InterventionError(f"bases disagree on d_model: {sorted(widths)}")
             object.__setattr__(self, "bases", dict(sorted(bases.items())))
+            object.__setattr__(self, "centers", _check_centers(self.centers, bases))
         else:
-            if self.bases:
-                raise InterventionError("a latent spec takes saes and latents, not bases")
+            if self.bases or self.centers:
+                raise InterventionError("a latent spec takes saes and latents, not bases or centers")
             saes = {_check_layer_key(layer): str(path) for layer, path in self.saes.items()}
             latents = {_check_layer_key(layer): ids for layer, ids in self.latents.items()}
             if set(saes) != set(latents):
@@ -194,6 +212,7 @@ def save_spec(spec: InterventionSpec, path: str | Path) -> None:
     if spec.kind == "projection":
         # clone: safetensors refuses tensors sharing storage (one basis reused for several layers)
         tensors = {f"layer_{layer}.basis": basis.clone() for layer, basis in spec.bases.items()}
+        tensors |= {f"layer_{layer}.center": center.clone() for layer, center in spec.centers.items()}
     else:
         tensors = {
             f"layer_{layer}.latents": torch.tensor(ids, dtype=torch.int64)
@@ -227,15 +246,16 @@ def load_spec(path: str | Path) -> InterventionSpec:
         if kind not in KINDS:
             raise InterventionError(f"metadata kind must be one of {list(KINDS)}, got {kind!r}")
         provenance = _json_field(metadata, "provenance")
-        expected = "basis" if kind == "projection" else "latents"
-        per_layer: dict[int, torch.Tensor] = {}
+        expected = ("basis", "center") if kind == "projection" else ("latents",)
+        per_layer: dict[str, dict[int, torch.Tensor]] = {name: {} for name in expected}
         for name, tensor in tensors.items():
             match = _TENSOR_NAME.match(name)
-            if match is None or match.group(2) != expected:
+            if match is None or match.group(2) not in expected:
                 raise InterventionError(f"unexpected tensor {name!r} in a {kind!r} spec")
-            per_layer[int(match.group(1))] = tensor
+            per_layer[match.group(2)][int(match.group(1))] = tensor
         if kind == "projection":
-            return InterventionSpec(kind="projection", bases=per_layer, provenance=provenance)
+            return InterventionSpec(kind="projection", bases=per_layer["basis"], centers=per_layer["center"],
+                                    provenance=provenance)
         saes = _json_field(metadata, "saes")
         if not isinstance(saes, dict) or not all(isinstance(v, str) for v in saes.values()):
             raise InterventionError("metadata 'saes' must map layer -> SAE folder")
@@ -243,7 +263,7 @@ def load_spec(path: str | Path) -> InterventionSpec:
             sae_layers = {int(layer): folder for layer, folder in saes.items()}
         except ValueError as err:
             raise InterventionError(f"metadata 'saes' has a non-integer layer: {err}") from err
-        return InterventionSpec(kind=kind, saes=sae_layers, latents=per_layer, provenance=provenance)
+        return InterventionSpec(kind=kind, saes=sae_layers, latents=per_layer["latents"], provenance=provenance)
     except InterventionError as err:
         raise InterventionError(f"{path}: {err}") from err
 
@@ -314,15 +334,20 @@ def random_directions(d_model: int, layers: Sequence[int], k: int, seed: int) ->
     )
 
 
-def ablate_projection(h: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """h − (h Q) Qᵀ in float32 (bf16 would leave a visible component along Q), cast back to h's dtype.
+def ablate_projection(h: torch.Tensor, basis: torch.Tensor, center: torch.Tensor | None = None) -> torch.Tensor:
+    """h − ((h − c) Q) Qᵀ in float32 (bf16 would leave a visible component along Q), cast back to h's dtype.
 
-    Autocast is switched off here: under bf16 training autocast it would run these products in bf16.
+    Without a center (c = 0) this zero-ablates the subspace, as the paper does. With c = the mean
+    residual it mean-ablates: only the variation along Q is removed, the constant part stays. On Gemma 3
+    that constant part is most of hQ (|mean hQ| ≈ 500 against a spread of ≈ 130 for the manual SAE
+    rows at layer 4), so zero ablation also shifts every token, and a model trained under that shift
+    breaks once the hooks are removed. Autocast is switched off: it would run these products in bf16.
     """
     with torch.autocast(h.device.type, enabled=False):
         hf = h.float()
         q = basis.to(device=h.device, dtype=torch.float32)
-        return (hf - (hf @ q) @ q.T).to(h.dtype)
+        shifted = hf if center is None else hf - center.to(device=h.device, dtype=torch.float32)
+        return (hf - (shifted @ q) @ q.T).to(h.dtype)
 
 
 def _check_sae(sae: SAE, where: str) -> None:
@@ -471,7 +496,8 @@ def _ablations(
                     f"hidden size {width}"
                 )
             q = basis.to(device)
-            ablations[layer] = lambda h, q=q: ablate_projection(h, q)
+            center = spec.centers[layer].to(device) if layer in spec.centers else None
+            ablations[layer] = lambda h, q=q, c=center: ablate_projection(h, q, c)
         return ablations
     ablations = {}
     for layer, sae in load_saes(spec, device).items():
