@@ -224,11 +224,18 @@ def sae_scores_path(wildcards):
     return f"results/{task_dataset(wildcards.task)}/sae/scores.parquet"
 
 
+def center_input(wildcards):
+    """The corpus mean residuals, when projections mean-ablate (`interventions.center`)."""
+    if not config["interventions"]["center"]:
+        return {}
+    return {"centers": "results/corpus/residual_means.safetensors"}
+
+
 def sae_spec_inputs(wildcards):
     """The selection, plus the SAE folders: the projection reads their decoders, latent specs name them."""
-    return {
-        "selection": f"results/{wildcards.task}/selections/sae/{wildcards.variant}.json"
-    } | sae_dirs()
+    inputs = {"selection": f"results/{wildcards.task}/selections/sae/{wildcards.variant}.json"}
+    centers = center_input(wildcards) if wildcards.sae_method == "sae" else {}
+    return inputs | sae_dirs() | centers
 
 
 def sae_dashboard_inputs(wildcards):

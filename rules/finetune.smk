@@ -22,8 +22,33 @@ rule base_model:
         "../workflow/scripts/base_model.py"
 
 
+rule residual_means:
+    input:
+        base="results/models/base",
+        corpus="results/corpus/corpus.parquet",
+        code=library_code("pipeline.py", "windows.py"),
+    output:
+        "results/corpus/residual_means.safetensors",
+    log:
+        "results/logs/residual_means/residual_means.log",
+    benchmark:
+        "results/benchmarks/residual_means/residual_means.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=60,
+        gpu=1,
+    params:
+        batch_size=config["windows"]["batch_size"],
+    script:
+        "../workflow/scripts/residual_means.py"
+
+
 rule random_directions:
     input:
+        unpack(center_input),
         base="results/models/base",
         code=library_code("interventions.py", "pipeline.py"),
     output:

@@ -121,6 +121,7 @@ rule select_pca:
 
 rule pca_spec:
     input:
+        unpack(center_input),
         selection="results/{task}/selections/pca/{variant}.json",
         components=pca_components_path,
         code=library_code("selection.py", "interventions.py", "interpretation.py"),

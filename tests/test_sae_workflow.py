@@ -7,11 +7,14 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from sae_lens import SAE
 
 from caft.artifacts import read_parquet_metadata
+from caft.activations import load_tensors
 from caft.interventions import load_spec
+from caft.pipeline import MEANS_FORMAT
 from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
 
 MANUAL = "sae:\n  layers:\n    0: [1, 5]\n    1: [3]\n  notes: tiny SAE selection\n"
@@ -24,6 +27,7 @@ def sae_config(model_dir) -> dict:
                       "conditions": ["none", "sae/manual", "sae/top", "sae/random", "sae-latent/manual", "sae/auto"]}
     config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
     config["corpus"] = {"from": "generated", "docs": 8, "new_tokens": 16, "max_tokens_per_doc": 24, "batch_size": 4}
+    config["interventions"] = {"center": True}
     config["saes"] = {"from": "train", "layers": [0, 1], "batch_size": 4,
                       "train": {"width": 64, "k": 4, "tokens": 4096, "batch_size": 128, "lr": 1e-3}}
     config["attribution"] = {"batch_size": 16, "top_n": 40, "validate_top": 4, "validate_prompts": 20}
@@ -118,6 +122,9 @@ def test_selections_and_specs(sae_chain):
     assert residual.abs().max() < 1e-4  # the basis spans exactly the selected decoder rows
     latent = load_spec(results / "interventions/sae-latent/manual.safetensors")
     assert latent.kind == "latent" and latent.latents == {0: [1, 5], 1: [3]}
+    # interventions.center: the projection mean-ablates around the corpus mean residual of each layer
+    means, _ = load_tensors(sae_chain / "results/corpus/residual_means.safetensors", MEANS_FORMAT)
+    assert set(projection.centers) == {0, 1} and torch.equal(projection.centers[1], means["layer_1"])
 
 
 def test_table_has_caft_sae_rows(sae_chain):

@@ -23,10 +23,10 @@ RESOURCES = {
     "select_pca": (2000, 10), "pca_spec": (2000, 10), "pca_dashboard": (4000, 10),
     "sae_activations": (8000, 60), "provision_sae": (8000, 120), "sae_attribution": (8000, 60),
     "sae_windows": (8000, 60), "select_sae": (2000, 10), "sae_spec": (4000, 10), "sae_dashboard": (4000, 10),
-    "explain": (8000, 120), "auto_select": (2000, 10),
+    "explain": (8000, 120), "auto_select": (2000, 10), "residual_means": (8000, 60),
 }
 GPU_RULES = {"finetune", "evaluate", "pca_moments", "pca_windows", "sae_activations", "provision_sae",
-             "sae_attribution", "sae_windows"}
+             "sae_attribution", "sae_windows", "residual_means"}
 # Jobs of the tiny config in tests/workflow_helpers.py.
 TINY_JOBS = {"source_table": 4, "frame_task": 1, "mcmc_task": 2}
 TINY_DATASETS = ("gender", "verbs_sports", "pronouns_verbs")

@@ -21,7 +21,7 @@ from caft.errors import ConfigError
 from caft.explanations import per_candidate
 from caft.interventions import save_spec
 from caft.pca import fit_pca, load_components, save_components
-from caft.pipeline import base_model_shape, load_checkpoint, resolve_layers
+from caft.pipeline import base_model_shape, centered, load_checkpoint, resolve_layers
 from caft.selection import Selection, load_manual_selection, projection_spec, random_selection, top_selection
 from caft.windows import component_activations, top_windows
 
@@ -96,10 +96,11 @@ def select_stage(method: str, variant: str, task: str, summary_path: Path, secti
     selection.save(out_path)
 
 
-def pca_spec_stage(selection_path: Path, components_path: Path, out_path: Path) -> None:
+def pca_spec_stage(selection_path: Path, components_path: Path, out_path: Path,
+                   centers_path: Path | None = None) -> None:
     """Projection spec: the selected principal components as orthonormal bases per layer."""
     components, _ = load_components(components_path)
-    save_spec(projection_spec(Selection.load(selection_path), components), out_path)
+    save_spec(centered(projection_spec(Selection.load(selection_path), components), centers_path), out_path)
 
 
 def pca_dashboard_stage(task: str, windows_path: Path, summary_path: Path, selection_paths: dict[str, Path],

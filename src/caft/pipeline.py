@@ -13,18 +13,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
+from caft.activations import load_tensors, save_tensors
 from caft.artifacts import package_versions, provenance, write_json, write_parquet
 from caft.errors import DataError
 from caft.evaluation import predict, summarize
 from caft.interventions import InterventionSpec, ablation_hooks, load_spec, random_directions, save_spec
-from caft.models import ModelSpec, default_device, load_model
+from caft.models import ModelSpec, default_device, load_model, num_layers
 from caft.tables import aggregate, plot_ood, write_tables
 from caft.training import TrainConfig, save_checkpoint, train, write_history
+from caft.windows import latent_activations
 
 log = logging.getLogger(__name__)
+
+MEANS_FORMAT = "caft.residual_means/1"
 
 
 def file_digest(path: str | Path) -> str:
@@ -69,11 +74,44 @@ def resolve_layers(layers: str | list[int], n_layers: int) -> list[int]:
     return resolved
 
 
-def make_random_directions(base_dir: Path, layers: str | list[int], k: int, seed: int, out_path: Path) -> None:
+def make_random_directions(base_dir: Path, layers: str | list[int], k: int, seed: int, out_path: Path,
+                           centers_path: Path | None = None) -> None:
     """The seeded random-directions baseline: k orthonormal directions per configured layer."""
     n_layers, d_model = base_model_shape(base_dir)
     spec = random_directions(d_model, resolve_layers(layers, n_layers), k, seed)
-    save_spec(spec, out_path)
+    save_spec(centered(spec, centers_path), out_path)
+
+
+def residual_means_stage(base_dir: Path, corpus_path: Path, batch_size: int, out_path: Path) -> None:
+    """The base model's mean residual (block output) per layer over the corpus, BOS and padding left out:
+    the centers of mean-ablating projections (`interventions.center`)."""
+    model, tokenizer = load_checkpoint(base_dir)
+    docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
+    layers = list(range(num_layers(model)))
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    for batch in latent_activations(model, tokenizer, docs, lambda layer, h: h, layers, batch_size, progress=True):
+        for layer, values in batch.values.items():
+            flat = values.reshape(-1, values.shape[-1])
+            kept = flat[~np.isnan(flat[:, 0])].astype(np.float64)
+            sums[layer] = sums.get(layer, 0.0) + kept.sum(axis=0)
+            counts[layer] = counts.get(layer, 0) + len(kept)
+    means = {f"layer_{layer}": torch.from_numpy(sums[layer] / counts[layer]).float() for layer in layers}
+    log.info("residual means over %d corpus tokens at %d layers", counts[layers[0]], len(layers))
+    save_tensors(means, out_path, MEANS_FORMAT, provenance("residual_means", {"batch_size": batch_size}))
+
+
+def centered(spec: InterventionSpec, centers_path: Path | None) -> InterventionSpec:
+    """A projection spec mean-ablating instead of zero-ablating (see `ablate_projection`), when given means."""
+    if centers_path is None or spec.kind != "projection":
+        return spec
+    means, _ = load_tensors(centers_path, MEANS_FORMAT)
+    missing = [layer for layer in spec.bases if f"layer_{layer}" not in means]
+    if missing:
+        raise DataError(f"{centers_path}: no mean residual for layer(s) {missing}")
+    centers = {layer: means[f"layer_{layer}"] for layer in spec.bases}
+    return InterventionSpec("projection", bases=spec.bases, centers=centers,
+                            provenance={**spec.provenance, "centers": str(centers_path)})
 
 
 def finetune_run(

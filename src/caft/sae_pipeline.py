@@ -25,7 +25,7 @@ from caft.errors import ConfigError, DataError
 from caft.interpretation import with_explanations
 from caft.interventions import InterventionSpec, save_spec
 from caft.lm import letter_token_ids
-from caft.pipeline import base_model_shape, load_checkpoint
+from caft.pipeline import base_model_shape, centered, load_checkpoint
 from caft.saes import SaeTrainConfig, load_local_sae, load_pretrained_sae, sae_layer_id, save_sae, train_sae
 from caft.selection import Selection, load_manual_selection, projection_spec, random_selection, top_selection
 from caft.windows import FiringRates, latent_activations, sae_scores, top_windows
@@ -221,7 +221,8 @@ def select_sae_stage(variant: str, task: str, scores_path: Path, n_layers: int, 
     selection.save(out_path)
 
 
-def sae_spec_stage(method: str, selection_path: Path, sae_dirs: Mapping[int, Path], out_path: Path) -> None:
+def sae_spec_stage(method: str, selection_path: Path, sae_dirs: Mapping[int, Path], out_path: Path,
+                   centers_path: Path | None = None) -> None:
     """``sae``: projection on the QR of the selected decoder rows (the paper's); ``sae-latent``: latent
     ablation h − Σ z_j W_dec[j] with the SAEs themselves."""
     selection = Selection.load(selection_path)
@@ -231,7 +232,7 @@ def sae_spec_stage(method: str, selection_path: Path, sae_dirs: Mapping[int, Pat
     used = {layer: sae_dirs[layer] for layer in selection.layers}
     if method == "sae":
         decoders = {layer: load_local_sae(Path(folder)).W_dec.detach().float().T for layer, folder in used.items()}
-        spec = projection_spec(selection, decoders)
+        spec = centered(projection_spec(selection, decoders), centers_path)
     elif method == "sae-latent":
         spec = InterventionSpec(kind="latent", saes={layer: str(folder) for layer, folder in used.items()},
                                 latents=selection.layers, provenance={"selection": selection.to_json()})

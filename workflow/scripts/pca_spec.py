@@ -6,4 +6,10 @@ from caft.interpretation import pca_spec_stage
 from caft.stage import stage
 
 with stage(snakemake.log[0]):
-    pca_spec_stage(Path(snakemake.input.selection), Path(snakemake.input.components), Path(snakemake.output[0]))
+    inputs = snakemake.input
+    pca_spec_stage(
+        Path(inputs.selection),
+        Path(inputs.components),
+        Path(snakemake.output[0]),
+        Path(inputs.centers) if "centers" in inputs.keys() else None,
+    )

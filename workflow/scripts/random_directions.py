@@ -12,4 +12,5 @@ with stage(snakemake.log[0]):
         snakemake.params.cfg["k"],
         int(snakemake.wildcards.seed),
         Path(snakemake.output[0]),
+        Path(snakemake.input.centers) if "centers" in snakemake.input.keys() else None,
     )

@@ -7,4 +7,10 @@ from caft.stage import stage
 
 with stage(snakemake.log[0]):
     inputs = snakemake.input
-    sae_spec_stage(snakemake.wildcards.sae_method, Path(inputs.selection), sae_inputs(inputs), Path(snakemake.output[0]))
+    sae_spec_stage(
+        snakemake.wildcards.sae_method,
+        Path(inputs.selection),
+        sae_inputs(inputs),
+        Path(snakemake.output[0]),
+        Path(inputs.centers) if "centers" in inputs.keys() else None,
+    )
