@@ -140,7 +140,7 @@ def latent_activations(
             lengths = torch.tensor([len(ids) for ids in chunk])
             input_ids = torch.full((len(chunk), int(lengths.max())), pad_id, dtype=torch.long)
             for row, ids in enumerate(chunk):
-                input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+                input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
             attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
             mask = token_mask(
                 {"input_ids": input_ids, "attention_mask": attention_mask}, False, tokenizer.bos_token_id
