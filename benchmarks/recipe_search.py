@@ -21,10 +21,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from caft.activations import load_tensors
-from caft.interventions import InterventionSpec, load_spec, save_spec
-from caft.pipeline import evaluate_run, finetune_run, set_threads
-from caft.sae_pipeline import ACTIVATIONS_FORMAT
+from caft.interventions import load_spec, save_spec
+from caft.pipeline import centered, evaluate_run, finetune_run, set_threads
 
 
 def parse_value(text: str) -> object:
@@ -41,23 +39,14 @@ def apply(section: dict, assignment: str) -> None:
     target[leaf] = parse_value(value)
 
 
-def centered_spec(spec_path: Path, out_path: Path) -> Path:
-    """The projection spec with each layer centered at the mean corpus residual (SAE training data)."""
-    spec = load_spec(spec_path)
-    tensors, _ = load_tensors(Path("results/saes/activations.safetensors"), ACTIVATIONS_FORMAT)
-    centers = {layer: tensors[f"layer_{layer}"].float().mean(0) for layer in spec.bases}
-    save_spec(InterventionSpec("projection", bases=spec.bases, centers=centers, provenance=spec.provenance), out_path)
-    return out_path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
     parser.add_argument("--set", action="append", default=[], help="finetune key=value (dotted keys allowed)")
     parser.add_argument("--spec", type=Path)
     parser.add_argument("--center", action="store_true",
-                        help="mean-ablate: center the spec's projection at the corpus mean of each layer "
-                             "(results/saes/activations.safetensors)")
+                        help="mean-ablate: center the spec's projection at the corpus mean residual of each layer "
+                             "(results/corpus/residual_means.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--task", default="gender")
     parser.add_argument("--threads", type=int, default=2)
@@ -69,7 +58,9 @@ def main() -> None:
         apply(section, assignment)
     out = Path("results/experiments") / args.name / f"seed{args.seed}"
     if args.center:
-        args.spec = centered_spec(args.spec, out / "spec.safetensors")
+        spec = centered(load_spec(args.spec), Path("results/corpus/residual_means.safetensors"))
+        save_spec(spec, out / "spec.safetensors")
+        args.spec = out / "spec.safetensors"
     data = Path("results/data") / args.task
     key = {"experiment": args.name}
     finetune_run(Path("results/models/base"), config["model"], data / "train.parquet", args.spec, section, "frames",
