@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
+from caft.dashboard import KNOWN_BADGES
 from caft.interpretation import pca_dashboard_stage
 from caft.stage import stage
-
-SELECTORS = ("manual", "top", "random", "auto")
 
 with stage(snakemake.log[0]):
     inputs = snakemake.input
@@ -13,7 +12,7 @@ with stage(snakemake.log[0]):
         snakemake.wildcards.task,
         Path(inputs.windows),
         Path(inputs.summary),
-        {name: Path(inputs[name]) for name in SELECTORS if name in inputs.keys()},
+        {name: Path(inputs[name]) for name in KNOWN_BADGES if name in inputs.keys()},
         Path(snakemake.output[0]),
         Path(inputs.explanations) if "explanations" in inputs.keys() else None,
     )
