@@ -25,7 +25,7 @@ from caft.interventions import InterventionSpec, ablation_hooks, load_spec, rand
 from caft.models import ModelSpec, default_device, load_model, num_layers
 from caft.tables import aggregate, plot_ood, write_tables
 from caft.training import TrainConfig, save_checkpoint, train, write_history
-from caft.windows import latent_activations
+from caft.windows import residual_rows
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,9 @@ def residual_means_stage(base_dir: Path, corpus_path: Path, batch_size: int, out
     layers = list(range(num_layers(model)))
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
-    for batch in latent_activations(model, tokenizer, docs, lambda layer, h: h, layers, batch_size, progress=True):
-        for layer, values in batch.values.items():
-            flat = values.reshape(-1, values.shape[-1])
-            kept = flat[~np.isnan(flat[:, 0])].astype(np.float64)
-            sums[layer] = sums.get(layer, 0.0) + kept.sum(axis=0)
-            counts[layer] = counts.get(layer, 0) + len(kept)
+    for layer, kept in residual_rows(model, tokenizer, docs, layers, batch_size, progress=True):
+        sums[layer] = sums.get(layer, 0.0) + kept.astype(np.float64).sum(axis=0)
+        counts[layer] = counts.get(layer, 0) + len(kept)
     means = {f"layer_{layer}": torch.from_numpy(sums[layer] / counts[layer]).float() for layer in layers}
     log.info("residual means over %d corpus tokens at %d layers", counts[layers[0]], len(layers))
     save_tensors(means, out_path, MEANS_FORMAT, provenance("residual_means", {"batch_size": batch_size}))

@@ -28,7 +28,7 @@ from caft.lm import letter_token_ids
 from caft.pipeline import base_model_shape, centered, load_checkpoint
 from caft.saes import SaeTrainConfig, load_local_sae, load_pretrained_sae, sae_layer_id, save_sae, train_sae
 from caft.selection import Selection, load_manual_selection, projection_spec, random_selection, top_selection
-from caft.windows import FiringRates, latent_activations, sae_scores, top_windows
+from caft.windows import FiringRates, latent_activations, residual_rows, sae_scores, top_windows
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,8 @@ def sae_activations_stage(base_dir: Path, corpus_path: Path, layers: list[int], 
     model, tokenizer = load_checkpoint(base_dir)
     corpus = pd.read_parquet(corpus_path)
     rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
-    batches = latent_activations(model, tokenizer, corpus["input_ids"].tolist(), lambda layer, h: h, layers,
-                                 batch_size, progress=True)
-    for batch in batches:
-        for layer, values in batch.values.items():
-            flat = values.reshape(-1, values.shape[-1])
-            rows[layer].append(flat[~np.isnan(flat[:, 0])])
+    for layer, kept in residual_rows(model, tokenizer, corpus["input_ids"].tolist(), layers, batch_size, progress=True):
+        rows[layer].append(kept)
     tensors = {f"layer_{layer}": torch.from_numpy(np.concatenate(chunks)) for layer, chunks in rows.items()}
     log.info("activations: %d tokens x %d dims for layers %s", *tensors[f"layer_{layers[0]}"].shape, layers)
     save_tensors(tensors, out_path, ACTIVATIONS_FORMAT, provenance("sae_activations", {"layers": layers}))

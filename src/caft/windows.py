@@ -158,6 +158,24 @@ def latent_activations(
             bar.update(len(chunk))
 
 
+def residual_rows(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    docs_input_ids: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    batch_size: int,
+    progress: bool = False,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Block outputs of every real corpus token (BOS and padding dropped), batch by batch: (layer, [n, d])."""
+    def identity(layer: int, residual: torch.Tensor) -> torch.Tensor:
+        return residual
+
+    for batch in latent_activations(model, tokenizer, docs_input_ids, identity, layers, batch_size, progress):
+        for layer, values in batch.values.items():
+            flat = values.reshape(-1, values.shape[-1])
+            yield layer, flat[~np.isnan(flat[:, 0])]
+
+
 def _scores(score_fn: ScoreFn, layer: int, residual: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """``score_fn`` output as float32 numpy [B, T, m], NaN where ``mask`` [B, T] is False."""
     scores = score_fn(layer, residual).float().cpu()
