@@ -127,9 +127,13 @@ def pca_dir(wildcards):
     return f"results/{task_dataset(wildcards.task)}/pca"
 
 
+def config_keys(section, *keys):
+    """Only the keys of a config section a rule uses, so changing another one does not rerun it."""
+    return {key: config[section][key] for key in keys}
+
+
 def pca_section(*keys):
-    """Only the PCA keys a rule uses, so changing another one does not rerun it."""
-    return {key: config["pca"][key] for key in keys}
+    return config_keys("pca", *keys)
 
 
 def manual_selection_file(task):

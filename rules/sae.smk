@@ -47,7 +47,8 @@ rule provision_sae:
         runtime=120,
         gpu=1,
     params:
-        cfg=config["saes"],
+        # not `layers` or `batch_size`: adding a layer must not retrain the others
+        cfg=config_keys("saes", "from", "release", "sae_id", "path", "train"),
     script:
         "../workflow/scripts/provision_sae.py"
 
