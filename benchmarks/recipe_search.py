@@ -26,7 +26,12 @@ from caft.pipeline import centered, evaluate_run, finetune_run, set_threads
 
 
 def parse_value(text: str) -> object:
-    return yaml.safe_load(text)
+    """YAML value, except that "1e-4" (a string to YAML 1.1) is a number."""
+    value = yaml.safe_load(text)
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 def apply(section: dict, assignment: str) -> None:

@@ -4,7 +4,7 @@ to the task query, and the threshold selector built on them (DESIGN ยง1 steps 2โ
 
 rule explain:
     input:
-        windows=candidate_windows,
+        unpack(candidate_inputs),
         code=library_code("autointerp.py", "explanations.py", "llm.py"),
     output:
         "results/{task}/{imethod}/explanations.parquet",

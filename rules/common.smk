@@ -260,14 +260,16 @@ def explained_methods():
     return config["explanations"]["methods"]
 
 
-def candidate_windows(wildcards):
-    """The windows table an explainer reads: the task's data's PCA or SAE windows."""
-    return f"results/{task_dataset(wildcards.task)}/{wildcards.imethod}/windows.parquet"
+def candidate_inputs(wildcards):
+    """What an explainer reads: the task's data's PCA or SAE windows, and for SAEs the attribution ranks."""
+    folder = f"results/{task_dataset(wildcards.task)}/{wildcards.imethod}"
+    scores = {"scores": f"{folder}/scores.parquet"} if wildcards.imethod == "sae" else {}
+    return {"windows": f"{folder}/windows.parquet"} | scores
 
 
 def explanation_settings(wildcards):
     keys = ("client", "max_windows", "simulate_windows", "max_tokens")
-    keys += ("pca_components",) if wildcards.imethod == "pca" else ()
+    keys += ("pca_components",) if wildcards.imethod == "pca" else ("sae_latents",)
     return {key: config["explanations"][key] for key in keys}
 
 

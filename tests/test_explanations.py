@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from caft.autointerp import best_ranked
 from caft.errors import ConfigError, DataError, ModelLoadError
 from caft.explanations import (
     SimulationError,
@@ -450,3 +451,13 @@ def test_explain_candidates_rejects_bad_input() -> None:
         explain_candidates(pc_windows(), "component", client, embedder, QUERY, simulate_windows=-1)
     empty = explain_candidates(pc_windows().iloc[:0], "component", client, embedder, QUERY)
     assert empty.empty and "relevance_windows" in empty.columns
+
+
+def test_best_ranked_keeps_the_windows_of_the_best_attribution_ranks(tmp_path):
+    windows = pd.DataFrame({"layer": [4, 4, 4, 6, 6], "latent": [1, 1, 2, 3, 9], "rank": [0, 1, 0, 0, 0]})
+    scores = pd.DataFrame({"layer": [4, 4, 6, 6, 6], "latent": [1, 2, 3, 9, 5], "rank": [7, 2, 0, 9, 1]})
+    scores.to_parquet(tmp_path / "scores.parquet")
+    kept = best_ranked(windows, tmp_path / "scores.parquet", 2)
+    # latent 6/5 has rank 1 but no windows: the two best-ranked latents *with windows* are 6/3 and 4/2
+    assert sorted(zip(kept["layer"], kept["latent"])) == [(4, 2), (6, 3)]
+    assert len(best_ranked(windows, tmp_path / "scores.parquet", 10)) == len(windows)

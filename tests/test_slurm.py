@@ -43,12 +43,19 @@ def job_resources(log: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
-def test_dry_run_in_the_repository_shows_rule_resources():
-    # -F: list every job even when the repository's results are up to date.
-    result = snakemake(ROOT, "-n", "-F", *PROFILE)
+def test_dry_run_in_the_repository_shows_rule_resources(tmp_path):
+    # -F: list every job even when the repository's results are up to date; every kind of condition
+    # and mean ablation, so that every rule has a job.
+    every_rule = tmp_path / "every_rule.yaml"
+    every_rule.write_text(yaml.safe_dump({
+        "runs": {"tasks": ["gender"], "seeds": [0], "test_only": True,
+                 "conditions": ["none", "random/random", "pca/top", "pca/random", "pca/auto", "sae/top", "sae/random",
+                                "sae-latent/manual"]},
+        "interventions": {"center": True},
+    }))
+    result = snakemake(ROOT, "-n", "-F", *PROFILE, "--configfile", str(every_rule))
     jobs = job_resources(result.stdout)
-    # residual_means only runs with interventions.center: true (the tiny SAE chain covers it)
-    assert {rule for rule, _ in jobs} | {"residual_means"} == {*RESOURCES, "all"}
+    assert {rule for rule, _ in jobs} == {*RESOURCES, "all"}
     for rule, resources in jobs:
         # `all` declares nothing, so it shows the profile's default-resources.
         mem_mb, runtime = RESOURCES.get(rule, (DEFAULTS["mem_mb"], DEFAULTS["runtime"]))

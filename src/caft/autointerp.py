@@ -28,16 +28,19 @@ def id_column(method: str) -> str:
 
 
 def explain_stage(method: str, task: str, windows_path: Path, section: dict[str, Any], query: str,
-                  out_path: Path) -> None:
+                  out_path: Path, scores_path: Path | None = None) -> None:
     """Explanation, simulation score and relevance of every candidate (PCs: each end) with windows.
 
-    PCA candidates are limited to the first ``pca_components`` components of each layer: explaining
-    every one of 20 components × 2 ends × all layers with a CPU LLM would dominate the job.
+    Candidates are limited because a CPU LLM explaining every one would dominate the job: PCs to the
+    first ``pca_components`` components of each layer, SAE latents to the ``sae_latents`` best
+    attribution ranks (read from `scores_path`).
     """
     column = id_column(method)
     windows = pd.read_parquet(windows_path)
     if method == "pca":
         windows = windows[windows[column] < section["pca_components"]]
+    else:
+        windows = best_ranked(windows, scores_path, section["sae_latents"])
     client = make_client(section["client"])
     explained = explain_candidates(windows, column, client, load_embedder(), query,
                                    max_windows=section["max_windows"], simulate_windows=section["simulate_windows"],
@@ -45,6 +48,16 @@ def explain_stage(method: str, task: str, windows_path: Path, section: dict[str,
     log.info("%s %s: %d explanations; mean simulation score %.3f, mean relevance %.3f", task, method,
              len(explained), explained["simulation_score"].mean(), explained["relevance_explanation"].mean())
     write_parquet(explained, out_path, provenance("explanations", section, method=method, task=task, query=query))
+
+
+def best_ranked(windows: pd.DataFrame, scores_path: Path | None, n: int) -> pd.DataFrame:
+    """The windows of the `n` latents with the best attribution rank in the scores table."""
+    if scores_path is None:
+        raise ConfigError("explaining SAE latents needs the attribution scores (scores_path)")
+    scores = pd.read_parquet(scores_path, columns=["layer", "latent", "rank"])
+    best = scores.merge(windows[["layer", "latent"]].drop_duplicates(), on=["layer", "latent"])
+    best = best.nsmallest(n, "rank")[["layer", "latent"]]
+    return windows.merge(best, on=["layer", "latent"])
 
 
 def auto_select_stage(method: str, task: str, explained_path: Path, section: dict[str, Any], out_path: Path) -> None:

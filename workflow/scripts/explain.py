@@ -15,4 +15,5 @@ with stage(snakemake.log[0]):
         snakemake.params.cfg,
         snakemake.params.query,
         Path(snakemake.output[0]),
+        Path(snakemake.input.scores) if "scores" in snakemake.input.keys() else None,
     )
