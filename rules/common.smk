@@ -290,12 +290,15 @@ def has_manual_selection(task, method):
 
 
 def dashboard_selections(task, method):
-    """The selections a dashboard badges: those the configured runs use (random: the first seed's), and
-    the person's manual one whenever the task's selection file has a section for the method."""
+    """The selections a dashboard badges: those the configured runs use (random: the first seed's), the
+    person's manual one whenever the task's selection file has a section for the method, and the
+    automatic one whenever the method is explained."""
     methods = caft.config.SAE_METHODS if method == "sae" else (method,)
     used = {selector for m, selector in conditions() if m in methods}
     if has_manual_selection(task, method):
         used.add("manual")
+    if method in explained_methods():
+        used.add("auto")
     selections = f"results/{task}/selections/{method}"
     paths = {
         "manual": f"{selections}/manual.json",
@@ -384,15 +387,15 @@ def all_metrics():
 
 
 def pca_tasks():
-    """Tasks with a PCA condition: they get components, windows and a dashboard."""
-    if not any(method == "pca" for method, _ in conditions()):
+    """With a PCA condition or PCA explanations, the tasks get components, windows and a dashboard."""
+    if "pca" not in explained_methods() and not any(method == "pca" for method, _ in conditions()):
         return []
     return config["runs"]["tasks"]
 
 
 def sae_tasks():
-    """Tasks with an SAE condition: they get attribution scores, windows and a dashboard."""
-    if not any(method in caft.config.SAE_METHODS for method, _ in conditions()):
+    """With an SAE condition or SAE explanations, the tasks get attribution scores, windows and a dashboard."""
+    if "sae" not in explained_methods() and not any(method in caft.config.SAE_METHODS for method, _ in conditions()):
         return []
     return config["runs"]["tasks"]
 
