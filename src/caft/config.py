@@ -108,7 +108,7 @@ def check_references(config: dict[str, Any], origin: str = "config") -> dict[str
 def _check_explanations(config: dict[str, Any], origin: str) -> None:
     """The auto selector needs explanations of its method, and every explained task needs a query."""
     section = config.get("explanations", {})
-    explained = section.get("methods", ["pca", "sae"])
+    explained = section.get("methods", [])
     conditions = config.get("runs", {}).get("conditions", [])
     for i, condition in enumerate(conditions):
         method, _, selector = condition.partition("/")
@@ -116,8 +116,7 @@ def _check_explanations(config: dict[str, Any], origin: str) -> None:
         if selector == "auto" and base not in explained:
             raise ConfigError(f"{origin}: runs.conditions[{i}] '{condition}' needs explanations.methods to include "
                               f"'{base}'")
-    methods = {"sae" if c.partition("/")[0] in SAE_METHODS else c.partition("/")[0] for c in conditions}
-    if not methods & set(explained):
+    if not explained:
         return
     missing = [task for task in config.get("runs", {}).get("tasks", []) if task not in section.get("queries", {})]
     if missing:
