@@ -395,7 +395,9 @@ def pca_tasks():
 
 def sae_tasks():
     """With an SAE condition or SAE explanations, the tasks get attribution scores, windows and a dashboard."""
-    if "sae" not in explained_methods() and not any(method in caft.config.SAE_METHODS for method, _ in conditions()):
+    if "sae" not in explained_methods() and not any(
+        method in caft.config.SAE_METHODS for method, _ in conditions()
+    ):
         return []
     return config["runs"]["tasks"]
 
