@@ -289,12 +289,16 @@ def has_manual_selection(task, method):
     return path.is_file() and method in (yaml.safe_load(path.read_text()) or {})
 
 
+def condition_methods(method):
+    """The condition methods built on an interpretation method's candidates (SAE: projection and latent)."""
+    return caft.config.SAE_METHODS if method == "sae" else (method,)
+
+
 def dashboard_selections(task, method):
     """The selections a dashboard badges: those the configured runs use (random: the first seed's), the
     person's manual one whenever the task's selection file has a section for the method, and the
     automatic one whenever the method is explained."""
-    methods = caft.config.SAE_METHODS if method == "sae" else (method,)
-    used = {selector for m, selector in conditions() if m in methods}
+    used = {selector for m, selector in conditions() if m in condition_methods(method)}
     if has_manual_selection(task, method):
         used.add("manual")
     if method in explained_methods():
@@ -386,28 +390,19 @@ def all_metrics():
     return paths
 
 
-def pca_tasks():
-    """With a PCA condition or PCA explanations, the tasks get components, windows and a dashboard."""
-    if "pca" not in explained_methods() and not any(method == "pca" for method, _ in conditions()):
-        return []
-    return config["runs"]["tasks"]
-
-
-def sae_tasks():
-    """With an SAE condition or SAE explanations, the tasks get attribution scores, windows and a dashboard."""
-    if "sae" not in explained_methods() and not any(
-        method in caft.config.SAE_METHODS for method, _ in conditions()
-    ):
-        return []
-    return config["runs"]["tasks"]
+def interpreted_tasks(method):
+    """The tasks whose candidates of `method` ("pca" or "sae") are computed, shown on a dashboard and
+    explained: all of them when a condition uses the method or the method is explained."""
+    used = any(m in condition_methods(method) for m, _ in conditions())
+    return config["runs"]["tasks"] if used or method in explained_methods() else []
 
 
 def all_targets():
     targets = all_task_splits()
     if config["runs"]["tasks"]:
         targets += ["results/tables/ood_accuracy.parquet", "results/tables/ood_accuracy.png"]
-    targets += [f"results/{task}/pca/dashboard.html" for task in pca_tasks()]
-    targets += [f"results/{task}/sae/dashboard.html" for task in sae_tasks()]
+    targets += [f"results/{task}/pca/dashboard.html" for task in interpreted_tasks("pca")]
+    targets += [f"results/{task}/sae/dashboard.html" for task in interpreted_tasks("sae")]
     return targets
 
 
