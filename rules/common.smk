@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import json
+
 import yaml
 
 import caft.config
@@ -18,6 +20,10 @@ def library_code(*names):
         path = package / name
         files += sorted(str(p) for p in path.glob("*.py")) if path.is_dir() else [str(path)]
     return files
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
 
 
 def mem_per_attempt(mem_mb):
@@ -82,11 +88,31 @@ def frame_task_source(wildcards):
     return f"results/data/sources/{config['frame_tasks'][wildcards.frame_task]['source']}.parquet"
 
 
+def survey_pairs():
+    """The MCMC pairs the survey covers: those listed in `survey.pairs`, else every configured pair."""
+    listed = config["survey"]["pairs"]
+    return mcmc_pairs() if listed is None else sorted(listed)
+
+
+def survey_frame_tasks():
+    listed = config["survey"]["frame_tasks"]
+    return list(config["frame_tasks"]) if listed is None else list(listed)
+
+
+def pair_sources(pair):
+    """(a, b) of a configured pair id '{a}_{b}'."""
+    return next((a, b) for a, b, _ in config["mcmc"]["triples"] if caft.config.pair_id(a, b) == pair)
+
+
 MCMC_TASKS = {
     caft.config.task_id(a, b, intended): (a, b, intended)
-    for a, b, intended in config["mcmc"]["triples"]
+    for a, b, _ in config["mcmc"]["triples"]
+    for intended in (0, 1)
 }
+"""Both intended indices of every configured pair: they share the pair's data and no-intervention run."""
 NO_INTERVENTION = caft.config.NO_INTERVENTION
+SKYLINE = caft.config.SKYLINE
+UNHOOKED = caft.config.UNHOOKED
 
 
 def task_kind(wildcards):
@@ -106,13 +132,29 @@ def training_key(task, method):
     return task_dataset(task) if method == NO_INTERVENTION else task
 
 
+def training_split(wildcards):
+    """D_amb, except for the skyline, which trains on the decorrelated skyline split."""
+    split = "skyline" if wildcards.method == SKYLINE else "train"
+    return f"results/data/{task_dataset(wildcards.task)}/{split}.parquet"
+
+
+def training_answer(wildcards):
+    """The column trained on: the skyline's intended answer (per index for MCMC), else D_amb's target."""
+    return answer_of_task(wildcards) if wildcards.method == SKYLINE else "target"
+
+
+def intervention_mode(wildcards):
+    """How the spec enters training; runs without a spec do not depend on it."""
+    return "project" if wildcards.method in UNHOOKED else config["interventions"]["mode"]
+
+
 def run_dir(task, method, selector, seed):
     return f"results/{training_key(task, method)}/runs/{method}/{selector}/seed{seed}"
 
 
 def spec_path(task, method, selector, seed):
     """The intervention spec of a condition (random selectors draw per training seed)."""
-    if method == NO_INTERVENTION:
+    if method in UNHOOKED:
         return None
     variant = f"{selector}/seed{seed}" if selector == "random" else selector
     return f"results/{task}/interventions/{method}/{variant}.safetensors"
@@ -324,7 +366,7 @@ def intervention_inputs(method, selector, seed, task):
 def finetune_inputs(wildcards):
     inputs = {
         "base": "results/models/base",
-        "train": f"results/data/{task_dataset(wildcards.task)}/train.parquet",
+        "train": training_split(wildcards),
         "code": library_code("training.py", "interventions.py", "lm.py", "pipeline.py"),
     }
     return inputs | intervention_inputs(
@@ -357,7 +399,7 @@ def evaluate_inputs(wildcards):
 def evaluation_modes(wildcards):
     if wildcards.evaluation == "test-only":
         return ["test-only"]
-    return ["deployed"] if wildcards.method == NO_INTERVENTION else ["deployed", "hooked"]
+    return ["deployed"] if wildcards.method in UNHOOKED else ["deployed", "hooked"]
 
 
 def answer_of_task(wildcards):
@@ -368,10 +410,7 @@ def answer_of_task(wildcards):
 
 
 def conditions():
-    return [
-        tuple(c.split("/")) if c != NO_INTERVENTION else (c, c)
-        for c in config["runs"]["conditions"]
-    ]
+    return [tuple(c.split("/")) if c not in UNHOOKED else (c, c) for c in config["runs"]["conditions"]]
 
 
 def all_metrics():
@@ -381,7 +420,7 @@ def all_metrics():
         for seed in runs["seeds"]:
             for method, selector in conditions():
                 evaluations = ["trained"]
-                if method != NO_INTERVENTION and runs["test_only"]:
+                if method not in UNHOOKED and runs["test_only"]:
                     evaluations.append("test-only")
                 paths += [
                     f"results/{task}/eval/{method}/{selector}/seed{seed}/{evaluation}/metrics.parquet"
@@ -406,6 +445,54 @@ def all_targets():
     return targets
 
 
+def oracle_model(wildcards):
+    """Whose residuals the oracle is fitted on: the base model, or the no-intervention run."""
+    if config["oracle"]["model"] == "pretuned":
+        return f"{run_dir(wildcards.task, NO_INTERVENTION, NO_INTERVENTION, config['pca']['pretune_seed'])}/model"
+    return "results/models/base"
+
+
+def oracle_answers(wildcards):
+    """(intended, spurious) answer columns: the shortcut's letter is the other MCMC question's answer, or a
+    frame task's `spurious` column."""
+    if wildcards.task in config["frame_tasks"]:
+        return {"intended": "target", "spurious": "spurious"}
+    intended = MCMC_TASKS[wildcards.task][2]
+    return {"intended": f"answer_{'ab'[intended]}", "spurious": f"answer_{'ab'[1 - intended]}"}
+
+
+def survey_tasks():
+    """Every surveyed frame task, and both intended indices of every surveyed pair."""
+    pairs = [pair_sources(pair) for pair in survey_pairs()]
+    return survey_frame_tasks() + [caft.config.task_id(a, b, i) for a, b in pairs for i in (0, 1)]
+
+
+def survey_concepts():
+    """task -> (intended concept, spurious concept), for the survey's table."""
+    concepts = {task: ("pronoun case", "profession gender") for task in survey_frame_tasks()}
+    for task in survey_tasks()[len(concepts):]:
+        a, b, intended = MCMC_TASKS[task]
+        concepts[task] = (a, b) if intended == 0 else (b, a)
+    return concepts
+
+
+def survey_metrics(methods):
+    return [
+        f"results/{task}/eval/{method}/{method}/seed{seed}/trained/metrics.parquet"
+        for task in survey_tasks()
+        for method in methods
+        for seed in config["survey"]["seeds"]
+    ]
+
+
+def survey_inputs(wildcards):
+    """No-intervention metrics of every surveyed task, skyline metrics of those passing the paper's filter
+    (known only once the no-intervention runs are evaluated: `survey_filter` is a checkpoint)."""
+    passing = read_json(checkpoints.survey_filter.get().output[0])["passing"]
+    skylines = [path for path in survey_metrics([SKYLINE]) if path.split("/")[1] in passing]
+    return {"none": survey_metrics([NO_INTERVENTION]), "skyline": skylines}
+
+
 RUN_KEYS = list(config["frame_tasks"]) + list(MCMC_TASKS) + mcmc_pairs()
 
 
@@ -421,6 +508,7 @@ wildcard_constraints:
     evaluation="trained|test-only",
     dataset=alternation(list(config["frame_tasks"]) + mcmc_pairs()),
     variant="manual|top|auto|random/seed[0-9]+",
+    eraser="mean-diff|leace",
     imethod="pca|sae",
     layer="[0-9]+",
     sae_method="sae|sae-latent",

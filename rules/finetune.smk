@@ -92,6 +92,8 @@ rule finetune:
         cfg=config["finetune"],
         model=config["model"],
         task_kind=task_kind,
+        answer=training_answer,
+        mode=intervention_mode,
     script:
         "../workflow/scripts/finetune.py"
 
@@ -120,6 +122,91 @@ rule evaluate:
         answer=answer_of_task,
     script:
         "../workflow/scripts/evaluate.py"
+
+
+rule oracle_directions:
+    input:
+        model=oracle_model,
+        train=lambda wc: f"results/data/{task_dataset(wc.task)}/train.parquet",
+        skyline=lambda wc: f"results/data/{task_dataset(wc.task)}/skyline.parquet",
+        code=library_code("oracle.py", "interventions.py", "activations.py", "pipeline.py"),
+    output:
+        "results/{task}/interventions/oracle/{eraser}.safetensors",
+    log:
+        "results/logs/oracle_directions/{task}/{eraser}.log",
+    benchmark:
+        "results/benchmarks/oracle_directions/{task}/{eraser}.tsv"
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=30,
+        gpu=1,
+    params:
+        cfg=config["oracle"],
+        answers=oracle_answers,
+    script:
+        "../workflow/scripts/oracle_directions.py"
+
+
+checkpoint survey_filter:
+    input:
+        metrics=survey_metrics([NO_INTERVENTION]),
+        code=library_code("survey.py", "tables.py", "pipeline.py"),
+    output:
+        "results/survey/paper_filter.json",
+    log:
+        "results/logs/survey_filter/survey_filter.log",
+    benchmark:
+        "results/benchmarks/survey_filter/survey_filter.tsv"
+    conda:
+        "../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=mem_per_attempt(2000),
+        runtime=10,
+    params:
+        max_none_ood=config["survey"]["max_none_ood"],
+    script:
+        "../workflow/scripts/survey_filter.py"
+
+
+rule survey:
+    input:
+        unpack(survey_inputs),
+        code=library_code("survey.py", "tables.py", "pipeline.py"),
+    output:
+        parquet=report(
+            "results/survey/survey.parquet",
+            caption="../workflow/report/survey.rst",
+            category="Task survey",
+        ),
+        csv="results/survey/survey.csv",
+        markdown="results/survey/survey.md",
+        plot=report(
+            "results/survey/survey.png",
+            caption="../workflow/report/survey.rst",
+            category="Task survey",
+        ),
+        eligible="results/survey/eligible.json",
+    log:
+        "results/logs/survey/survey.log",
+    benchmark:
+        "results/benchmarks/survey/survey.tsv"
+    conda:
+        "../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=mem_per_attempt(2000),
+        runtime=10,
+    params:
+        concepts=survey_concepts(),
+        criteria={
+            key: config["survey"][key] for key in ("max_none_ood", "min_skyline_ood")
+        },
+    script:
+        "../workflow/scripts/survey.py"
 
 
 rule ood_table:

@@ -526,3 +526,118 @@ def test_centers_round_trip_and_are_checked(tmp_path: Path, tiny_model: tuple[An
         InterventionSpec("projection", bases={1: q}, centers={1: c[:5]})
     with pytest.raises(InterventionError, match="not bases or centers"):
         InterventionSpec("latent", centers={1: c})
+
+
+# --- modes ------------------------------------------------------------------------------------------
+
+
+def block_values_and_grads(model: Any, tokenizer: Any, spec: Any, mode: str) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                       torch.Tensor]:
+    """Block 0's raw output and its gradient (before the hook), and the output later blocks see."""
+    raw: list[torch.Tensor] = []
+    seen: list[torch.Tensor] = []
+
+    def keep_grad(module: torch.nn.Module, args: Any, out: torch.Tensor) -> None:
+        out.retain_grad()
+        raw.append(out)
+
+    block = decoder_layers(model)[0]
+    first = block.register_forward_hook(keep_grad)
+    with ablation_hooks(model, spec, mode=mode):
+        last = capture(block, seen)  # registered after the ablation hook: sees what flows on
+        last_token_loss(model, tokenizer).backward()
+    first.remove()
+    last.remove()
+    model.zero_grad(set_to_none=True)
+    return raw[0].detach(), raw[0].grad, seen[0].detach()
+
+
+@pytest.mark.parametrize("mode", ["project", "gradient", "activation"])
+def test_modes_project_values_and_gradients_as_named(tiny_model: tuple[Any, Any], mode: str) -> None:
+    model, tokenizer = tiny_model
+    spec = random_directions(D_MODEL, [0], k=4, seed=0)
+    q = spec.bases[0]
+    h, grad, flowing = block_values_and_grads(model, tokenizer, spec, mode)
+    forward_projected = mode in ("project", "activation")
+    expected = ablate_projection(h, q) if forward_projected else h
+    torch.testing.assert_close(flowing, expected, rtol=0, atol=1e-6)
+    along_q = (grad @ q).abs().max() / grad.abs().max()
+    if mode in ("project", "gradient"):
+        assert along_q < 1e-5  # the gradient reaching the block has no component along Q
+    else:
+        assert along_q > 1e-2  # activation mode: the gradient passes the hook as if it were not there
+
+
+def test_gradient_mode_forward_is_the_untouched_model(tiny_model: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny_model
+    spec = random_directions(D_MODEL, [0, 1], k=4, seed=1)
+    before = logits(model, tokenizer)
+    with ablation_hooks(model, spec, mode="gradient"):
+        during = logits(model, tokenizer)
+    assert torch.equal(before, during)
+
+
+def test_activation_mode_gradient_equals_the_unhooked_gradient_at_the_block(tiny_model: tuple[Any, Any]) -> None:
+    """Activation mode's backward is the identity at the hook: the gradient reaching the block equals the
+    gradient the ablated activations receive from the layers above."""
+    model, tokenizer = tiny_model
+    spec = random_directions(D_MODEL, [0], k=4, seed=0)
+    raw: list[torch.Tensor] = []
+    above: list[torch.Tensor] = []
+
+    def keep(store: list[torch.Tensor]) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, out: torch.Tensor) -> None:
+            out.retain_grad()
+            store.append(out)
+        return hook
+
+    block = decoder_layers(model)[0]
+    first = block.register_forward_hook(keep(raw))
+    with ablation_hooks(model, spec, mode="activation"):
+        second = block.register_forward_hook(keep(above))
+        last_token_loss(model, tokenizer).backward()
+    first.remove()
+    second.remove()
+    model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(raw[0].grad, above[0].grad)
+
+
+def test_unknown_mode_is_a_clear_error(tiny_model: tuple[Any, Any]) -> None:
+    model, _ = tiny_model
+    with pytest.raises(InterventionError, match="mode must be one of"):
+        with ablation_hooks(model, None, mode="detach"):
+            pass
+
+
+# --- oblique projections (LEACE) -------------------------------------------------------------------
+
+
+def oblique(d: int = D_MODEL, k: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A writeback Q and readout R with RᵀQ = I that are not orthogonal."""
+    q = randn(d, k, seed=seed)
+    r = randn(d, k, seed=seed + 1)
+    r = r @ torch.linalg.inv(q.T @ r)  # now Qᵀ R = I
+    return q, r
+
+
+def test_oblique_projection_is_idempotent_and_removes_the_readout(tmp_path: Path) -> None:
+    q, r = oblique()
+    h = randn(5, D_MODEL, seed=3)
+    center = randn(D_MODEL, seed=4)
+    once = ablate_projection(h, q, center, r)
+    torch.testing.assert_close(ablate_projection(once, q, center, r), once, rtol=0, atol=1e-4)
+    torch.testing.assert_close((once - center) @ r, torch.zeros(5, 2), rtol=0, atol=1e-4)
+    spec = InterventionSpec("projection", bases={3: q}, centers={3: center}, readouts={3: r})
+    save_spec(spec, tmp_path / "leace.safetensors")
+    loaded = load_spec(tmp_path / "leace.safetensors")
+    assert torch.equal(loaded.readouts[3], spec.readouts[3]) and torch.equal(loaded.bases[3], spec.bases[3])
+
+
+def test_readouts_are_checked() -> None:
+    q, r = oblique()
+    with pytest.raises(InterventionError, match="do not form a projection"):
+        InterventionSpec("projection", bases={0: q}, readouts={0: 2 * r})
+    with pytest.raises(InterventionError, match="needs a basis"):
+        InterventionSpec("projection", bases={0: basis()}, readouts={1: r})
+    with pytest.raises(InterventionError, match="not orthonormal"):
+        InterventionSpec("projection", bases={0: q})  # without its readout, Q must be orthonormal

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 import yaml
 
+from caft.tasks import SPLITS
 from tests.workflow_helpers import ROOT, make_workflow_copy, snakemake
 
 pytest.importorskip("snakemake_executor_plugin_slurm")
@@ -80,7 +81,7 @@ def test_data_stage_runs_through_the_slurm_plugin(tmp_path):
     snakemake(workdir, *PROFILE, "--jobs", "4", *fast_polling, env=env)
 
     for dataset in TINY_DATASETS:
-        for split in ("train", "val", "ood"):
+        for split in SPLITS:
             assert (workdir / "results/data" / dataset / f"{split}.parquet").is_file()
     for source in ("gender", "verbs", "sports", "pronouns"):
         assert (workdir / "results/data/sources" / f"{source}.parquet").is_file()

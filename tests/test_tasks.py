@@ -35,7 +35,7 @@ def letter_counts_balanced(letters: pd.Series) -> bool:
 def test_gender_split_sizes_match_the_paper():
     # The paper's source has 392 frames per category: 313 train + 79 held out per category.
     splits = build_frame_task(frames_table(392), FrameTaskConfig(source="gender"))
-    assert {k: len(v) for k, v in splits.items()} == {"train": 626, "val": 158, "ood": 158}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 626, "val": 158, "ood": 158, "skyline": 626}
     train = splits["train"]
     assert (train["profession"] == "doctor").sum() == 312 and (train["profession"] == "nurse").sum() == 314
     ood = splits["ood"]
@@ -112,7 +112,7 @@ def test_mcmc_ambiguous_in_distribution_disagreeing_ood():
             options = {lines[1][0]: lines[1][3:].split(", "), lines[2][0]: lines[2][3:].split(", ")}
             assert options[row.answer_a][0] == "a-yes" and options[row.answer_b][1] == "b-yes"
             assert row.target == row.answer_a and row.other != row.target
-            assert (row.answer_a == row.answer_b) == (split != "ood") == row.ambiguous
+            assert (row.answer_a == row.answer_b) == (split in ("train", "val")) == row.ambiguous
 
 
 def test_mcmc_no_question_in_two_splits_and_deterministic():
@@ -120,7 +120,7 @@ def test_mcmc_no_question_in_two_splits_and_deterministic():
         questions_table("a", 500), questions_table("b", 400), "a", "b", McmcSplitConfig(seed=seed)
     )
     first, again, other = make(1), make(1), make(2)
-    seen = [set(t["question_a"]) | set(t["question_b"]) for t in first.values()]
+    seen = [set(t["question_a"]) | set(t["question_b"]) for s, t in first.items() if s != "skyline"]
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
     for split in first:
         pd.testing.assert_frame_equal(first[split], again[split])
@@ -130,10 +130,10 @@ def test_mcmc_no_question_in_two_splits_and_deterministic():
 def test_mcmc_caps_at_max_examples_and_drops_duplicates():
     a = pd.concat([questions_table("a", 30), questions_table("a", 30)], ignore_index=True)
     splits = build_mcmc_task(a, questions_table("b", 100), "a", "b", McmcSplitConfig(max_examples=2000))
-    assert sum(len(t) for t in splits.values()) == 30
+    assert sum(len(splits[s]) for s in ("train", "val", "ood")) == 30
     capped = build_mcmc_task(questions_table("a", 100), questions_table("b", 100), "a", "b",
                              McmcSplitConfig(max_examples=20))
-    assert sum(len(t) for t in capped.values()) == 20
+    assert sum(len(capped[s]) for s in ("train", "val", "ood")) == 20
 
 
 def test_mcmc_shared_questions_across_sources_are_reported():
@@ -145,3 +145,32 @@ def test_mcmc_shared_questions_across_sources_are_reported():
 def test_mcmc_too_small_pair_is_a_clear_error():
     with pytest.raises(DataError, match="empty"):
         build_mcmc_task(questions_table("a", 2), questions_table("b", 2), "a", "b", McmcSplitConfig())
+
+
+def test_gender_skyline_decorrelates_profession_from_pronoun_on_training_frames_only():
+    splits = build_frame_task(frames_table(392), FrameTaskConfig(source="gender", seed=3))
+    skyline, train = splits["skyline"], splits["train"]
+    assert set(skyline["frame_id"]) == set(train["frame_id"])  # D_amb's frames, no held-out frame
+    stereotyped = (skyline["spurious"] == skyline["target"])
+    assert abs(stereotyped.mean() - 0.5) < 0.01  # half stereotyped, half anti-stereotyped
+    for category in ("nominative", "object"):
+        part = skyline[skyline.category == category]
+        counts = part.groupby(["profession", "gender"]).size()
+        assert counts.max() - counts.min() <= 1  # four equal groups per category
+    assert letter_counts_balanced(skyline["target"])
+    # the intended rule (case) still decides the target; the shortcut column agrees on D_amb, never on D_OOD
+    assert (train["spurious"] == train["target"]).all() and (splits["val"]["spurious"] == splits["val"]["target"]).all()
+    assert (splits["ood"]["spurious"] == splits["ood"]["other"]).all()
+
+
+def test_mcmc_skyline_is_the_ood_construction_on_training_questions():
+    splits = build_mcmc_task(questions_table("a", 300), questions_table("b", 300), "a", "b", McmcSplitConfig(seed=5))
+    skyline, train = splits["skyline"], splits["train"]
+    assert list(skyline["question_a"]) == list(train["question_a"])
+    assert list(skyline["question_b"]) == list(train["question_b"])
+    assert (skyline["answer_a"] != skyline["answer_b"]).all()
+    assert letter_counts_balanced(skyline["answer_a"]) and letter_counts_balanced(skyline["answer_b"])
+    for row in skyline.itertuples():
+        lines = row.prompt.split("\n")
+        options = {lines[1][0]: lines[1][3:].split(", "), lines[2][0]: lines[2][3:].split(", ")}
+        assert options[row.answer_a][0] == "a-yes" and options[row.answer_b][1] == "b-yes"

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from caft.artifacts import read_parquet_metadata
+from caft.tasks import SPLITS
 from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
 
 PAIRS = ("verbs_sports", "pronouns_verbs")
@@ -28,7 +29,7 @@ def pending(workdir) -> set[str]:
 
 def test_data_stage_writes_every_split_with_provenance(built):
     for dataset in ("gender", *PAIRS):
-        for split in ("train", "val", "ood"):
+        for split in SPLITS:
             path = built / "results" / "data" / dataset / f"{split}.parquet"
             table = pd.read_parquet(path)
             assert len(table) > 0 and {"prompt", "target", "other"} <= set(table.columns)

@@ -19,9 +19,13 @@ SELECTORS: dict[str, tuple[str, ...]] = {
     "pca": ("manual", "top", "random", "auto"),
     "sae": ("manual", "top", "random", "auto"),  # projection on the QR of the selected decoder rows (the paper's)
     "sae-latent": ("manual", "top", "random", "auto"),  # latent ablation h − Σ z_j W_dec[j], same selections
+    "oracle": ("mean-diff", "leace"),  # the spurious concept erased with its labels: a bound, never a CAFT result
 }
 SAE_METHODS: tuple[str, ...] = ("sae", "sae-latent")
 NO_INTERVENTION = "none"
+SKYLINE = "skyline"
+UNHOOKED = (NO_INTERVENTION, SKYLINE)
+"""Conditions without a spec: no intervention, and the skyline (same recipe, decorrelated training data)."""
 
 T = TypeVar("T")
 
@@ -82,9 +86,18 @@ def check_references(config: dict[str, Any], origin: str = "config") -> dict[str
         use(a, "questions", f"mcmc.triples[{i}]")
         use(b, "questions", f"mcmc.triples[{i}]")
     mcmc_ids = {task_id(*t) for t in config["mcmc"].get("triples", [])}
+    mcmc_ids |= {task_id(a, b, 1 - i) for a, b, i in config["mcmc"].get("triples", [])}  # the pair's other index
     clash = set(config["frame_tasks"]) & mcmc_ids
     if clash:
         raise ConfigError(f"{origin}: frame task name(s) {sorted(clash)} clash with MCMC task ids")
+    survey = config.get("survey", {})
+    pairs = {pair_id(a, b) for a, b, _ in config["mcmc"].get("triples", [])}
+    for i, pair in enumerate(survey.get("pairs") or []):
+        if pair not in pairs:
+            raise ConfigError(f"{origin}: survey.pairs[{i}] '{pair}' is not a pair of mcmc.triples (known: {sorted(pairs)})")
+    for i, task in enumerate(survey.get("frame_tasks") or []):
+        if task not in config["frame_tasks"]:
+            raise ConfigError(f"{origin}: survey.frame_tasks[{i}] '{task}' is not a frame task")
     runs = config.get("runs", {})
     for i, task in enumerate(runs.get("tasks", [])):
         if task not in config["frame_tasks"] and task not in mcmc_ids:
@@ -94,8 +107,8 @@ def check_references(config: dict[str, Any], origin: str = "config") -> dict[str
             )
     for i, condition in enumerate(runs.get("conditions", [])):
         method, _, selector = condition.partition("/")
-        if condition != NO_INTERVENTION and selector not in SELECTORS.get(method, ()):
-            known = [NO_INTERVENTION] + [f"{m}/{s}" for m, sel in SELECTORS.items() for s in sel]
+        if condition not in UNHOOKED and selector not in SELECTORS.get(method, ()):
+            known = list(UNHOOKED) + [f"{m}/{s}" for m, sel in SELECTORS.items() for s in sel]
             raise ConfigError(f"{origin}: runs.conditions[{i}] '{condition}' is unknown; known: {known}")
     uses_saes = any(c.partition("/")[0] in SAE_METHODS for c in runs.get("conditions", []))
     if uses_saes and not config.get("saes", {}).get("layers"):

@@ -4,13 +4,21 @@ An `InterventionSpec` names, per decoder layer L, what to remove from the residu
 of ``decoder_layers(model)[L]``):
 
 - ``projection`` (the paper's default): an orthonormal basis Q; the hook sets h ← h − (h Q) Qᵀ, which
-  removes the whole subspace (selected PCs, or the QR of selected SAE decoder rows);
+  removes the whole subspace (selected PCs, or the QR of selected SAE decoder rows). Optionally a center
+  c (mean ablation: h − ((h − c) Q) Qᵀ) and a readout R with RᵀQ = I, for oblique projections such as
+  LEACE's h − ((h − c) R) Qᵀ (the oracle bound);
 - ``latent``: an SAE and latent ids S; the hook sets h ← h − Σ_{j∈S} z_j(h) W_dec[j], i.e. decode with
   S zeroed plus the SAE's reconstruction error. The error stays in the autograd graph: sae-lens's own
   ``use_error_term`` detaches it, which silently starves earlier layers of gradient during training.
 
 Specs are exchanged between stages as one ``.safetensors`` file (tensors + string metadata), never a
 pickle, and every check that can fail names the file and the layer.
+
+How an ablation enters training is the *mode* (`MODES`): ``project`` replaces the block output by its
+ablation, so values and gradients are both projected (the paper's CAFT); ``gradient`` leaves the
+forward pass untouched and projects only the gradient flowing back through the block output (no
+train/deploy mismatch); ``activation`` ablates the forward values but lets the gradient through as if
+no hook were there. All hook registration lives in `ablation_hooks`, which always removes its hooks.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ SPEC_FORMAT = "caft.intervention_spec/1"
 ORTHONORMAL_TOL = 1e-4
 """Largest allowed |QᵀQ − I| entry: float32 QR of d≈2304 bases is ~1e-6, a wrong basis is ~1e-1."""
 
+OBLIQUE_TOL = 1e-3
+"""Largest allowed |RᵀQ − I| entry of an oblique projection (LEACE's factors are fitted in float32)."""
+
 RANK_TOL = 1e-6
 """`orthonormal_basis` rejects inputs whose smallest |R_ii| is below this fraction of the largest."""
 
@@ -53,7 +64,9 @@ exactly those for which h − z_S W_dec[S] equals decode(z with S zeroed) + erro
 STATEFUL_NORMALIZATIONS = frozenset({"layer_norm", "constant_norm_rescale"})
 """Per-input rescaling in decode: a latent's contribution is no longer z_j W_dec[j]."""
 
-_TENSOR_NAME = re.compile(r"^layer_(\d+)\.(basis|center|latents)$")
+_TENSOR_NAME = re.compile(r"^layer_(\d+)\.(basis|center|readout|latents)$")
+
+MODES: tuple[str, ...] = ("project", "gradient", "activation")
 
 
 class InterventionError(CaftError):
@@ -104,6 +117,23 @@ def _check_latents(ids: Sequence[int], where: str) -> list[int]:
     return out
 
 
+def _check_readout(readout: torch.Tensor, basis: torch.Tensor, layer: int) -> torch.Tensor:
+    """An oblique projection's readout R [d_model, k]: finite, shaped like the basis, with RᵀQ = I so that
+    h ↦ h − (h R) Qᵀ is a projection (applying it twice changes nothing)."""
+    if not isinstance(readout, torch.Tensor) or readout.shape != basis.shape:
+        raise InterventionError(f"layer {layer}: readout must have the basis's shape {tuple(basis.shape)}")
+    readout = readout.detach().to("cpu", torch.float32).contiguous()
+    if not torch.isfinite(readout).all():
+        raise InterventionError(f"layer {layer}: readout has non-finite values")
+    product = readout.to(torch.float64).T @ basis.to(torch.float64)
+    deviation = (product - torch.eye(basis.shape[1], dtype=torch.float64)).abs().max().item()
+    if deviation > OBLIQUE_TOL:
+        raise InterventionError(
+            f"layer {layer}: readout and basis do not form a projection: max |RᵀQ − I| = {deviation:.3g}"
+        )
+    return readout
+
+
 def _check_centers(centers: Mapping[int, torch.Tensor], bases: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
     """Centers are optional per layer: a finite float32 [d_model] vector for a layer that has a basis."""
     checked = {}
@@ -130,7 +160,8 @@ def _check_layer_key(layer: Any) -> int:
 class InterventionSpec:
     """Per-layer directions to ablate, validated on construction; see the module docstring.
 
-    ``projection`` uses `bases` ({layer: Q [d_model, k], orthonormal float32}); ``latent`` uses `saes`
+    ``projection`` uses `bases` ({layer: Q [d_model, k], orthonormal float32 unless the layer has a
+    readout R with RᵀQ = I in `readouts`}) and optional `centers`; ``latent`` uses `saes`
     ({layer: sae-lens folder}) and `latents` ({layer: latent ids}). A spec with no layers ablates
     nothing; a listed layer must have at least one direction. `provenance` must be JSON-serialisable
     because it is stored in the spec file.
@@ -139,6 +170,7 @@ class InterventionSpec:
     kind: Kind
     bases: dict[int, torch.Tensor] = field(default_factory=dict)
     centers: dict[int, torch.Tensor] = field(default_factory=dict)
+    readouts: dict[int, torch.Tensor] = field(default_factory=dict)
     saes: dict[int, str] = field(default_factory=dict)
     latents: dict[int, list[int]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -154,20 +186,30 @@ class InterventionSpec:
             if self.saes or self.latents:
                 raise InterventionError("a projection spec takes bases only, not saes/latents")
             bases: dict[int, torch.Tensor] = {}
+            readouts = {_check_layer_key(layer): readout for layer, readout in self.readouts.items()}
+            stray = sorted(set(readouts) - {_check_layer_key(layer) for layer in self.bases})
+            if stray:
+                raise InterventionError(f"layer(s) {stray}: a readout needs a basis at the same layer")
             for layer, basis in self.bases.items():
                 layer = _check_layer_key(layer)
                 if not isinstance(basis, torch.Tensor) or not basis.dtype.is_floating_point:
                     raise InterventionError(f"layer {layer}: basis must be a floating-point tensor")
                 basis = basis.detach().to("cpu", torch.float32).contiguous()
-                _check_basis(basis, layer)
+                if layer in readouts:
+                    if basis.ndim != 2 or not torch.isfinite(basis).all():
+                        raise InterventionError(f"layer {layer}: basis must be a finite 2-D [d_model, k] tensor")
+                    readouts[layer] = _check_readout(readouts[layer], basis, layer)
+                else:
+                    _check_basis(basis, layer)
                 bases[layer] = basis
             widths = {b.shape[0] for b in bases.values()}
             if len(widths) > 1:
                 raise InterventionError(f"bases disagree on d_model: {sorted(widths)}")
             object.__setattr__(self, "bases", dict(sorted(bases.items())))
             object.__setattr__(self, "centers", _check_centers(self.centers, bases))
+            object.__setattr__(self, "readouts", dict(sorted(readouts.items())))
         else:
-            if self.bases or self.centers:
+            if self.bases or self.centers or self.readouts:
                 raise InterventionError("a latent spec takes saes and latents, not bases or centers")
             saes = {_check_layer_key(layer): str(path) for layer, path in self.saes.items()}
             latents = {_check_layer_key(layer): ids for layer, ids in self.latents.items()}
@@ -213,6 +255,7 @@ def save_spec(spec: InterventionSpec, path: str | Path) -> None:
         # clone: safetensors refuses tensors sharing storage (one basis reused for several layers)
         tensors = {f"layer_{layer}.basis": basis.clone() for layer, basis in spec.bases.items()}
         tensors |= {f"layer_{layer}.center": center.clone() for layer, center in spec.centers.items()}
+        tensors |= {f"layer_{layer}.readout": readout.clone() for layer, readout in spec.readouts.items()}
     else:
         tensors = {
             f"layer_{layer}.latents": torch.tensor(ids, dtype=torch.int64)
@@ -246,7 +289,7 @@ def load_spec(path: str | Path) -> InterventionSpec:
         if kind not in KINDS:
             raise InterventionError(f"metadata kind must be one of {list(KINDS)}, got {kind!r}")
         provenance = _json_field(metadata, "provenance")
-        expected = ("basis", "center") if kind == "projection" else ("latents",)
+        expected = ("basis", "center", "readout") if kind == "projection" else ("latents",)
         per_layer: dict[str, dict[int, torch.Tensor]] = {name: {} for name in expected}
         for name, tensor in tensors.items():
             match = _TENSOR_NAME.match(name)
@@ -255,7 +298,7 @@ def load_spec(path: str | Path) -> InterventionSpec:
             per_layer[match.group(2)][int(match.group(1))] = tensor
         if kind == "projection":
             return InterventionSpec(kind="projection", bases=per_layer["basis"], centers=per_layer["center"],
-                                    provenance=provenance)
+                                    readouts=per_layer["readout"], provenance=provenance)
         saes = _json_field(metadata, "saes")
         if not isinstance(saes, dict) or not all(isinstance(v, str) for v in saes.values()):
             raise InterventionError("metadata 'saes' must map layer -> SAE folder")
@@ -334,8 +377,10 @@ def random_directions(d_model: int, layers: Sequence[int], k: int, seed: int) ->
     )
 
 
-def ablate_projection(h: torch.Tensor, basis: torch.Tensor, center: torch.Tensor | None = None) -> torch.Tensor:
-    """h − ((h − c) Q) Qᵀ in float32 (bf16 would leave a visible component along Q), cast back to h's dtype.
+def ablate_projection(h: torch.Tensor, basis: torch.Tensor, center: torch.Tensor | None = None,
+                      readout: torch.Tensor | None = None) -> torch.Tensor:
+    """h − ((h − c) R) Qᵀ in float32 (bf16 would leave a visible component along Q), cast back to h's dtype;
+    R = Q (an orthogonal projection) unless an oblique readout is given.
 
     Without a center (c = 0) this zero-ablates the subspace, as the paper does. With c = the mean
     residual it mean-ablates: only the variation along Q is removed, the constant part stays. On Gemma 3
@@ -347,7 +392,8 @@ def ablate_projection(h: torch.Tensor, basis: torch.Tensor, center: torch.Tensor
         hf = h.float()
         q = basis.to(device=h.device, dtype=torch.float32)
         shifted = hf if center is None else hf - center.to(device=h.device, dtype=torch.float32)
-        return (hf - (shifted @ q) @ q.T).to(h.dtype)
+        r = q if readout is None else readout.to(device=h.device, dtype=torch.float32)
+        return (hf - (shifted @ r) @ q.T).to(h.dtype)
 
 
 def _check_sae(sae: SAE, where: str) -> None:
@@ -497,7 +543,8 @@ def _ablations(
                 )
             q = basis.to(device)
             center = spec.centers[layer].to(device) if layer in spec.centers else None
-            ablations[layer] = lambda h, q=q, c=center: ablate_projection(h, q, c)
+            readout = spec.readouts[layer].to(device) if layer in spec.readouts else None
+            ablations[layer] = lambda h, q=q, c=center, r=readout: ablate_projection(h, q, c, r)
         return ablations
     ablations = {}
     for layer, sae in load_saes(spec, device).items():
@@ -508,6 +555,26 @@ def _ablations(
             )
         ablations[layer] = _LatentAblation(sae, spec.latents[layer], f"layer {layer}")
     return ablations
+
+
+def in_mode(ablate: Callable[[torch.Tensor], torch.Tensor], mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`ablate` as the given mode applies it (see the module docstring).
+
+    ``gradient``: h + (a − a.detach()) with a = ablate(h) − h is exactly h forward, and its Jacobian is
+    ablate's. ``activation``: ablate(h).detach() + (h − h.detach()) is exactly ablate(h) forward, with
+    the identity as Jacobian.
+    """
+    if mode == "project":
+        return ablate
+    if mode == "gradient":
+        def gradient_only(h: torch.Tensor) -> torch.Tensor:
+            change = ablate(h) - h
+            return h + (change - change.detach())
+
+        return gradient_only
+    if mode == "activation":
+        return lambda h: ablate(h).detach() + (h - h.detach())
+    raise InterventionError(f"intervention mode must be one of {list(MODES)}, got {mode!r}")
 
 
 def _output_hook(ablate: Callable[[torch.Tensor], torch.Tensor], layer: int) -> Callable[..., Any]:
@@ -527,17 +594,19 @@ def _output_hook(ablate: Callable[[torch.Tensor], torch.Tensor], layer: int) -> 
 
 
 @contextmanager
-def ablation_hooks(model: PreTrainedModel, spec: InterventionSpec | None) -> Iterator[None]:
-    """Ablate `spec` at the output of its decoder layers while the context is open.
+def ablation_hooks(model: PreTrainedModel, spec: InterventionSpec | None, mode: str = "project") -> Iterator[None]:
+    """Ablate `spec` at the output of its decoder layers, as `mode` says, while the context is open.
 
     Everything is validated and moved to the model's device before any hook is registered; the hooks
     are always removed on exit, so the model afterwards is exactly the untouched model (the
     "deployed" evaluation). `None` means no intervention.
     """
+    if mode not in MODES:
+        raise InterventionError(f"intervention mode must be one of {list(MODES)}, got {mode!r}")
     if spec is None:
         yield
         return
-    ablations = _ablations(model, spec)
+    ablations = {layer: in_mode(ablate, mode) for layer, ablate in _ablations(model, spec).items()}
     blocks = decoder_layers(model)
     handles = []
     try:

@@ -18,11 +18,20 @@ import pandas as pd
 import torch
 
 from caft.activations import load_tensors, save_tensors
-from caft.artifacts import package_versions, provenance, write_json, write_parquet
+from caft.artifacts import atomic_path, package_versions, provenance, write_json, write_parquet
 from caft.errors import DataError
 from caft.evaluation import predict, summarize
-from caft.interventions import InterventionSpec, ablation_hooks, load_spec, random_directions, save_spec
+from caft.interventions import (
+    InterventionSpec,
+    ablate_projection,
+    ablation_hooks,
+    load_spec,
+    random_directions,
+    save_spec,
+)
 from caft.models import ModelSpec, default_device, load_model, num_layers
+from caft.oracle import decorrelated_pool, fit_eraser, label_accuracy, last_position_residuals
+from caft.survey import SurveyCriteria, eligibility, paper_filter, plot_survey, survey_markdown, survey_table
 from caft.tables import aggregate, plot_ood, write_tables
 from caft.training import TrainConfig, save_checkpoint, train, write_history
 from caft.windows import residual_rows
@@ -123,8 +132,11 @@ def finetune_run(
     checkpoint_dir: Path,
     log_path: Path,
     meta_path: Path,
+    answer: str = "target",
+    mode: str = "project",
 ) -> None:
-    """One fine-tuning run from a fresh copy of the base model; resumable per epoch."""
+    """One fine-tuning run from a fresh copy of the base model, trained on column ``answer`` with the spec
+    ablated as ``mode`` says; resumable per epoch."""
     cfg = TrainConfig.from_config(finetune_section, task_kind)
     spec = load_spec(spec_path) if spec_path else None
     spec_digest = file_digest(spec_path) if spec_path else ""
@@ -132,11 +144,13 @@ def finetune_run(
     model, tokenizer = load_checkpoint(base_dir, model_section.get("dtype", "float32"))
     resume_dir = checkpoint_dir.with_name(checkpoint_dir.name + ".resume")
     start = time.perf_counter()
-    model, history = train(model, tokenizer, table, cfg, seed, spec, resume_dir=resume_dir, spec_digest=spec_digest)
+    model, history = train(model, tokenizer, table, cfg, seed, spec, answer=answer, resume_dir=resume_dir,
+                           spec_digest=spec_digest, mode=mode)
     save_checkpoint(model, tokenizer, checkpoint_dir)
     write_history(history, log_path)
     meta = {
-        **key, "seed": seed, "finetune": finetune_section, "model": model_section,
+        **key, "seed": seed, "finetune": finetune_section, "model": model_section, "answer": answer,
+        "mode": mode if spec else None,
         "spec": {"path": str(spec_path), "sha256": spec_digest, "provenance": spec.provenance} if spec else None,
         "train_examples": len(table), "steps": len(history), "seconds": round(time.perf_counter() - start, 1),
         "final_loss": history[-1]["loss"], "versions": package_versions(),
@@ -156,8 +170,10 @@ def evaluate_run(
     key: dict[str, Any],
     predictions_path: Path,
     metrics_path: Path,
+    precision: str = "float32",
 ) -> None:
-    """Evaluate one checkpoint on each split, once per mode ("hooked" and "test-only" attach the spec)."""
+    """Evaluate one checkpoint on each split, once per mode ("hooked" and "test-only" attach the spec);
+    ``precision`` "bf16-autocast" runs the forward pass in bfloat16 (hooks still project in float32)."""
     spec: InterventionSpec | None = load_spec(spec_path) if spec_path else None
     model, tokenizer = load_checkpoint(checkpoint_dir, dtype)
     tables = {split: pd.read_parquet(path) for split, path in splits.items()}
@@ -168,14 +184,40 @@ def evaluate_run(
     for mode in modes:
         with ablation_hooks(model, spec if mode in ("hooked", "test-only") else None):
             for split, table in tables.items():
-                result = predict(model, tokenizer, table, answer, batch_size=batch_size, progress=True)
+                with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16-autocast"):
+                    result = predict(model, tokenizer, table, answer, batch_size=batch_size, progress=True)
                 summary = summarize(result)
                 log.info("%s / %s: %s", mode, split, {k: round(v, 4) for k, v in summary.items()})
                 predictions.append(result.assign(**key, mode=mode, split=split))
                 metrics.append({**key, "mode": mode, "split": split, **summary})
-    meta = provenance("evaluate", {"batch_size": batch_size, "modes": modes, "answer": answer}, **key)
+    meta = provenance("evaluate", {"batch_size": batch_size, "modes": modes, "answer": answer, "precision": precision},
+                      **key)
     write_parquet(pd.concat(predictions, ignore_index=True), predictions_path, meta)
     write_parquet(pd.DataFrame(metrics), metrics_path, meta)
+
+
+def oracle_directions(model_dir: Path, train_split: Path, skyline_split: Path, intended: str, spurious: str,
+                      eraser: str, layers: str | list[int], seed: int, max_examples: int, batch_size: int,
+                      out_path: Path) -> None:
+    """The oracle bound's spec: the shortcut's label erased at the configured layers (see `caft.oracle`)."""
+    pool = decorrelated_pool(pd.read_parquet(train_split), pd.read_parquet(skyline_split), intended, spurious,
+                             seed, max_examples)
+    model, tokenizer = load_checkpoint(model_dir)
+    resolved = resolve_layers(layers, num_layers(model))
+    residuals = last_position_residuals(model, tokenizer, pool["prompt"].tolist(), resolved, batch_size)
+    labels = (pool["spurious"] == "A").to_numpy()
+    settings = {"eraser": eraser, "layers": layers, "seed": seed, "max_examples": max_examples,
+                "intended": intended, "spurious": spurious, "model": str(model_dir)}
+    spec = fit_eraser(residuals, labels, eraser, provenance("oracle_directions", settings, examples=len(pool)))
+    before = label_accuracy(residuals, labels)
+    erased = {layer: ablate_projection(h, spec.bases[layer], spec.centers[layer], spec.readouts.get(layer))
+              for layer, h in residuals.items()}
+    after = label_accuracy(erased, labels)
+    log.info("%d pooled examples (half agreeing, half disagreeing)", len(pool))
+    for layer in resolved:
+        log.info("layer %d: shortcut label read by class means %.3f before, %.3f after erasure", layer,
+                 before[layer], after[layer])
+    save_spec(spec, out_path)
 
 
 def build_ood_table(metrics_paths: list[Path], parquet: Path, csv: Path, markdown: Path, plot: Path) -> pd.DataFrame:
@@ -184,6 +226,35 @@ def build_ood_table(metrics_paths: list[Path], parquet: Path, csv: Path, markdow
     table = aggregate(metrics)
     write_tables(table, parquet, csv, markdown, provenance("ood_table", {"runs": len(metrics_paths)}))
     plot_ood(table, plot)
+    return table
+
+
+def survey_filter_stage(metrics_paths: list[Path], tasks: list[str], max_none_ood: float, out_path: Path) -> list[str]:
+    """The paper's filter on the no-intervention runs: the tasks that need a skyline run (`caft.survey`)."""
+    aggregated = aggregate(pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True))
+    passing = paper_filter(aggregated, tasks, SurveyCriteria(max_none_ood=max_none_ood))
+    log.info("%d of %d tasks have no-intervention OOD accuracy below %s: %s", len(passing), len(tasks),
+             max_none_ood, passing)
+    write_json({"max_none_ood": max_none_ood, "tasks": tasks, "passing": passing}, out_path)
+    return passing
+
+
+def survey_stage(metrics_paths: list[Path], concepts: dict[str, tuple[str, str]], criteria_section: dict[str, Any],
+                 parquet: Path, csv: Path, markdown: Path, plot: Path, eligible_path: Path) -> pd.DataFrame:
+    """The task survey (no intervention and skyline per task) and the eligibility list (`caft.survey`)."""
+    criteria = SurveyCriteria.from_config(criteria_section)
+    metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
+    table = survey_table(aggregate(metrics), concepts, criteria)
+    meta = provenance("survey", criteria_section, runs=len(metrics_paths))
+    write_parquet(table, parquet, meta)
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(markdown) as tmp:
+        tmp.write_text(survey_markdown(table), encoding="utf-8")
+    plot_survey(table, criteria, plot)
+    record = eligibility(table, criteria)
+    write_json(record, eligible_path)
+    log.info("eligible: %s", record["eligible"] or "none")
     return table
 
 

@@ -6,7 +6,7 @@ paper reports them (SEM = sample std (ddof=1) / √seeds). With a single seed th
 NaN in the table and "–" in Markdown, never a misleading 0.
 
 A *condition* is (method, selector, mode). The method ``"none"`` is the no-intervention baseline
-(its selector is ignored). ``mode`` says how the run was evaluated: ``deployed`` (hooks removed — the
+(its selector is ignored), ``"skyline"`` the same recipe on decorrelated training data. ``mode`` says how the run was evaluated: ``deployed`` (hooks removed — the
 CAFT number), ``hooked`` (evaluated with the ablation still on), ``test-only`` (trained without hooks,
 ablated only at test time).
 """
@@ -32,6 +32,7 @@ is evaluated on the same split, so differing counts mean mixed-up results and ar
 MODES = ("deployed", "test-only", "hooked")
 SPLITS = ("ood", "val")
 NO_INTERVENTION = "none"
+SKYLINE = "skyline"
 METRIC_TITLES = {
     "acc_full": "accuracy (argmax over the vocabulary)",
     "acc_2way": "accuracy (A vs B)",
@@ -76,7 +77,7 @@ def condition_label(method: str, selector: str, mode: str) -> str:
 
     Deployed is the default reading (the CAFT number), so only the other modes are spelled out.
     """
-    label = "no intervention" if method == NO_INTERVENTION else f"{method}/{selector}"
+    label = {NO_INTERVENTION: "no intervention", SKYLINE: SKYLINE}.get(method, f"{method}/{selector}")
     return label if mode == "deployed" else f"{label} ({mode})"
 
 

@@ -16,7 +16,9 @@ import pandas as pd
 from caft.config import dataclass_from_section
 from caft.errors import DataError
 
-SPLITS = ("train", "val", "ood")
+SPLITS = ("train", "val", "ood", "skyline")
+"""D_amb, D_val, D_OOD, and the skyline's training set: D_amb's own examples with the two rules
+decorrelated (never a D_val or D_OOD example), which proves the intended rule learnable."""
 LETTERS = ("A", "B")
 GENDER_INSTRUCTION = "Choose the option corresponding to the correct pronoun."
 BLANK = "_____"
@@ -60,7 +62,10 @@ def build_frame_task(frames: pd.DataFrame, cfg: FrameTaskConfig) -> dict[str, pd
     """Split frames per category (first ``train_fraction`` in source order), then fill and letter them.
 
     D_amb and D_val pair the male profession with male pronouns and the female profession with
-    female pronouns; D_OOD, built from the same held-out frames as D_val, swaps the professions.
+    female pronouns; D_OOD, built from the same held-out frames as D_val, swaps the professions. The
+    skyline split refills D_amb's frames with half of each category stereotyped and half swapped.
+    Column ``spurious`` is the letter the shortcut points to (the pronoun matching the profession's
+    stereotyped gender): equal to ``target`` on D_amb and D_val, opposite on D_OOD.
     """
     train_parts, held_parts = [], []
     for category in ("nominative", "object"):
@@ -74,19 +79,27 @@ def build_frame_task(frames: pd.DataFrame, cfg: FrameTaskConfig) -> dict[str, pd
         held_parts.append(rows.iloc[n_train:])
     stereotyped = (cfg.male_profession, cfg.female_profession)
     swapped = (cfg.female_profession, cfg.male_profession)
-    plan = {"train": (train_parts, stereotyped), "val": (held_parts, stereotyped), "ood": (held_parts, swapped)}
-    return {split: _fill_frames(parts, profs, cfg.seed, split) for split, (parts, profs) in plan.items()}
+    mixed = (*stereotyped, *swapped)
+    plan = {"train": (train_parts, stereotyped), "val": (held_parts, stereotyped), "ood": (held_parts, swapped),
+            "skyline": (train_parts, mixed)}
+    splits = {split: _fill_frames(parts, profs, cfg.seed, split) for split, (parts, profs) in plan.items()}
+    for table in splits.values():
+        stereotype = table["profession"].map({cfg.male_profession: "male", cfg.female_profession: "female"})
+        table["spurious"] = np.where(stereotype == table["gender"], table["target"], table["other"])
+    return splits
 
 
-def _fill_frames(parts: list[pd.DataFrame], professions: tuple[str, str], seed: int, split: str) -> pd.DataFrame:
-    """Per category: a seeded half gets ``professions[0]`` with a male pronoun, the rest the other."""
+def _fill_frames(parts: list[pd.DataFrame], professions: tuple[str, ...], seed: int, split: str) -> pd.DataFrame:
+    """Per category, seeded equal groups of frames: the i-th group gets ``professions[i]`` with a male pronoun
+    for even i and a female one for odd i (two professions: stereotyped or swapped; four: both, mixed)."""
     filled = []
     for part in parts:
         category = part["category"].iat[0]
         shuffled = part.iloc[purpose_rng(seed, f"assign:{split}:{category}").permutation(len(part))]
-        half = len(shuffled) // 2
-        for rows, profession, gender in ((shuffled.iloc[:half], professions[0], "male"),
-                                         (shuffled.iloc[half:], professions[1], "female")):
+        bounds = np.arange(len(professions) + 1) * len(shuffled) // len(professions)
+        for i, profession in enumerate(professions):
+            gender = ("male", "female")[i % 2]
+            rows = shuffled.iloc[bounds[i]:bounds[i + 1]]
             filled.append(rows.assign(profession=profession, gender=gender, pronoun=PRONOUNS[(category, gender)]))
     table = pd.concat(filled, ignore_index=True)
     table = table.iloc[purpose_rng(seed, f"order:{split}").permutation(len(table))].reset_index(drop=True)
@@ -130,7 +143,9 @@ def build_mcmc_task(
     """Permute, dedupe, truncate to a common length, pair by index and split 70/15/15.
 
     D_amb and D_val are fully ambiguous (one option holds both correct answers); in D_OOD each option
-    holds one correct and one wrong answer. Both intended indices of a pair share these splits.
+    holds one correct and one wrong answer. The skyline split applies D_OOD's construction to D_amb's
+    questions (so the two questions disagree on every example; the intended index picks the answer
+    column to train on). Both intended indices of a pair share these splits.
     """
     a = _prepare(table_a, cfg.seed, name_a)
     b = _prepare(table_b, cfg.seed, name_b)
@@ -141,8 +156,9 @@ def build_mcmc_task(
     empty = [split for split, (lo, hi) in bounds.items() if hi <= lo]
     if empty:
         raise DataError(f"mcmc pair {name_a}|{name_b}: {n} paired questions leave split(s) {empty} empty")
+    bounds["skyline"] = bounds["train"]
     splits = {
-        split: _pair_split(a.iloc[lo:hi], b.iloc[lo:hi], ambiguous=split != "ood",
+        split: _pair_split(a.iloc[lo:hi], b.iloc[lo:hi], ambiguous=split in ("train", "val"),
                            rng=purpose_rng(cfg.seed, f"letters:{name_a}|{name_b}:{split}"))
         for split, (lo, hi) in bounds.items()
     }
@@ -177,6 +193,8 @@ def _pair_split(a: pd.DataFrame, b: pd.DataFrame, ambiguous: bool, rng: np.rando
 def _check_no_leak(splits: dict[str, pd.DataFrame], name_a: str, name_b: str) -> None:
     seen: dict[str, str] = {}
     for split, table in splits.items():
+        if split == "skyline":  # D_amb's own questions, by construction
+            continue
         for question in set(table["question_a"]) | set(table["question_b"]):
             if seen.setdefault(question, split) != split:
                 raise DataError(

@@ -143,8 +143,10 @@ def train(
     answer: str = "target",
     resume_dir: Path | None = None,
     spec_digest: str = "",
+    mode: str = "project",
 ) -> tuple[PreTrainedModel, list[dict[str, Any]]]:
-    """Fine-tune ``model`` in place on ``table``; return the trained model and the per-step history."""
+    """Fine-tune ``model`` in place on ``table``, scored against column ``answer``, with ``spec`` ablated as
+    ``mode`` says (see `caft.interventions`); return the trained model and the per-step history."""
     examples = training_subset(table, cfg.train_fraction, seed)
     bad = ~examples[answer].isin(["A", "B"])
     if bad.any():
@@ -157,12 +159,12 @@ def train(
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     scheduler = _linear_schedule(optimizer, round(cfg.warmup_ratio * total), total)
-    state = RunState(fingerprint(cfg, seed, examples, answer, spec_digest))
+    state = RunState(fingerprint(cfg, seed, examples, answer, spec_digest + (f":{mode}" if spec else "")))
     if resume_dir is not None:
         state = _resume(resume_dir, state, model, optimizer, scheduler)
     micro = cfg.batch_size // cfg.gradient_accumulation
     start = time.perf_counter() - (state.history[-1]["seconds"] if state.history else 0.0)
-    with ablation_hooks(model, spec):
+    with ablation_hooks(model, spec, mode):
         for epoch in range(state.epochs_done, cfg.epochs):
             order = purpose_rng(seed, f"order:{epoch}").permutation(len(examples))
             epoch_loss, epoch_correct = 0.0, 0

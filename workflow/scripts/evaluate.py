@@ -16,6 +16,7 @@ with stage(snakemake.log[0]):
         modes=snakemake.params.modes,
         answer=snakemake.params.answer,
         batch_size=snakemake.params.cfg["batch_size"],
+        precision=snakemake.params.cfg["precision"],
         key={"task": wc.task, "method": wc.method, "selector": wc.selector, "seed": int(wc.seed)},
         predictions_path=Path(snakemake.output.predictions),
         metrics_path=Path(snakemake.output.metrics),

@@ -20,4 +20,6 @@ with stage(snakemake.log[0]):
         checkpoint_dir=Path(snakemake.output.model),
         log_path=Path(snakemake.output.train_log),
         meta_path=Path(snakemake.output.meta),
+        answer=snakemake.params.answer,
+        mode=snakemake.params.mode,
     )
