@@ -167,7 +167,7 @@ checkpoint survey_filter:
         mem_mb=mem_per_attempt(2000),
         runtime=10,
     params:
-        max_none_ood=config["survey"]["max_none_ood"],
+        criteria={key: config["survey"][key] for key in ("max_none_ood", "min_none_val")},
     script:
         "../workflow/scripts/survey_filter.py"
 
@@ -203,7 +203,8 @@ rule survey:
     params:
         concepts=survey_concepts(),
         criteria={
-            key: config["survey"][key] for key in ("max_none_ood", "min_skyline_ood")
+            key: config["survey"][key]
+            for key in ("max_none_ood", "min_none_val", "min_skyline_ood")
         },
     script:
         "../workflow/scripts/survey.py"

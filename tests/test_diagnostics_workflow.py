@@ -21,7 +21,8 @@ def diagnostics_config(model_dir) -> dict:
     config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
     config["interventions"] = {"mode": "gradient"}
     config["oracle"] = {"layers": [0, 1], "max_examples": 64}
-    config["survey"] = {"pairs": ["verbs_sports"], "frame_tasks": ["gender"]}
+    # min_none_val 0.5: the tiny model learns little in one epoch, and the test needs skylines to run
+    config["survey"] = {"pairs": ["verbs_sports"], "frame_tasks": ["gender"], "min_none_val": 0.5}
     return config
 
 
@@ -79,7 +80,8 @@ def test_survey_runs_the_skyline_only_where_the_paper_filter_passes(diagnostics)
     assert sorted(paper["tasks"]) == ["gender", "verbs_sports_0", "verbs_sports_1"]
     table = pd.read_parquet(diagnostics / "results/survey/survey.parquet").set_index("task")
     for task in paper["tasks"]:
-        assert (table.loc[task, "none_ood"] < 0.9) == (task in paper["passing"])
+        passing = table.loc[task, "none_ood"] < 0.9 and table.loc[task, "none_val"] >= 0.5
+        assert passing == (task in paper["passing"])
         assert pd.notna(table.loc[task, "skyline_ood"]) == (task in paper["passing"])
     # the two indices of a pair are scored from one no-intervention run: OOD A/B accuracies sum to 1
     assert table.loc["verbs_sports_0", "none_ood"] + table.loc["verbs_sports_1", "none_ood"] == pytest.approx(1.0)

@@ -229,13 +229,14 @@ def build_ood_table(metrics_paths: list[Path], parquet: Path, csv: Path, markdow
     return table
 
 
-def survey_filter_stage(metrics_paths: list[Path], tasks: list[str], max_none_ood: float, out_path: Path) -> list[str]:
+def survey_filter_stage(metrics_paths: list[Path], tasks: list[str], criteria_section: dict[str, Any],
+                        out_path: Path) -> list[str]:
     """The paper's filter on the no-intervention runs: the tasks that need a skyline run (`caft.survey`)."""
     aggregated = aggregate(pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True))
-    passing = paper_filter(aggregated, tasks, SurveyCriteria(max_none_ood=max_none_ood))
-    log.info("%d of %d tasks have no-intervention OOD accuracy below %s: %s", len(passing), len(tasks),
-             max_none_ood, passing)
-    write_json({"max_none_ood": max_none_ood, "tasks": tasks, "passing": passing}, out_path)
+    passing = paper_filter(aggregated, tasks, SurveyCriteria.from_config(criteria_section))
+    log.info("%d of %d tasks learned D_amb and pass the paper's filter (%s): %s", len(passing), len(tasks),
+             criteria_section, passing)
+    write_json({**criteria_section, "tasks": tasks, "passing": passing}, out_path)
     return passing
 
 

@@ -2,9 +2,11 @@
 
 Per task, two runs of the same recipe: no intervention (does the model prefer the shortcut?) and the
 skyline (is the intended rule learnable from the training examples at this budget?). The paper keeps
-tasks whose no-intervention OOD accuracy is below ``max_none_ood`` (0.9); we also require the skyline's
-OOD accuracy to reach ``min_skyline_ood``, since otherwise CAFT cannot win. D_OOD is used here only to
-decide eligibility, as in the paper.
+tasks whose no-intervention OOD accuracy is below ``max_none_ood`` (0.9). We also require that the
+no-intervention run learned D_amb at all (D_val accuracy ≥ ``min_none_val``: a task the recipe cannot
+fit shows nothing) and that the skyline's OOD accuracy reaches ``min_skyline_ood``, since otherwise CAFT
+cannot win. The skyline is only trained for tasks passing the first two tests. D_OOD is used here only
+to decide eligibility, as in the paper.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class SurveyCriteria:
     """Thresholds of the filter, on deployed A-vs-B OOD accuracy averaged over the survey's seeds."""
 
     max_none_ood: float = 0.9
+    min_none_val: float = 0.9
     min_skyline_ood: float = 0.9
 
     @classmethod
@@ -46,11 +49,15 @@ def deployed_accuracy(aggregated: pd.DataFrame, task: str, method: str, split: s
 
 
 def paper_filter(aggregated: pd.DataFrame, tasks: list[str], criteria: SurveyCriteria) -> list[str]:
-    """The tasks whose no-intervention OOD accuracy is below the paper's threshold: only these need a skyline."""
-    missing = [task for task in tasks if np.isnan(deployed_accuracy(aggregated, task, "none", "ood")[0])]
+    """The tasks whose no-intervention run learned D_amb and scores below the paper's OOD threshold: only
+    these need a skyline."""
+    scores = {task: (deployed_accuracy(aggregated, task, "none", "val")[0],
+                     deployed_accuracy(aggregated, task, "none", "ood")[0]) for task in tasks}
+    missing = [task for task, pair in scores.items() if np.isnan(pair).any()]
     if missing:
-        raise DataError(f"survey: no no-intervention OOD result for task(s) {missing}")
-    return [task for task in tasks if deployed_accuracy(aggregated, task, "none", "ood")[0] < criteria.max_none_ood]
+        raise DataError(f"survey: no no-intervention D_val/D_OOD result for task(s) {missing}")
+    return [task for task, (val, ood) in scores.items()
+            if val >= criteria.min_none_val and ood < criteria.max_none_ood]
 
 
 def survey_table(aggregated: pd.DataFrame, concepts: dict[str, tuple[str, str]],
@@ -69,23 +76,23 @@ def survey_table(aggregated: pd.DataFrame, concepts: dict[str, tuple[str, str]],
                 row["seeds"] = max(row.get("seeds", 0), seeds)
         rows.append(row)
     table = pd.DataFrame(rows)
-    learned = table["none_val"] >= 0.75
-    table["follows"] = np.where(~learned, "neither (not learned)",
+    table["learned"] = table["none_val"] >= criteria.min_none_val
+    table["follows"] = np.where(table["none_val"] < 0.75, "neither (not learned)",
                                 np.where(table["none_ood"] >= 0.5, table["intended"], table["spurious"]))
     table["paper_filter"] = table["none_ood"] < criteria.max_none_ood
-    missing = table["paper_filter"] & table["skyline_ood"].isna()
+    missing = table["learned"] & table["paper_filter"] & table["skyline_ood"].isna()
     if missing.any():
         raise DataError(f"survey: task(s) {table.loc[missing, 'task'].tolist()} pass the paper's filter but have "
                         "no skyline result")
     table["skyline_passes"] = table["skyline_ood"] >= criteria.min_skyline_ood
-    table["eligible"] = table["paper_filter"] & table["skyline_passes"]
+    table["eligible"] = table["learned"] & table["paper_filter"] & table["skyline_passes"]
     return table
 
 
 def eligibility(table: pd.DataFrame, criteria: SurveyCriteria) -> dict[str, Any]:
     """The filter as a JSON-ready record: the criteria, the eligible tasks, and each task's numbers."""
     return {
-        "criteria": {"metric": f"deployed {METRIC} on D_OOD, mean over seeds",
+        "criteria": {"metric": f"deployed {METRIC}, mean over seeds", "none_val_at_least": criteria.min_none_val,
                      "none_ood_below": criteria.max_none_ood, "skyline_ood_at_least": criteria.min_skyline_ood},
         "eligible": table.loc[table["eligible"], "task"].tolist(),
         "tasks": {row["task"]: {key: (bool(v) if isinstance(v, (bool, np.bool_)) else v) for key, v in row.items()
@@ -108,8 +115,8 @@ def survey_markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {row['task']} | {row['intended']} | {row['spurious']} | {row['seeds']} | "
                      f"{cell(row, 'none_val')} | {cell(row, 'none_ood')} | {cell(row, 'skyline_val')} | "
                      f"{cell(row, 'skyline_ood')} | {row['follows']} | {'yes' if row['eligible'] else 'no'} |")
-    lines += ["", "Deployed A-vs-B accuracy, mean ± SEM over seeds. The skyline is run only for tasks passing the "
-              "paper's filter (no-intervention OOD below its threshold); \"not run\": the task fails it."]
+    lines += ["", "Deployed A-vs-B accuracy, mean ± SEM over seeds. The skyline is run only for tasks whose "
+              "no-intervention run learned D_amb and passes the paper's filter; \"not run\": the task fails one."]
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,6 @@ with stage(snakemake.log[0]):
     survey_filter_stage(
         [Path(p) for p in snakemake.input.metrics],
         [Path(p).parts[1] for p in snakemake.input.metrics],
-        snakemake.params.max_none_ood,
+        snakemake.params.criteria,
         Path(snakemake.output[0]),
     )
