@@ -56,7 +56,7 @@ def test_oracle_specs_erase_at_the_configured_layers(diagnostics):
     assert leace.provenance["config"]["spurious"] == "answer_a"  # the other question's letter
     assert leace.provenance["examples"] == 56  # 28 agreeing D_amb + 28 disagreeing skyline examples (all there are)
     log = (diagnostics / "results/logs/oracle_directions/verbs_sports_1/leace.log").read_text()
-    assert "layer 1: shortcut label read by class means" in log
+    assert "layer 1: shortcut label read by class means with accuracy" in log and "after erasure" in log
 
 
 def test_runs_record_their_mode_and_only_hooked_runs_have_one(diagnostics):

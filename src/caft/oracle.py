@@ -103,3 +103,9 @@ def label_accuracy(residuals: dict[int, torch.Tensor], labels: np.ndarray) -> di
         midpoint = (x[z].mean(0) + x[~z].mean(0)) / 2
         accuracy[layer] = float((((x - midpoint) @ direction > 0) == z).double().mean())
     return accuracy
+
+
+def class_mean_gap(residuals: dict[int, torch.Tensor], labels: np.ndarray) -> dict[int, float]:
+    """|mean(h | label) − mean(h | not label)| per layer: zero after an eraser removed the label linearly."""
+    z = torch.as_tensor(labels)
+    return {layer: float((h[z].double().mean(0) - h[~z].double().mean(0)).norm()) for layer, h in residuals.items()}

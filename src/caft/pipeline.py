@@ -30,7 +30,7 @@ from caft.interventions import (
     save_spec,
 )
 from caft.models import ModelSpec, default_device, load_model, num_layers
-from caft.oracle import decorrelated_pool, fit_eraser, label_accuracy, last_position_residuals
+from caft.oracle import class_mean_gap, decorrelated_pool, fit_eraser, label_accuracy, last_position_residuals
 from caft.survey import SurveyCriteria, eligibility, paper_filter, plot_survey, survey_markdown, survey_table
 from caft.tables import aggregate, plot_ood, write_tables
 from caft.training import TrainConfig, save_checkpoint, train, write_history
@@ -209,14 +209,14 @@ def oracle_directions(model_dir: Path, train_split: Path, skyline_split: Path, i
     settings = {"eraser": eraser, "layers": layers, "seed": seed, "max_examples": max_examples,
                 "intended": intended, "spurious": spurious, "model": str(model_dir)}
     spec = fit_eraser(residuals, labels, eraser, provenance("oracle_directions", settings, examples=len(pool)))
-    before = label_accuracy(residuals, labels)
+    readable = label_accuracy(residuals, labels)
     erased = {layer: ablate_projection(h, spec.bases[layer], spec.centers[layer], spec.readouts.get(layer))
               for layer, h in residuals.items()}
-    after = label_accuracy(erased, labels)
+    before, after = class_mean_gap(residuals, labels), class_mean_gap(erased, labels)
     log.info("%d pooled examples (half agreeing, half disagreeing)", len(pool))
     for layer in resolved:
-        log.info("layer %d: shortcut label read by class means %.3f before, %.3f after erasure", layer,
-                 before[layer], after[layer])
+        log.info("layer %d: shortcut label read by class means with accuracy %.3f; class-mean gap %.3g, "
+                 "after erasure %.3g", layer, readable[layer], before[layer], after[layer])
     save_spec(spec, out_path)
 
 
