@@ -101,7 +101,9 @@ def survey_frame_tasks():
 
 def pair_sources(pair):
     """(a, b) of a configured pair id '{a}_{b}'."""
-    return next((a, b) for a, b, _ in config["mcmc"]["triples"] if caft.config.pair_id(a, b) == pair)
+    return next(
+        (a, b) for a, b, _ in config["mcmc"]["triples"] if caft.config.pair_id(a, b) == pair
+    )
 
 
 MCMC_TASKS = {
@@ -410,7 +412,9 @@ def answer_of_task(wildcards):
 
 
 def conditions():
-    return [tuple(c.split("/")) if c not in UNHOOKED else (c, c) for c in config["runs"]["conditions"]]
+    return [
+        tuple(c.split("/")) if c not in UNHOOKED else (c, c) for c in config["runs"]["conditions"]
+    ]
 
 
 def all_metrics():
@@ -470,7 +474,7 @@ def survey_tasks():
 def survey_concepts():
     """task -> (intended concept, spurious concept), for the survey's table."""
     concepts = {task: ("pronoun case", "profession gender") for task in survey_frame_tasks()}
-    for task in survey_tasks()[len(concepts):]:
+    for task in survey_tasks()[len(concepts) :]:
         a, b, intended = MCMC_TASKS[task]
         concepts[task] = (a, b) if intended == 0 else (b, a)
     return concepts
