@@ -53,6 +53,7 @@ def test_oracle_specs_erase_at_the_configured_layers(diagnostics):
     mean_diff = load_spec(diagnostics / "results/verbs_sports_1/interventions/oracle/mean-diff.safetensors")
     assert leace.layers == mean_diff.layers == [0, 1]
     assert set(leace.readouts) == {0, 1} and not mean_diff.readouts
+    assert leace.positions == mean_diff.positions == "last"
     assert leace.provenance["config"]["spurious"] == "answer_a"  # the other question's letter
     assert leace.provenance["examples"] == 56  # 28 agreeing D_amb + 28 disagreeing skyline examples (all there are)
     log = (diagnostics / "results/logs/oracle_directions/verbs_sports_1/leace.log").read_text()

@@ -641,3 +641,24 @@ def test_readouts_are_checked() -> None:
         InterventionSpec("projection", bases={0: basis()}, readouts={1: r})
     with pytest.raises(InterventionError, match="not orthonormal"):
         InterventionSpec("projection", bases={0: q})  # without its readout, Q must be orthonormal
+
+
+def test_last_position_specs_ablate_only_the_last_token(tiny_model: tuple[Any, Any], tmp_path: Path) -> None:
+    model, tokenizer = tiny_model
+    full = random_directions(D_MODEL, [0], k=4, seed=0)
+    last = InterventionSpec("projection", bases=full.bases, positions="last")
+    save_spec(last, tmp_path / "last.safetensors")
+    assert load_spec(tmp_path / "last.safetensors").positions == "last"
+    block = decoder_layers(model)[0]
+    raw: list[torch.Tensor] = []
+    seen: list[torch.Tensor] = []
+    first = capture(block, raw)
+    with ablation_hooks(model, last):
+        second = capture(block, seen)
+        logits(model, tokenizer)
+    first.remove()
+    second.remove()
+    torch.testing.assert_close(seen[0][:, :-1], raw[0][:, :-1], rtol=0, atol=0)
+    torch.testing.assert_close(seen[0][:, -1], ablate_projection(raw[0][:, -1], full.bases[0]), rtol=0, atol=1e-6)
+    with pytest.raises(InterventionError, match="positions must be one of"):
+        InterventionSpec("projection", bases=full.bases, positions="first")

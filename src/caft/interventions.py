@@ -67,6 +67,9 @@ STATEFUL_NORMALIZATIONS = frozenset({"layer_norm", "constant_norm_rescale"})
 _TENSOR_NAME = re.compile(r"^layer_(\d+)\.(basis|center|readout|latents)$")
 
 MODES: tuple[str, ...] = ("project", "gradient", "activation")
+POSITIONS: tuple[str, ...] = ("all", "last")
+"""Where a spec ablates: every token, or only the last one (prompts are left-padded, so the last position
+is every prompt's last token, where the answer is read out)."""
 
 
 class InterventionError(CaftError):
@@ -174,10 +177,13 @@ class InterventionSpec:
     saes: dict[int, str] = field(default_factory=dict)
     latents: dict[int, list[int]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    positions: str = "all"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InterventionError(f"intervention kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if self.positions not in POSITIONS:
+            raise InterventionError(f"positions must be one of {list(POSITIONS)}, got {self.positions!r}")
         try:
             json.dumps(self.provenance)
         except (TypeError, ValueError) as err:
@@ -261,7 +267,8 @@ def save_spec(spec: InterventionSpec, path: str | Path) -> None:
             f"layer_{layer}.latents": torch.tensor(ids, dtype=torch.int64)
             for layer, ids in spec.latents.items()
         }
-    metadata = {"format": SPEC_FORMAT, "kind": spec.kind, "provenance": json.dumps(spec.provenance)}
+    metadata = {"format": SPEC_FORMAT, "kind": spec.kind, "provenance": json.dumps(spec.provenance),
+                "positions": spec.positions}
     if spec.kind == "latent":
         metadata["saes"] = json.dumps({str(layer): folder for layer, folder in spec.saes.items()})
     with atomic_path(path) as tmp:
@@ -298,7 +305,8 @@ def load_spec(path: str | Path) -> InterventionSpec:
             per_layer[match.group(2)][int(match.group(1))] = tensor
         if kind == "projection":
             return InterventionSpec(kind="projection", bases=per_layer["basis"], centers=per_layer["center"],
-                                    readouts=per_layer["readout"], provenance=provenance)
+                                    readouts=per_layer["readout"], provenance=provenance,
+                                    positions=metadata.get("positions", "all"))
         saes = _json_field(metadata, "saes")
         if not isinstance(saes, dict) or not all(isinstance(v, str) for v in saes.values()):
             raise InterventionError("metadata 'saes' must map layer -> SAE folder")
@@ -306,7 +314,8 @@ def load_spec(path: str | Path) -> InterventionSpec:
             sae_layers = {int(layer): folder for layer, folder in saes.items()}
         except ValueError as err:
             raise InterventionError(f"metadata 'saes' has a non-integer layer: {err}") from err
-        return InterventionSpec(kind=kind, saes=sae_layers, latents=per_layer["latents"], provenance=provenance)
+        return InterventionSpec(kind=kind, saes=sae_layers, latents=per_layer["latents"], provenance=provenance,
+                                positions=metadata.get("positions", "all"))
     except InterventionError as err:
         raise InterventionError(f"{path}: {err}") from err
 
@@ -577,6 +586,13 @@ def in_mode(ablate: Callable[[torch.Tensor], torch.Tensor], mode: str) -> Callab
     raise InterventionError(f"intervention mode must be one of {list(MODES)}, got {mode!r}")
 
 
+def at_positions(ablate: Callable[[torch.Tensor], torch.Tensor], positions: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`ablate` applied to every position of h [batch, tokens, d], or to the last one only."""
+    if positions == "all":
+        return ablate
+    return lambda h: torch.cat([h[:, :-1], ablate(h[:, -1:])], dim=1)
+
+
 def _output_hook(ablate: Callable[[torch.Tensor], torch.Tensor], layer: int) -> Callable[..., Any]:
     """Forward hook replacing a block's hidden states, whether the block returns a tensor or a tuple."""
 
@@ -606,7 +622,8 @@ def ablation_hooks(model: PreTrainedModel, spec: InterventionSpec | None, mode: 
     if spec is None:
         yield
         return
-    ablations = {layer: in_mode(ablate, mode) for layer, ablate in _ablations(model, spec).items()}
+    ablations = {layer: in_mode(at_positions(ablate, spec.positions), mode)
+                 for layer, ablate in _ablations(model, spec).items()}
     blocks = decoder_layers(model)
     handles = []
     try:

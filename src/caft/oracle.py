@@ -69,8 +69,10 @@ def last_position_residuals(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
 
 
 def fit_eraser(residuals: dict[int, torch.Tensor], labels: np.ndarray, eraser: str,
-               provenance: dict) -> InterventionSpec:
-    """One projection spec erasing the binary ``labels`` (True/False per row) at every layer."""
+               provenance: dict, positions: str = "last") -> InterventionSpec:
+    """One projection spec erasing the binary ``labels`` (True/False per row) at every layer, applied at
+    ``positions``: by default only the last one, where it was fitted (elsewhere, e.g. at BOS, the residuals
+    are nothing like the pool, and an oblique projection fitted on the pool can move them far)."""
     if eraser not in ERASERS:
         raise DataError(f"oracle: eraser must be one of {list(ERASERS)}, got {eraser!r}")
     z = torch.as_tensor(labels, dtype=torch.float64)
@@ -90,7 +92,8 @@ def fit_eraser(residuals: dict[int, torch.Tensor], labels: np.ndarray, eraser: s
             bases[layer] = fitted.proj_left
             readouts[layer] = fitted.proj_right.T
             centers[layer] = fitted.bias
-    return InterventionSpec("projection", bases=bases, centers=centers, readouts=readouts, provenance=provenance)
+    return InterventionSpec("projection", bases=bases, centers=centers, readouts=readouts, provenance=provenance,
+                            positions=positions)
 
 
 def label_accuracy(residuals: dict[int, torch.Tensor], labels: np.ndarray) -> dict[int, float]:

@@ -198,7 +198,7 @@ def evaluate_run(
 
 def oracle_directions(model_dir: Path, train_split: Path, skyline_split: Path, intended: str, spurious: str,
                       eraser: str, layers: str | list[int], seed: int, max_examples: int, batch_size: int,
-                      out_path: Path) -> None:
+                      out_path: Path, positions: str = "last") -> None:
     """The oracle bound's spec: the shortcut's label erased at the configured layers (see `caft.oracle`)."""
     pool = decorrelated_pool(pd.read_parquet(train_split), pd.read_parquet(skyline_split), intended, spurious,
                              seed, max_examples)
@@ -207,8 +207,9 @@ def oracle_directions(model_dir: Path, train_split: Path, skyline_split: Path, i
     residuals = last_position_residuals(model, tokenizer, pool["prompt"].tolist(), resolved, batch_size)
     labels = (pool["spurious"] == "A").to_numpy()
     settings = {"eraser": eraser, "layers": layers, "seed": seed, "max_examples": max_examples,
-                "intended": intended, "spurious": spurious, "model": str(model_dir)}
-    spec = fit_eraser(residuals, labels, eraser, provenance("oracle_directions", settings, examples=len(pool)))
+                "intended": intended, "spurious": spurious, "model": str(model_dir), "positions": positions}
+    spec = fit_eraser(residuals, labels, eraser, provenance("oracle_directions", settings, examples=len(pool)),
+                      positions)
     readable = label_accuracy(residuals, labels)
     erased = {layer: ablate_projection(h, spec.bases[layer], spec.centers[layer], spec.readouts.get(layer))
               for layer, h in residuals.items()}

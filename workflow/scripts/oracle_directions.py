@@ -20,4 +20,5 @@ with stage(snakemake.log[0]):
         max_examples=cfg["max_examples"],
         batch_size=cfg["batch_size"],
         out_path=Path(snakemake.output[0]),
+        positions=cfg["positions"],
     )
