@@ -15,6 +15,8 @@ import pytest
 from caft.autointerp import best_ranked
 from caft.errors import ConfigError, DataError, ModelLoadError
 from caft.explanations import (
+    summarize_candidates,
+    token_summary,
     SimulationError,
     Window,
     as_window,
@@ -461,3 +463,28 @@ def test_best_ranked_keeps_the_windows_of_the_best_attribution_ranks(tmp_path):
     # latent 6/5 has rank 1 but no windows: the two best-ranked latents *with windows* are 6/3 and 4/2
     assert sorted(zip(kept["layer"], kept["latent"])) == [(4, 2), (6, 3)]
     assert len(best_ranked(windows, tmp_path / "scores.parquet", 10)) == len(windows)
+
+
+# --- token summaries (the deterministic offline explainer) -----------------------------------------
+
+
+def test_token_summary_counts_peak_tokens_most_frequent_first() -> None:
+    windows = [Window(("a", " do", "x"), np.array([0.0, 2.0, 1.0])), Window(("<bos>", " did"), np.array([NAN, 1.0])),
+               Window((" do", "y"), np.array([3.0, 1.0])), Window(("z",), np.array([NAN]))]
+    assert token_summary(windows) == '"do" ×2, "did" ×1'
+    assert token_summary(windows, max_tokens=1) == '"do" ×2'
+
+
+def test_summarize_candidates_explains_each_end_without_an_llm() -> None:
+    explained = summarize_candidates(pc_windows(), "component", FakeEmbedder(), QUERY, simulate_windows=2)
+    assert list(explained.columns) == ["layer", "component", "sign", "explanation", "simulation_score",
+                                       "relevance_explanation", "relevance_windows"]
+    assert explained[["component", "sign", "explanation"]].values.tolist() == [
+        [0, "positive", '"nurse" ×2'], [0, "negative", '"football" ×2'], [1, "positive", '"x" ×1'],
+    ]
+    # predicting 1 on " nurse" over the two top windows and both random ones: Pearson by hand
+    true = np.array([0.0, 2.0, 0.5, 0.1, 1.5, 0.0, 0.2, 1.0, 0.0, -1.5, 0.0, 0.3])
+    predicted = np.array([0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0], dtype=float)
+    assert explained["simulation_score"].iloc[0] == pytest.approx(np.corrcoef(true, predicted)[0, 1])
+    relevance_of = dict(zip(explained["sign"] + explained["component"].astype(str), explained["relevance_explanation"]))
+    assert relevance_of["positive0"] > relevance_of["negative0"]  # "nurse" is in the query, "football" is not

@@ -12,13 +12,15 @@ import pandas as pd
 
 from caft.artifacts import provenance, write_parquet
 from caft.errors import ConfigError
-from caft.explanations import explain_candidates, load_embedder
+from caft.explanations import explain_candidates, load_embedder, summarize_candidates
 from caft.llm import make_client
 from caft.selection import auto_selection
 
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = {"pca": "component", "sae": "latent"}
+TOKEN_SUMMARY = "tokens"
+"""``explanations.client: {client: tokens}``: deterministic token summaries instead of an LLM."""
 
 
 def id_column(method: str) -> str:
@@ -41,10 +43,15 @@ def explain_stage(method: str, task: str, windows_path: Path, section: dict[str,
         windows = windows[windows[column] < section["pca_components"]]
     else:
         windows = best_ranked(windows, scores_path, section["sae_latents"])
-    client = make_client(section["client"])
-    explained = explain_candidates(windows, column, client, load_embedder(), query,
-                                   max_windows=section["max_windows"], simulate_windows=section["simulate_windows"],
-                                   max_tokens=section["max_tokens"], progress=True)
+    if section["client"].get("client") == TOKEN_SUMMARY:
+        explained = summarize_candidates(windows, column, load_embedder(), query, max_windows=section["max_windows"],
+                                         simulate_windows=section["simulate_windows"])
+    else:
+        client = make_client(section["client"])
+        explained = explain_candidates(windows, column, client, load_embedder(), query,
+                                       max_windows=section["max_windows"],
+                                       simulate_windows=section["simulate_windows"],
+                                       max_tokens=section["max_tokens"], progress=True)
     log.info("%s %s: %d explanations; mean simulation score %.3f, mean relevance %.3f", task, method,
              len(explained), explained["simulation_score"].mean(), explained["relevance_explanation"].mean())
     write_parquet(explained, out_path, provenance("explanations", section, method=method, task=task, query=query))
