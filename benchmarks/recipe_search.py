@@ -5,6 +5,8 @@ Usage (after `make run` has built the base model and the task's splits):
 
     .venv/bin/python benchmarks/recipe_search.py --name lr1e-4_ep1 --set lr=1e-4 --set epochs.frames=1 \
         [--spec results/gender/interventions/sae/manual.safetensors] [--seed 0] [--task gender]
+    .venv/bin/python benchmarks/recipe_search.py --name grad --task verbs_sentiment --kind mcmc --answer answer_b \
+        --spec results/verbs_sentiment_1/interventions/pca/manual.safetensors --mode gradient
 
 Writes results/experiments/{name}/seed{seed}/ (checkpoint deleted afterwards) and prints one JSON line:
 the recipe, seconds, and accuracy (2-way) per split for the deployed model (and with hooks, given a spec).
@@ -53,7 +55,11 @@ def main() -> None:
                         help="mean-ablate: center the spec's projection at the corpus mean residual of each layer "
                              "(results/corpus/residual_means.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--task", default="gender")
+    parser.add_argument("--task", default="gender", help="the data folder under results/data/")
+    parser.add_argument("--kind", default="frames", choices=["frames", "mcmc"], help="which finetune.epochs applies")
+    parser.add_argument("--answer", default="target",
+                        help="column scored on D_val/D_OOD: target, or answer_a / answer_b for an MCMC intended index")
+    parser.add_argument("--mode", default="project", help="interventions.mode: project, gradient or activation")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     set_threads(args.threads)
@@ -68,16 +74,18 @@ def main() -> None:
         args.spec = out / "spec.safetensors"
     data = Path("results/data") / args.task
     key = {"experiment": args.name}
-    finetune_run(Path("results/models/base"), config["model"], data / "train.parquet", args.spec, section, "frames",
-                 args.seed, key, out / "model", out / "train_log.jsonl", out / "run.json")
+    finetune_run(Path("results/models/base"), config["model"], data / "train.parquet", args.spec, section, args.kind,
+                 args.seed, key, out / "model", out / "train_log.jsonl", out / "run.json", mode=args.mode)
     modes = ["deployed", "hooked"] if args.spec else ["deployed"]
     evaluate_run(out / "model", config["model"]["dtype"], {s: data / f"{s}.parquet" for s in ("val", "ood")},
-                 args.spec, modes, "target", 32, key, out / "predictions.parquet", out / "metrics.parquet")
+                 args.spec, modes, args.answer, 32, key, out / "predictions.parquet", out / "metrics.parquet",
+                 precision=config["evaluation"]["precision"])
     shutil.rmtree(out / "model")
     metrics = pd.read_parquet(out / "metrics.parquet")
     run = json.loads((out / "run.json").read_text())
     accuracy = {f"{m}/{s}": round(float(a), 3) for m, s, a in zip(metrics["mode"], metrics["split"], metrics["acc_2way"])}
     print(json.dumps({"name": args.name, "seed": args.seed, "set": args.set, "spec": str(args.spec or ""),
+                      "mode": args.mode,
                       "seconds": run["seconds"], "final_loss": round(run["final_loss"], 3), **accuracy}))
 
 
