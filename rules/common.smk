@@ -9,6 +9,7 @@ import yaml
 import caft.config
 from caft.sources import LOCAL_SUFFIXES
 from caft.selection import load_manual_selection
+from caft.evaluation import MCMC_ANSWER_COLUMNS
 from caft.tasks import SPLITS
 
 
@@ -408,7 +409,7 @@ def answer_of_task(wildcards):
     """The column holding the intended answer: D_OOD separates the two MCMC questions."""
     if wildcards.task in config["frame_tasks"]:
         return "target"
-    return ("answer_a", "answer_b")[MCMC_TASKS[wildcards.task][2]]
+    return MCMC_ANSWER_COLUMNS[MCMC_TASKS[wildcards.task][2]]
 
 
 def conditions():
@@ -462,7 +463,10 @@ def oracle_answers(wildcards):
     if wildcards.task in config["frame_tasks"]:
         return {"intended": "target", "spurious": "spurious"}
     intended = MCMC_TASKS[wildcards.task][2]
-    return {"intended": f"answer_{'ab'[intended]}", "spurious": f"answer_{'ab'[1 - intended]}"}
+    return {
+        "intended": MCMC_ANSWER_COLUMNS[intended],
+        "spurious": MCMC_ANSWER_COLUMNS[1 - intended],
+    }
 
 
 def survey_tasks():
