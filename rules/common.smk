@@ -9,7 +9,6 @@ import yaml
 import caft.config
 from caft.sources import LOCAL_SUFFIXES
 from caft.selection import load_manual_selection
-from caft.evaluation import MCMC_ANSWER_COLUMNS
 from caft.tasks import SPLITS
 
 
@@ -409,7 +408,7 @@ def answer_of_task(wildcards):
     """The column holding the intended answer: D_OOD separates the two MCMC questions."""
     if wildcards.task in config["frame_tasks"]:
         return "target"
-    return MCMC_ANSWER_COLUMNS[MCMC_TASKS[wildcards.task][2]]
+    return caft.config.MCMC_ANSWER_COLUMNS[MCMC_TASKS[wildcards.task][2]]
 
 
 def conditions():
@@ -464,8 +463,8 @@ def oracle_answers(wildcards):
         return {"intended": "target", "spurious": "spurious"}
     intended = MCMC_TASKS[wildcards.task][2]
     return {
-        "intended": MCMC_ANSWER_COLUMNS[intended],
-        "spurious": MCMC_ANSWER_COLUMNS[1 - intended],
+        "intended": caft.config.MCMC_ANSWER_COLUMNS[intended],
+        "spurious": caft.config.MCMC_ANSWER_COLUMNS[1 - intended],
     }
 
 

@@ -23,6 +23,8 @@ SELECTORS: dict[str, tuple[str, ...]] = {
 }
 SAE_METHODS: tuple[str, ...] = ("sae", "sae-latent")
 NO_INTERVENTION = "none"
+MCMC_ANSWER_COLUMNS: tuple[str, str] = ("answer_a", "answer_b")
+"""The split columns holding each MCMC question's letter: the intended index picks one."""
 SKYLINE = "skyline"
 UNHOOKED = (NO_INTERVENTION, SKYLINE)
 """Conditions without a spec: no intervention, and the skyline (same recipe, decorrelated training data)."""

@@ -22,11 +22,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from caft.config import MCMC_ANSWER_COLUMNS
 from caft.errors import ConfigError, DataError
 from caft.lm import LETTERS, encode_prompts, last_position_logits, letter_token_ids
 
 TASK_KINDS = ("frames", "mcmc")
-MCMC_ANSWER_COLUMNS = ("answer_a", "answer_b")
 TIE = "tie"
 """``pred_2way`` when both letters get exactly the same logit: the model prefers neither, so it is wrong."""
 
