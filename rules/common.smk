@@ -1,8 +1,7 @@
 """Input functions and helpers shared by the rule files (no rules here)."""
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import yaml
 
@@ -477,9 +476,10 @@ def survey_tasks():
 def survey_concepts():
     """task -> (intended concept, spurious concept), for the survey's table."""
     concepts = {task: ("pronoun case", "profession gender") for task in survey_frame_tasks()}
-    for task in survey_tasks()[len(concepts) :]:
-        a, b, intended = MCMC_TASKS[task]
-        concepts[task] = (a, b) if intended == 0 else (b, a)
+    for task in survey_tasks():
+        if task in MCMC_TASKS:
+            a, b, intended = MCMC_TASKS[task]
+            concepts[task] = (a, b) if intended == 0 else (b, a)
     return concepts
 
 
