@@ -410,10 +410,16 @@ def answer_of_task(wildcards):
     return caft.config.MCMC_ANSWER_COLUMNS[MCMC_TASKS[wildcards.task][2]]
 
 
+def split_condition(condition):
+    """'method/selector' as a pair; the conditions without a selector ('none', 'skyline') as (name, name)."""
+    if condition in UNHOOKED:
+        return (condition, condition)
+    method, _, selector = condition.partition("/")
+    return (method, selector)
+
+
 def conditions():
-    return [
-        tuple(c.split("/")) if c not in UNHOOKED else (c, c) for c in config["runs"]["conditions"]
-    ]
+    return [split_condition(condition) for condition in config["runs"]["conditions"]]
 
 
 def all_metrics():

@@ -85,12 +85,18 @@ def test_schema_errors_name_the_key(path, value, message):
         (["saes"], {"from": "pretrained", "layers": [3], "release": "r", "sae_id": "layer_3/width_16k"},
          r"saes.sae_id 'layer_3/width_16k' needs a \{layer\} placeholder"),
         (["saes"], {"from": "local", "layers": [3]}, r"saes.from is 'local', so saes.path must be set"),
-        (["saes"], {}, r"runs.conditions use SAE latents, so saes.layers must list the SAE layers"),
     ],
 )
 def test_reference_errors_name_the_key(path, value, message):
     with pytest.raises(ConfigError, match=message):
         check_config(mutated(path, value), SCHEMA)
+
+
+def test_sae_conditions_need_sae_layers():
+    config = mutated(["runs", "conditions"], ["none", "sae/top"])
+    config["saes"] = {}
+    with pytest.raises(ConfigError, match=r"runs.conditions use SAE latents, so saes.layers must list the SAE layers"):
+        check_config(config, SCHEMA)
 
 
 def test_environment_yml_installs_exactly_the_pyproject_package():

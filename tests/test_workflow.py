@@ -56,7 +56,7 @@ def test_changing_a_frame_task_param_reruns_only_that_task(built):
         stale = pending(built)
     finally:
         write_config(built, TINY_CONFIG)
-    assert stale == {f"results/data/gender/{s}.parquet" for s in ("train", "val", "ood")}
+    assert stale == {f"results/data/gender/{s}.parquet" for s in SPLITS}
 
 
 def test_changing_mcmc_split_params_reruns_only_mcmc_pairs(built):
@@ -67,7 +67,7 @@ def test_changing_mcmc_split_params_reruns_only_mcmc_pairs(built):
         stale = pending(built)
     finally:
         write_config(built, TINY_CONFIG)
-    assert stale == {f"results/data/{p}/{s}.parquet" for p in PAIRS for s in ("train", "val", "ood")}
+    assert stale == {f"results/data/{p}/{s}.parquet" for p in PAIRS for s in SPLITS}
 
 
 def test_changing_one_source_reruns_it_and_only_the_pairs_that_use_it(built):
@@ -81,7 +81,7 @@ def test_changing_one_source_reruns_it_and_only_the_pairs_that_use_it(built):
         (built / "data/tiny/sports_v2.csv").rename(built / "data/tiny/sports.csv")
         write_config(built, TINY_CONFIG)
     assert stale == {"results/data/sources/sports.parquet"} | {
-        f"results/data/verbs_sports/{s}.parquet" for s in ("train", "val", "ood")
+        f"results/data/verbs_sports/{s}.parquet" for s in SPLITS
     }
     assert pending(built) == set()
 
