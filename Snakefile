@@ -1,4 +1,4 @@
-"""Concept Ablation Fine-Tuning (CAFT) workflow. See README.md for the stages and artifacts."""
+"""Concept Ablation Fine-Tuning (CAFT) workflow. README.md lists the stages; docs/ explains them."""
 
 from pathlib import Path
 
@@ -21,11 +21,33 @@ validate(config, "config/schema.yaml")
 
 
 include: "rules/common.smk"
+include: "rules/paths.smk"
+include: "rules/tasks.smk"
 include: "rules/data.smk"
-include: "rules/finetune.smk"
+include: "rules/base.smk"
 include: "rules/pca.smk"
 include: "rules/sae.smk"
 include: "rules/autointerp.smk"
+include: "rules/finetune.smk"
+include: "rules/diagnostics.smk"
+
+
+wildcard_constraints:
+    source=alternation(config["sources"]),
+    frame_task=alternation(config["frame_tasks"]),
+    a=alternation(question_sources()),
+    b=alternation(question_sources()),
+    task=alternation(RUN_KEYS),
+    method="[a-z][a-z-]*",
+    selector="[a-z][a-z0-9-]*",
+    seed="[0-9]+",
+    evaluation="trained|test-only",
+    dataset=alternation(datasets()),
+    variant="manual|top|auto|random/seed[0-9]+",
+    eraser="mean-diff|leace",
+    imethod="pca|sae",
+    layer="[0-9]+",
+    sae_method="sae|sae-latent",
 
 
 localrules:

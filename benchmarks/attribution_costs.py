@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-
-from caft.attribution import attribution_scores, exact_effects, rank_scores
-from caft.lm import encode_prompts, last_position_logits
-from caft.models import ModelSpec, load_model
 from caft.sae_pipeline import ACTIVATIONS_FORMAT, task_answers
-from caft.activations import load_tensors
-from caft.saes import SaeTrainConfig, load_local_sae, train_sae
+
+from caft.directions.attribution import attribution_scores, exact_effects, rank_scores
+from caft.directions.moments import load_tensors
+from caft.directions.saes import SaeTrainConfig, load_local_sae, train_sae
+from caft.model.loading import ModelSpec, load_model
+from caft.model.prompts import encode_prompts
 
 BASE = Path("results/models/base")
 TRAIN = Path("results/data/gender/train.parquet")

@@ -15,8 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
-from caft.corpus import CorpusConfig, generate_corpus
 from caft.pipeline import load_checkpoint, set_threads
+
+from caft.data.corpus import CorpusConfig, generate_corpus
 
 BASE = Path("results/models/base")
 SETTINGS = {

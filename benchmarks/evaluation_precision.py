@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
-from caft.evaluation import predict, summarize
 from caft.pipeline import load_checkpoint, set_threads
+
+from caft.finetune.evaluation import predict, summarize
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from caft.interventions import InterventionSpec, ablation_hooks, random_directions
-from caft.lm import encode_prompts, last_position_logits, letter_token_ids
-from caft.models import ModelSpec, hidden_size, load_model, num_layers
-from caft.training import TrainConfig, _loss, prepare_model
+from caft.ablation.specs import InterventionSpec, ablation_hooks, random_directions
+from caft.finetune.training import TrainConfig, _loss, prepare_model
+from caft.model.loading import ModelSpec, hidden_size, load_model, num_layers
+from caft.model.prompts import encode_prompts, last_position_logits, letter_token_ids
 
 BASE = Path("results/models/base")
 TRAIN = Path("results/data/gender/train.parquet")

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from caft.activations import accumulate_differences, prompts_with_answers, run_decoder
-from caft.lm import encode_prompts
-from caft.models import ModelSpec, load_model, num_layers
+from caft.directions.moments import accumulate_differences, prompts_with_answers, run_decoder
+from caft.model.loading import ModelSpec, load_model, num_layers
+from caft.model.prompts import encode_prompts
 
 BASE = Path("results/models/base")
 TUNED = Path("results/gender/runs/none/none/seed0/model")

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 import yaml
 
-from caft.evaluation import predict, summarize
-from caft.models import ModelSpec, load_model
-from caft.training import TrainConfig, train
+from caft.finetune.evaluation import predict, summarize
+from caft.finetune.training import TrainConfig, train
+from caft.model.loading import ModelSpec, load_model
 
 BASE = Path("results/models/base")
 DATA = Path("results/data/gender")

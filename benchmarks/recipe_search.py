@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
-from caft.interventions import load_spec, save_spec
 from caft.pipeline import centered, evaluate_run, finetune_run, set_threads
+
+from caft.ablation.specs import load_spec, save_spec
 
 
 def parse_value(text: str) -> object:

@@ -1,17 +1,20 @@
-"""Automatic interpretation of PCA and SAE candidates: LLM explanations, simulation scores, relevance
-to the task query, and the threshold selector built on them (DESIGN §1 steps 2–3)."""
+"""Automatic interpretation of PCA and SAE candidates: explanations, simulation scores, relevance to the
+task query, and the threshold selector built on them."""
+
+
+include: "inputs/autointerp.smk"
 
 
 rule explain:
     input:
         unpack(candidate_inputs),
-        code=library_code("autointerp.py", "explanations.py", "llm.py"),
+        code=library_code("explain"),
     output:
-        "results/{task}/{imethod}/explanations.parquet",
+        EXPLANATIONS,
     log:
-        "results/logs/explain/{task}/{imethod}.log",
+        log_path("explain", "{task}/{imethod}"),
     benchmark:
-        "results/benchmarks/explain/{task}/{imethod}.tsv"
+        benchmark_path("explain", "{task}/{imethod}")
     conda:
         "../environment.yml"
     threads: 2
@@ -22,19 +25,19 @@ rule explain:
         cfg=explanation_settings,
         query=task_query,
     script:
-        "../workflow/scripts/explain.py"
+        script_of("explain")
 
 
 rule auto_select:
     input:
-        explanations="results/{task}/{imethod}/explanations.parquet",
-        code=library_code("autointerp.py", "selection.py"),
+        explanations=rules.explain.output[0],
+        code=library_code("auto_select"),
     output:
-        "results/{task}/selections/{imethod}/auto.json",
+        pattern(SELECTION, variant="auto"),
     log:
-        "results/logs/auto_select/{task}/{imethod}.log",
+        log_path("auto_select", "{task}/{imethod}"),
     benchmark:
-        "results/benchmarks/auto_select/{task}/{imethod}.tsv"
+        benchmark_path("auto_select", "{task}/{imethod}")
     conda:
         "../environment.yml"
     threads: 1
@@ -44,4 +47,4 @@ rule auto_select:
     params:
         cfg=config["selection"]["auto"],
     script:
-        "../workflow/scripts/auto_select.py"
+        script_of("auto_select")

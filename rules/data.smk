@@ -1,16 +1,19 @@
-"""Data stage: source tables, then D_amb / D_val / D_OOD per task (DESIGN §2)."""
+"""Data stage: source tables, then D_amb / D_val / D_OOD (and the skyline split) per task."""
+
+
+include: "inputs/data.smk"
 
 
 rule source_table:
     input:
         local=local_source_files,
-        code=source_code,
+        code=library_code("source_table"),
     output:
-        "results/data/sources/{source}.parquet",
+        SOURCE_TABLE,
     log:
-        "results/logs/source_table/{source}.log",
+        log_path("source_table", "{source}"),
     benchmark:
-        "results/benchmarks/source_table/{source}.tsv"
+        benchmark_path("source_table", "{source}")
     conda:
         "../environment.yml"
     threads: 1
@@ -21,19 +24,19 @@ rule source_table:
         spec=source_spec,
         table=source_table_kind,
     script:
-        "../workflow/scripts/source_table.py"
+        script_of("source_table")
 
 
 rule frame_task:
     input:
         frames=frame_task_source,
-        code=library_code("tasks.py", "artifacts.py"),
+        code=library_code("frame_task"),
     output:
-        **split_outputs("results/data/{frame_task}"),
+        **split_outputs("{frame_task}"),
     log:
-        "results/logs/frame_task/{frame_task}.log",
+        log_path("frame_task", "{frame_task}"),
     benchmark:
-        "results/benchmarks/frame_task/{frame_task}.tsv"
+        benchmark_path("frame_task", "{frame_task}")
     conda:
         "../environment.yml"
     threads: 1
@@ -43,20 +46,20 @@ rule frame_task:
     params:
         cfg=frame_task_section,
     script:
-        "../workflow/scripts/frame_task.py"
+        script_of("frame_task")
 
 
 rule mcmc_task:
     input:
-        a="results/data/sources/{a}.parquet",
-        b="results/data/sources/{b}.parquet",
-        code=library_code("tasks.py", "artifacts.py"),
+        a=SOURCE_TABLE.format(source="{a}"),
+        b=SOURCE_TABLE.format(source="{b}"),
+        code=library_code("mcmc_task"),
     output:
-        **split_outputs("results/data/{a}_{b}"),
+        **split_outputs("{a}_{b}"),
     log:
-        "results/logs/mcmc_task/{a}_{b}.log",
+        log_path("mcmc_task", "{a}_{b}"),
     benchmark:
-        "results/benchmarks/mcmc_task/{a}_{b}.tsv"
+        benchmark_path("mcmc_task", "{a}_{b}")
     conda:
         "../environment.yml"
     threads: 1
@@ -66,4 +69,4 @@ rule mcmc_task:
     params:
         cfg=config["mcmc"]["splits"],
     script:
-        "../workflow/scripts/mcmc_task.py"
+        script_of("mcmc_task")

@@ -1,41 +1,21 @@
-"""PCA directions: corpus, activation-difference moments, components, windows, selections, specs,
-dashboards (DESIGN §1 steps 1–3)."""
+"""PCA directions: activation-difference moments, components, windows, selections, specs, dashboards."""
 
 
-rule corpus:
-    input:
-        base="results/models/base",
-        code=library_code("corpus.py", "interpretation.py"),
-    output:
-        "results/corpus/corpus.parquet",
-    log:
-        "results/logs/corpus/corpus.log",
-    benchmark:
-        "results/benchmarks/corpus/corpus.tsv"
-    conda:
-        "../environment.yml"
-    threads: 2
-    resources:
-        mem_mb=mem_per_attempt(8000),
-        runtime=120,
-    params:
-        cfg=config["corpus"],
-    script:
-        "../workflow/scripts/corpus.py"
+include: "inputs/pca.smk"
 
 
 rule pca_moments:
     input:
-        base="results/models/base",
+        base=rules.base_model.output[0],
         tuned=pretuned_model,
-        train="results/data/{dataset}/train.parquet",
-        code=library_code("activations.py", "interpretation.py"),
+        train=split_path("{dataset}", "train"),
+        code=library_code("pca_moments"),
     output:
-        "results/{dataset}/pca/moments.safetensors",
+        PCA_MOMENTS,
     log:
-        "results/logs/pca_moments/{dataset}.log",
+        log_path("pca_moments", "{dataset}"),
     benchmark:
-        "results/benchmarks/pca_moments/{dataset}.tsv"
+        benchmark_path("pca_moments", "{dataset}")
     conda:
         "../environment.yml"
     threads: 2
@@ -46,20 +26,20 @@ rule pca_moments:
     params:
         cfg=pca_section("layers", "include_bos", "batch_size", "pretune_seed"),
     script:
-        "../workflow/scripts/pca_moments.py"
+        script_of("pca_moments")
 
 
 rule pca_components:
     input:
-        moments="results/{dataset}/pca/moments.safetensors",
-        code=library_code("pca.py", "interpretation.py"),
+        moments=rules.pca_moments.output[0],
+        code=library_code("pca_components"),
     output:
-        components="results/{dataset}/pca/components.safetensors",
-        summary="results/{dataset}/pca/components.parquet",
+        components=PCA_COMPONENTS,
+        summary=PCA_SUMMARY,
     log:
-        "results/logs/pca_components/{dataset}.log",
+        log_path("pca_components", "{dataset}"),
     benchmark:
-        "results/benchmarks/pca_components/{dataset}.tsv"
+        benchmark_path("pca_components", "{dataset}")
     conda:
         "../environment.yml"
     threads: 1
@@ -69,21 +49,21 @@ rule pca_components:
     params:
         cfg=pca_section("components"),
     script:
-        "../workflow/scripts/pca_components.py"
+        script_of("pca_components")
 
 
 rule pca_windows:
     input:
-        base="results/models/base",
-        corpus="results/corpus/corpus.parquet",
-        components="results/{dataset}/pca/components.safetensors",
-        code=library_code("windows.py", "interpretation.py"),
+        base=rules.base_model.output[0],
+        corpus=rules.corpus.output[0],
+        components=rules.pca_components.output.components,
+        code=library_code("pca_windows"),
     output:
-        "results/{dataset}/pca/windows.parquet",
+        PCA_WINDOWS,
     log:
-        "results/logs/pca_windows/{dataset}.log",
+        log_path("pca_windows", "{dataset}"),
     benchmark:
-        "results/benchmarks/pca_windows/{dataset}.tsv"
+        benchmark_path("pca_windows", "{dataset}")
     conda:
         "../environment.yml"
     threads: 2
@@ -94,19 +74,20 @@ rule pca_windows:
     params:
         cfg=config["windows"],
     script:
-        "../workflow/scripts/pca_windows.py"
+        script_of("pca_windows")
 
 
 rule select_pca:
     input:
-        unpack(selection_inputs),
-        code=library_code("selection.py", "interpretation.py"),
+        unpack(manual_input),
+        summary=pca_summary,
+        code=library_code("select_pca"),
     output:
-        "results/{task}/selections/pca/{variant,manual|top|random/seed[0-9]+}.json",
+        pattern(SELECTION, imethod="pca", variant="{variant,manual|top|random/seed[0-9]+}"),
     log:
-        "results/logs/select_pca/{task}/{variant}.log",
+        log_path("select_pca", "{task}/{variant}"),
     benchmark:
-        "results/benchmarks/select_pca/{task}/{variant}.tsv"
+        benchmark_path("select_pca", "{task}/{variant}")
     conda:
         "../environment.yml"
     threads: 1
@@ -116,21 +97,21 @@ rule select_pca:
     params:
         cfg=selection_settings("pca"),
     script:
-        "../workflow/scripts/select.py"
+        script_of("select_pca")
 
 
 rule pca_spec:
     input:
         unpack(center_input),
-        selection="results/{task}/selections/pca/{variant}.json",
+        selection=pattern(SELECTION, imethod="pca"),
         components=pca_components_path,
-        code=library_code("selection.py", "interventions.py", "interpretation.py"),
+        code=library_code("pca_spec"),
     output:
-        "results/{task}/interventions/pca/{variant}.safetensors",
+        pattern(SPEC, method="pca"),
     log:
-        "results/logs/pca_spec/{task}/{variant}.log",
+        log_path("pca_spec", "{task}/{variant}"),
     benchmark:
-        "results/benchmarks/pca_spec/{task}/{variant}.tsv"
+        benchmark_path("pca_spec", "{task}/{variant}")
     conda:
         "../environment.yml"
     threads: 1
@@ -138,23 +119,24 @@ rule pca_spec:
         mem_mb=mem_per_attempt(2000),
         runtime=10,
     script:
-        "../workflow/scripts/pca_spec.py"
+        script_of("pca_spec")
 
 
 rule pca_dashboard:
     input:
-        unpack(dashboard_inputs),
+        unpack(pca_dashboard_inputs),
+        code=library_code("pca_dashboard"),
     output:
         report(
-            "results/{task}/pca/dashboard.html",
+            pattern(DASHBOARD, imethod="pca"),
             caption="../workflow/report/pca_dashboard.rst",
             category="PCA directions",
             labels={"task": "{task}"},
         ),
     log:
-        "results/logs/pca_dashboard/{task}.log",
+        log_path("pca_dashboard", "{task}"),
     benchmark:
-        "results/benchmarks/pca_dashboard/{task}.tsv"
+        benchmark_path("pca_dashboard", "{task}")
     conda:
         "../environment.yml"
     threads: 1
@@ -162,4 +144,4 @@ rule pca_dashboard:
         mem_mb=mem_per_attempt(4000),
         runtime=10,
     script:
-        "../workflow/scripts/pca_dashboard.py"
+        script_of("pca_dashboard")

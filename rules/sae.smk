@@ -1,18 +1,21 @@
 """SAE latents: per-layer SAEs (pretrained, local or trained here), attribution scores over D_amb,
-latent windows, selections, intervention specs and dashboards (DESIGN §1 steps 1–4)."""
+latent windows, selections, intervention specs and dashboards."""
+
+
+include: "inputs/sae.smk"
 
 
 rule sae_activations:
     input:
-        base="results/models/base",
-        corpus="results/corpus/corpus.parquet",
-        code=library_code("sae_pipeline.py", "windows.py", "activations.py"),
+        base=rules.base_model.output[0],
+        corpus=rules.corpus.output[0],
+        code=library_code("sae_activations"),
     output:
-        "results/saes/activations.safetensors",
+        SAE_ACTIVATIONS,
     log:
-        "results/logs/sae_activations/sae_activations.log",
+        log_path("sae_activations"),
     benchmark:
-        "results/benchmarks/sae_activations/sae_activations.tsv"
+        benchmark_path("sae_activations")
     conda:
         "../environment.yml"
     threads: 2
@@ -24,21 +27,21 @@ rule sae_activations:
         layers=sae_layers(),
         batch_size=config["saes"]["batch_size"],
     script:
-        "../workflow/scripts/sae_activations.py"
+        script_of("sae_activations")
 
 
 rule provision_sae:
     input:
         unpack(sae_source_inputs),
-        base="results/models/base",
-        code=library_code("saes.py", "sae_pipeline.py"),
+        base=rules.base_model.output[0],
+        code=library_code("provision_sae"),
     output:
-        sae=directory("results/saes/layer_{layer}"),
-        report="results/saes/reports/layer_{layer}.parquet",
+        sae=directory(SAE_DIR),
+        report=SAE_REPORT,
     log:
-        "results/logs/provision_sae/layer_{layer}.log",
+        log_path("provision_sae", "layer_{layer}"),
     benchmark:
-        "results/benchmarks/provision_sae/layer_{layer}.tsv"
+        benchmark_path("provision_sae", "layer_{layer}")
     conda:
         "../environment.yml"
     threads: 2
@@ -50,21 +53,21 @@ rule provision_sae:
         # not `layers` or `batch_size`: adding a layer must not retrain the others
         cfg=config_keys("saes", "from", "release", "sae_id", "path", "train"),
     script:
-        "../workflow/scripts/provision_sae.py"
+        script_of("provision_sae")
 
 
 rule sae_attribution:
     input:
         unpack(sae_dirs),
         model=attribution_model,
-        train="results/data/{dataset}/train.parquet",
-        code=library_code("attribution.py", "sae_pipeline.py", "interventions.py"),
+        train=split_path("{dataset}", "train"),
+        code=library_code("sae_attribution"),
     output:
-        "results/{dataset}/sae/scores.parquet",
+        SAE_SCORES,
     log:
-        "results/logs/sae_attribution/{dataset}.log",
+        log_path("sae_attribution", "{dataset}"),
     benchmark:
-        "results/benchmarks/sae_attribution/{dataset}.tsv"
+        benchmark_path("sae_attribution", "{dataset}")
     conda:
         "../environment.yml"
     threads: 2
@@ -75,22 +78,22 @@ rule sae_attribution:
     params:
         cfg=config["attribution"],
     script:
-        "../workflow/scripts/sae_attribution.py"
+        script_of("sae_attribution")
 
 
 rule sae_windows:
     input:
         unpack(sae_dirs),
-        base="results/models/base",
-        corpus="results/corpus/corpus.parquet",
-        scores="results/{dataset}/sae/scores.parquet",
-        code=library_code("windows.py", "sae_pipeline.py"),
+        base=rules.base_model.output[0],
+        corpus=rules.corpus.output[0],
+        scores=rules.sae_attribution.output[0],
+        code=library_code("sae_windows"),
     output:
-        "results/{dataset}/sae/windows.parquet",
+        SAE_WINDOWS,
     log:
-        "results/logs/sae_windows/{dataset}.log",
+        log_path("sae_windows", "{dataset}"),
     benchmark:
-        "results/benchmarks/sae_windows/{dataset}.tsv"
+        benchmark_path("sae_windows", "{dataset}")
     conda:
         "../environment.yml"
     threads: 2
@@ -101,21 +104,21 @@ rule sae_windows:
     params:
         cfg=config["windows"],
     script:
-        "../workflow/scripts/sae_windows.py"
+        script_of("sae_windows")
 
 
 rule select_sae:
     input:
         unpack(manual_input),
-        base="results/models/base",
+        base=rules.base_model.output[0],
         scores=sae_scores_path,
-        code=library_code("selection.py", "sae_pipeline.py"),
+        code=library_code("select_sae"),
     output:
-        "results/{task}/selections/sae/{variant,manual|top|random/seed[0-9]+}.json",
+        pattern(SELECTION, imethod="sae", variant="{variant,manual|top|random/seed[0-9]+}"),
     log:
-        "results/logs/select_sae/{task}/{variant}.log",
+        log_path("select_sae", "{task}/{variant}"),
     benchmark:
-        "results/benchmarks/select_sae/{task}/{variant}.tsv"
+        benchmark_path("select_sae", "{task}/{variant}")
     conda:
         "../environment.yml"
     threads: 1
@@ -125,19 +128,19 @@ rule select_sae:
     params:
         cfg=selection_settings("sae"),
     script:
-        "../workflow/scripts/select_sae.py"
+        script_of("select_sae")
 
 
 rule sae_spec:
     input:
         unpack(sae_spec_inputs),
-        code=library_code("selection.py", "interventions.py", "sae_pipeline.py"),
+        code=library_code("sae_spec"),
     output:
-        "results/{task}/interventions/{sae_method}/{variant}.safetensors",
+        pattern(SPEC, method="{sae_method}"),
     log:
-        "results/logs/sae_spec/{task}/{sae_method}/{variant}.log",
+        log_path("sae_spec", "{task}/{sae_method}/{variant}"),
     benchmark:
-        "results/benchmarks/sae_spec/{task}/{sae_method}/{variant}.tsv"
+        benchmark_path("sae_spec", "{task}/{sae_method}/{variant}")
     conda:
         "../environment.yml"
     threads: 1
@@ -145,23 +148,24 @@ rule sae_spec:
         mem_mb=mem_per_attempt(4000),
         runtime=10,
     script:
-        "../workflow/scripts/sae_spec.py"
+        script_of("sae_spec")
 
 
 rule sae_dashboard:
     input:
         unpack(sae_dashboard_inputs),
+        code=library_code("sae_dashboard"),
     output:
         report(
-            "results/{task}/sae/dashboard.html",
+            pattern(DASHBOARD, imethod="sae"),
             caption="../workflow/report/sae_dashboard.rst",
             category="SAE latents",
             labels={"task": "{task}"},
         ),
     log:
-        "results/logs/sae_dashboard/{task}.log",
+        log_path("sae_dashboard", "{task}"),
     benchmark:
-        "results/benchmarks/sae_dashboard/{task}.tsv"
+        benchmark_path("sae_dashboard", "{task}")
     conda:
         "../environment.yml"
     threads: 1
@@ -169,4 +173,4 @@ rule sae_dashboard:
         mem_mb=mem_per_attempt(4000),
         runtime=10,
     script:
-        "../workflow/scripts/sae_dashboard.py"
+        script_of("sae_dashboard")

@@ -1,7 +1,7 @@
 """Tiny models and tokenizers for tests: built in seconds, never downloaded.
 
 One byte-level BPE tokenizer and one randomly initialised Llama are written in three forms that
-`caft.models` can load — a ``save_pretrained`` directory, a GGUF file, and a hand-built Hugging
+`caft.model.loading` can load — a ``save_pretrained`` directory, a GGUF file, and a hand-built Hugging
 Face hub cache — all holding the same weights, so every route must give the same logits.
 """
 
@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from caft.models import ModelSpec, load_model
+from caft.model.loading import ModelSpec, load_model
 
 TINY_HUB_ID = "tiny-org/tiny-llama"
 TINY_HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from caft.activations import (
+from caft.directions.moments import (
     StreamingMoments,
     accumulate_differences,
     capture_residuals,
@@ -19,8 +19,8 @@ from caft.activations import (
     token_mask,
 )
 from caft.errors import ConfigError, DataError
-from caft.lm import encode_prompts
-from caft.models import decoder_layers
+from caft.model.loading import decoder_layers
+from caft.model.prompts import encode_prompts
 from tests.fixtures_models import build_tiny_llama
 
 TEXTS = [

@@ -13,12 +13,14 @@ import pytest
 import torch
 from transformers import PretrainedConfig
 
-from caft.activations import capture_residuals, token_mask
-from caft.attribution import attribution_scores, exact_effects, rank_scores, validate_estimates
+from caft.ablation.ablate import LatentAblation
+from caft.model.hooks import block_hooks
+from caft.directions.attribution import attribution_scores, exact_effects, rank_scores, validate_estimates
+from caft.model.hooks import capture_residuals
+from caft.model.prompts import token_mask
 from caft.errors import ConfigError, DataError
-from caft.interventions import _LatentAblation, _output_hook
-from caft.lm import encode_prompts, last_position_logits, letter_token_ids
-from caft.models import ModelSpec, decoder_layers, load_model
+from caft.model.loading import ModelSpec, decoder_layers, load_model
+from caft.model.prompts import encode_prompts, last_position_logits, letter_token_ids
 
 TOY_WIDTH = 16
 TOY_LAYERS = 3
@@ -177,12 +179,8 @@ def test_bos_and_padding_contribute_nothing(
 
     bos_row = batched.iloc[0]
     assert bos_row["effect"] == 0 and bos_row["firing_rate"] == 0 and bos_row["mean_activation"] == 0
-    ablate_everywhere = _output_hook(_LatentAblation(sae, [0], "layer 1"), 1)
-    handle = decoder_layers(model)[1].register_forward_hook(ablate_everywhere)
-    try:
+    with block_hooks(model, {1: LatentAblation(sae, [0], "layer 1")}):
         moved = mean_metric(model, tokenizer, correct, other)
-    finally:
-        handle.remove()
     assert abs(moved - mean_metric(model, tokenizer, correct, other)) > 1e-3, "BOS ablation must matter unmasked"
 
 

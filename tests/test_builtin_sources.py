@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from caft.builtin import (
+from caft.data.builtin import (
     BUILTIN_TABLES,
     gender,
     generate_source,
@@ -15,7 +15,7 @@ from caft.builtin import (
     sports,
     verbs,
 )
-from caft.builtin._combinatorics import Template, balanced_choice, sample_balanced
+from caft.data.builtin._combinatorics import Template, balanced_choice, sample_balanced
 from caft.errors import DataError
 
 MODULES = {

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from caft.corpus import (
+from caft.data.corpus import (
     GENERATION_PROMPTS,
     CorpusConfig,
     build_corpus,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from caft.dashboard import card_anchor, render_dashboard, write_dashboard
+from caft.ablation.selection import Selection
 from caft.errors import DataError
-from caft.selection import Selection
+from caft.interpret.dashboard import card_anchor, render_dashboard, write_dashboard
 
 NAN = math.nan
 VOID = {"meta", "br", "hr", "img", "input", "link"}

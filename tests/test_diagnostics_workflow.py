@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from caft.interventions import load_spec
+from caft.ablation.specs import load_spec
 from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
 
 TASKS = ("gender", "verbs_sports_1")

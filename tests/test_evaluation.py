@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-import caft.evaluation
+import caft.finetune.evaluation
 from caft.errors import DataError
-from caft.evaluation import answer_column, predict, summarize
-from caft.lm import letter_token_ids
+from caft.finetune.evaluation import answer_column, predict, summarize
+from caft.model.prompts import letter_token_ids
 
 PROMPTS = [
     "Question: The doctor said _____ would call back.\nA) he\nB) her\nAnswer:",
@@ -141,7 +141,7 @@ def test_known_logits_give_exact_accuracies(tiny_model, monkeypatch: pytest.Monk
         served.append(batch["input_ids"].shape[0])
         return logits[start : start + served[-1]]
 
-    monkeypatch.setattr(caft.evaluation, "last_position_logits", fake_logits)
+    monkeypatch.setattr(caft.finetune.evaluation, "last_position_logits", fake_logits)
     table = pd.DataFrame({"prompt": PROMPTS[:4], "target": ["A", "B", "A", "B"]})
     predictions = predict(model, tokenizer, table, "target", batch_size=3)
 

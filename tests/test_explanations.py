@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from caft.stages.autointerp import best_ranked
 
-from caft.autointerp import best_ranked
 from caft.errors import ConfigError, DataError, ModelLoadError
-from caft.explanations import (
-    summarize_candidates,
-    token_summary,
+from caft.interpret.clients import LocalHFClient
+from caft.interpret.explanations import (
     SimulationError,
     Window,
     as_window,
@@ -34,9 +33,10 @@ from caft.explanations import (
     simulation_prompt,
     simulation_scale,
     simulation_score,
+    summarize_candidates,
+    token_summary,
     windows_text,
 )
-from caft.llm import LocalHFClient
 
 NAN = math.nan
 

@@ -11,20 +11,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from caft.interventions import (
+from caft.ablation.ablate import ablate_latents, ablate_projection, ablation_hooks, load_saes
+from caft.ablation.specs import (
     SPEC_FORMAT,
     InterventionError,
     InterventionSpec,
-    ablate_latents,
-    ablate_projection,
-    ablation_hooks,
-    load_saes,
     load_spec,
     orthonormal_basis,
     random_directions,
     save_spec,
 )
-from caft.models import decoder_layers
+from caft.model.loading import decoder_layers
 
 D_MODEL = 32  # the tiny Llama's hidden size
 TEXTS = [

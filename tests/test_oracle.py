@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from caft.ablation.ablate import ablate_projection
+from caft.directions.oracle import decorrelated_pool, fit_eraser, label_accuracy
 from caft.errors import DataError
-from caft.interventions import ablate_projection
-from caft.oracle import decorrelated_pool, fit_eraser, label_accuracy
 
 
 def split(n: int, agree: bool, seed: int) -> pd.DataFrame:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from caft.activations import StreamingMoments, save_moments
+from caft.directions.moments import StreamingMoments, save_moments
+from caft.directions.pca import fit_pca, load_components, save_components, top_components
 from caft.errors import ConfigError, DataError
-from caft.pca import fit_pca, load_components, save_components, top_components
 
 D = 16
 VARIANCES = torch.tensor([9.0, 4.0, 1.0], dtype=torch.float64)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from caft.interventions import load_spec
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
+from caft.ablation.specs import load_spec
+from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan
 
 MANUAL = "pca:\n  layers:\n    0: [0, 2]\n    1: [1]\n  notes: tiny test selection\n"
 

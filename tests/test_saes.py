@@ -1,4 +1,4 @@
-"""SAE training, evaluation, atomic saving and offline pretrained loading (`caft.saes`)."""
+"""SAE training, evaluation, atomic saving and offline pretrained loading (`caft.directions.saes`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from caft.errors import ConfigError, DataError, ModelLoadError
-from caft.saes import (
+from caft.directions.saes import (
     SaeTrainConfig,
     evaluate_sae,
     load_local_sae,
@@ -21,6 +20,7 @@ from caft.saes import (
     save_sae,
     train_sae,
 )
+from caft.errors import ConfigError, DataError, ModelLoadError
 from tests.fixtures_models import use_offline_hub
 
 D_IN = 32

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from caft.errors import ConfigError, DataError
-from caft.selection import (
+from caft.ablation.selection import (
     Selection,
     auto_selection,
     load_manual_selection,
@@ -19,6 +18,7 @@ from caft.selection import (
     random_selection,
     top_selection,
 )
+from caft.errors import ConfigError, DataError
 
 N_LAYERS = 8
 N_IDS = 20

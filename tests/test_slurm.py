@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from caft.tasks import SPLITS
+from caft.data.tasks import SPLITS
 from tests.workflow_helpers import ROOT, make_workflow_copy, snakemake
 
 pytest.importorskip("snakemake_executor_plugin_slurm")

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
+from caft.data.sources import load_source
 from caft.errors import ConfigError, DataError
-from caft.sources import load_source
 
 QUESTIONS = pd.DataFrame(
     {

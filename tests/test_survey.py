@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from caft.errors import DataError
-from caft.survey import SurveyCriteria, eligibility, paper_filter, survey_markdown, survey_table
+from caft.finetune.survey import SurveyCriteria, eligibility, paper_filter, survey_markdown, survey_table
 
 CRITERIA = SurveyCriteria(max_none_ood=0.9, min_none_val=0.9, min_skyline_ood=0.9)
 
 
 def aggregated(rows: dict[tuple[str, str, str], float]) -> pd.DataFrame:
-    """`caft.tables.aggregate`-shaped rows from {(task, method, split): A/B accuracy} (one seed)."""
+    """`caft.finetune.tables.aggregate`-shaped rows from {(task, method, split): A/B accuracy} (one seed)."""
     return pd.DataFrame([
         {"task": task, "method": method, "selector": method, "mode": "deployed", "split": split, "seeds": 1,
          "acc_2way_mean": value, "acc_2way_sem": math.nan}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from caft.errors import DataError
-from caft.tables import aggregate, condition_label, plot_ood, to_markdown, write_tables
+from caft.finetune.tables import aggregate, condition_label, plot_ood, to_markdown, write_tables
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

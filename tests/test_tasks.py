@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from caft.errors import DataError
-from caft.tasks import (
+from caft.data.tasks import (
     DISTRACTOR,
     FrameTaskConfig,
     McmcSplitConfig,
     build_frame_task,
     build_mcmc_task,
 )
+from caft.errors import DataError
 
 
 def frames_table(n_per_category: int) -> pd.DataFrame:

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from caft.evaluation import predict, summarize
-from caft.interventions import random_directions, save_spec
-from caft.models import ModelSpec, load_model
-from caft.pipeline import evaluate_run, finetune_run
-from caft.training import TrainConfig, TrainingError, _linear_schedule, train, training_subset
+from caft.ablation.specs import random_directions, save_spec
+from caft.finetune.evaluation import EvaluationConfig, predict, summarize
+from caft.finetune.training import TrainConfig, TrainingError, _linear_schedule, train, training_subset
+from caft.model.loading import ModelSpec, load_model
+from caft.stages.finetune import evaluate, finetune
 
 WORDS = ("doctor", "nurse", "model", "option", "question", "pronoun", "correct", "lazy", "quick", "brown")
 
@@ -124,11 +124,11 @@ def test_lora_is_merged_into_a_plain_checkpoint(tiny_model_spec, tiny_model_dir,
 def test_non_finite_loss_stops_with_a_clear_error_and_no_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     train_split = tmp_path / "train.parquet"
     letter_task().to_parquet(train_split)
-    monkeypatch.setattr("caft.training.torch.nn.functional.cross_entropy", lambda logits, targets: logits.sum() * math.nan)
+    monkeypatch.setattr("caft.finetune.training.torch.nn.functional.cross_entropy", lambda logits, targets: logits.sum() * math.nan)
     with pytest.raises(TrainingError, match="non-finite loss nan at epoch 1, step 1"):
-        finetune_run(tiny_model_dir, {"dtype": "float32"}, train_split, None, {"lr": 1e-3, "batch_size": 8},
-                     "frames", 0, {}, tmp_path / "run" / "model", tmp_path / "run" / "log.jsonl",
-                     tmp_path / "run" / "run.json")
+        finetune(TrainConfig.from_config({"lr": 1e-3, "batch_size": 8}, "frames"), ModelSpec(str(tiny_model_dir)),
+                 tiny_model_dir, train_split, None, 0, {}, tmp_path / "run" / "model", tmp_path / "run" / "log.jsonl",
+                 tmp_path / "run" / "run.json")
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "run.json").exists()
 
 
@@ -136,13 +136,13 @@ def run_finetune(base_dir, tmp_path, name, section, spec=None):
     train_split = tmp_path / "train.parquet"
     letter_task().to_parquet(train_split)
     out = tmp_path / name
-    finetune_run(base_dir, {"dtype": "float32"}, train_split, spec, section, "frames", 0,
-                 {"task": "letters", "method": "none", "selector": "none"},
-                 out / "model", out / "train_log.jsonl", out / "run.json")
+    finetune(TrainConfig.from_config(section, "frames"), ModelSpec(str(base_dir)), base_dir, train_split, spec, 0,
+             {"task": "letters", "method": "none", "selector": "none"},
+             out / "model", out / "train_log.jsonl", out / "run.json")
     return out
 
 
-def test_finetune_run_writes_checkpoint_log_and_metadata_from_fresh_weights(tiny_model_dir, tmp_path):
+def test_finetune_writes_checkpoint_log_and_metadata_from_fresh_weights(tiny_model_dir, tmp_path):
     section = {"lr": 3e-3, "batch_size": 8, "epochs": {"frames": 2}, "warmup_ratio": 0.1}
     first = run_finetune(tiny_model_dir, tmp_path, "first", section)
     second = run_finetune(tiny_model_dir, tmp_path, "second", section)
@@ -151,7 +151,7 @@ def test_finetune_run_writes_checkpoint_log_and_metadata_from_fresh_weights(tiny
     # the second run starts from the base weights, not from the first run's
     assert [r["loss"] for r in logs[0]] == [r["loss"] for r in logs[1]]
     meta = json.loads((first / "run.json").read_text())
-    assert meta["seed"] == 0 and meta["steps"] == 12 and meta["finetune"] == section and "torch" in meta["versions"]
+    assert meta["seed"] == 0 and meta["steps"] == 12 and meta["finetune"]["lr"] == 3e-3 and meta["finetune"]["epochs"] == 2 and "torch" in meta["versions"]
     loaded = AutoModelForCausalLM.from_pretrained(first / "model", use_safetensors=True)
     assert (first / "model" / "model.safetensors").exists()
     trained, tokenizer = load_model(ModelSpec(name=str(first / "model")))
@@ -164,9 +164,9 @@ def test_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, monkeyp
     section = {"lr": 3e-3, "batch_size": 8, "epochs": {"frames": 3}, "warmup_ratio": 0.1}
     reference = run_finetune(tiny_model_dir, tmp_path, "reference", section)
 
-    import caft.training
+    import caft.finetune.training
 
-    real_loss, calls = caft.training._loss, {"n": 0}
+    real_loss, calls = caft.finetune.training._loss, {"n": 0}
 
     def dying_loss(*args, **kwargs):
         calls["n"] += 1
@@ -174,12 +174,12 @@ def test_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, monkeyp
             raise KeyboardInterrupt("killed")
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(caft.training, "_loss", dying_loss)
+    monkeypatch.setattr(caft.finetune.training, "_loss", dying_loss)
     with pytest.raises(KeyboardInterrupt):
         run_finetune(tiny_model_dir, tmp_path, "killed", section)
     killed = tmp_path / "killed"
     assert (killed / "model.resume" / "state.json").exists() and not (killed / "model").exists()
-    monkeypatch.setattr(caft.training, "_loss", real_loss)
+    monkeypatch.setattr(caft.finetune.training, "_loss", real_loss)
     run_finetune(tiny_model_dir, tmp_path, "killed", section)
     losses = [[json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines()]
               for run in (reference, killed)]
@@ -199,15 +199,15 @@ def test_a_stale_resume_state_from_another_config_is_ignored(tiny_model_dir, tmp
     assert (reference / "train_log.jsonl").read_text().count("\n") == (other / "train_log.jsonl").read_text().count("\n")
 
 
-def test_evaluate_run_modes_and_spec_checks(tiny_model_dir, tmp_path):
+def test_evaluate_modes_and_spec_checks(tiny_model_dir, tmp_path):
     table = letter_task(12)
     for split in ("val", "ood"):
         table.to_parquet(tmp_path / f"{split}.parquet")
     spec_path = tmp_path / "spec.safetensors"
     save_spec(random_directions(32, [0, 1], 4, seed=0), spec_path)
     key = {"task": "letters", "method": "random", "selector": "random", "seed": 0}
-    evaluate_run(tiny_model_dir, "float32", {s: tmp_path / f"{s}.parquet" for s in ("val", "ood")}, spec_path,
-                 ["deployed", "hooked"], "target", 5, key, tmp_path / "pred.parquet", tmp_path / "metrics.parquet")
+    evaluate(EvaluationConfig(batch_size=5), tiny_model_dir, "float32", {s: tmp_path / f"{s}.parquet" for s in ("val", "ood")}, spec_path,
+                 ["deployed", "hooked"], "target", key, tmp_path / "pred.parquet", tmp_path / "metrics.parquet")
     metrics = pd.read_parquet(tmp_path / "metrics.parquet")
     assert sorted(zip(metrics["mode"], metrics["split"])) == [("deployed", "ood"), ("deployed", "val"),
                                                                ("hooked", "ood"), ("hooked", "val")]
@@ -217,18 +217,18 @@ def test_evaluate_run_modes_and_spec_checks(tiny_model_dir, tmp_path):
     assert len(predictions) == 48 and not (deployed == hooked).all()
 
     save_spec(random_directions(16, [0], 4, seed=0), tmp_path / "narrow.safetensors")
-    from caft.interventions import InterventionError
+    from caft.ablation.specs import InterventionError
 
     with pytest.raises(InterventionError, match="16"):
-        evaluate_run(tiny_model_dir, "float32", {"val": tmp_path / "val.parquet"}, tmp_path / "narrow.safetensors",
-                     ["hooked"], "target", 5, key, tmp_path / "p2.parquet", tmp_path / "m2.parquet")
+        evaluate(EvaluationConfig(batch_size=5), tiny_model_dir, "float32", {"val": tmp_path / "val.parquet"}, tmp_path / "narrow.safetensors",
+                     ["hooked"], "target", key, tmp_path / "p2.parquet", tmp_path / "m2.parquet")
     save_spec(random_directions(32, [5], 4, seed=0), tmp_path / "deep.safetensors")
     with pytest.raises(InterventionError, match="out of range"):
-        evaluate_run(tiny_model_dir, "float32", {"val": tmp_path / "val.parquet"}, tmp_path / "deep.safetensors",
-                     ["hooked"], "target", 5, key, tmp_path / "p3.parquet", tmp_path / "m3.parquet")
+        evaluate(EvaluationConfig(batch_size=5), tiny_model_dir, "float32", {"val": tmp_path / "val.parquet"}, tmp_path / "deep.safetensors",
+                     ["hooked"], "target", key, tmp_path / "p3.parquet", tmp_path / "m3.parquet")
     table.iloc[:0].to_parquet(tmp_path / "empty.parquet")
     from caft.errors import DataError
 
     with pytest.raises(DataError, match="empty"):
-        evaluate_run(tiny_model_dir, "float32", {"val": tmp_path / "empty.parquet"}, None, ["deployed"], "target",
-                     5, key, tmp_path / "p4.parquet", tmp_path / "m4.parquet")
+        evaluate(EvaluationConfig(batch_size=5), tiny_model_dir, "float32", {"val": tmp_path / "empty.parquet"}, None, ["deployed"], "target",
+                 key, tmp_path / "p4.parquet", tmp_path / "m4.parquet")

@@ -9,9 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from caft.errors import ConfigError
-from caft.models import decoder_layers
-from caft.windows import (
+from caft.directions.windows import (
     ActivationBatch,
     FiringRates,
     component_activations,
@@ -19,6 +17,8 @@ from caft.windows import (
     sae_scores,
     top_windows,
 )
+from caft.errors import ConfigError
+from caft.model.loading import decoder_layers
 from tests.fixtures_models import TINY_CORPUS, build_tiny_tokenizer
 
 NAN = float("nan")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from caft.artifacts import read_parquet_metadata
-from caft.tasks import SPLITS
+from caft.data.tasks import SPLITS
 from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
 
 PAIRS = ("verbs_sports", "pronouns_verbs")

@@ -1,4 +1,4 @@
-"""Atomic artifact writes and provenance records.
+"""Atomic artifact writes, tensor files and provenance records.
 
 Every artifact is written to a temporary sibling and renamed into place, so an interrupted job never
 leaves a file that looks complete (Snakemake would otherwise treat it as up to date).
@@ -6,18 +6,22 @@ leaves a file that looks complete (Snakemake would otherwise treat it as up to d
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from caft.errors import DataError
 
 TRACKED_PACKAGES = ("caft-workflow", "torch", "transformers", "sae-lens", "datasets", "pandas", "pyarrow")
 
@@ -112,6 +116,44 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def provenance(stage: str, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The provenance record every artifact carries: stage, its config section, versions."""
+def provenance(stage: str, config: Any, **extra: Any) -> dict[str, Any]:
+    """The provenance record every artifact carries: stage, its config section (a dict or a typed config
+    dataclass), versions."""
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
     return {"stage": stage, "config": config, "versions": package_versions(), **extra}
+
+
+def save_tensors(tensors: Mapping[str, Any], path: str | Path, fmt: str, metadata: dict[str, Any]) -> None:
+    """Write ``tensors`` + JSON ``metadata`` as one safetensors file tagged ``fmt``, atomically."""
+    from safetensors.torch import save_file
+
+    header = {"format": fmt, "caft": json.dumps(metadata, sort_keys=True)}
+    # contiguous clones: safetensors refuses views and tensors sharing storage
+    contents = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contents, str(tmp), metadata=header)
+
+
+def load_tensors(path: str | Path, fmt: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a file written by `save_tensors`; a missing file or another format is a `DataError`."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (OSError, SafetensorError) as err:
+        raise DataError(f"{path}: cannot read safetensors file: {err}") from err
+    if header.get("format") != fmt:
+        raise DataError(f"{path}: not a {fmt!r} file (format={header.get('format')!r})")
+    try:
+        metadata = json.loads(header.get("caft", "{}"))
+    except ValueError as err:
+        raise DataError(f"{path}: metadata is not valid JSON: {err}") from err
+    return tensors, metadata
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file: a run records the exact spec it was trained with."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

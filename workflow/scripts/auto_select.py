@@ -1,15 +1,16 @@
-"""Snakemake adapter: the automatic (threshold) selection of one task's candidates."""
+"""Snakemake adapter of rule `auto_select`: the automatic (threshold) selection of one task's candidates."""
 
 from pathlib import Path
 
-from caft.autointerp import auto_select_stage
-from caft.stage import stage
+from caft.ablation.selection import AutoSelectConfig
+from caft.job import job
+from caft.stages.autointerp import auto_select
 
-with stage(snakemake.log[0]):
-    auto_select_stage(
+with job(snakemake.log[0], snakemake.threads):
+    auto_select(
         snakemake.wildcards.imethod,
         snakemake.wildcards.task,
+        AutoSelectConfig.from_config(snakemake.params.cfg),
         Path(snakemake.input.explanations),
-        snakemake.params.cfg,
         Path(snakemake.output[0]),
     )

@@ -1,10 +1,10 @@
-"""Snakemake adapter: materialise the configured base model as a local safetensors checkpoint."""
+"""Snakemake adapter of rule `base_model`: the configured model as a local safetensors checkpoint."""
 
 from pathlib import Path
 
-from caft.pipeline import build_base_model, set_threads
-from caft.stage import stage
+from caft.job import job
+from caft.model.loading import ModelSpec
+from caft.stages.base import base_model
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    build_base_model(snakemake.params.model, Path(snakemake.output[0]))
+with job(snakemake.log[0], snakemake.threads):
+    base_model(ModelSpec.from_config(snakemake.params.model), Path(snakemake.output[0]))

@@ -1,11 +1,10 @@
-"""Snakemake adapter: build the generic-text corpus."""
+"""Snakemake adapter of rule `corpus`: the generic text corpus."""
 
 from pathlib import Path
 
-from caft.interpretation import corpus_stage
-from caft.pipeline import set_threads
-from caft.stage import stage
+from caft.data.corpus import CorpusConfig
+from caft.job import job
+from caft.stages.base import corpus
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    corpus_stage(snakemake.params.cfg, Path(snakemake.input.base), Path(snakemake.output[0]))
+with job(snakemake.log[0], snakemake.threads):
+    corpus(CorpusConfig.from_config(snakemake.params.cfg), Path(snakemake.input.base), Path(snakemake.output[0]))

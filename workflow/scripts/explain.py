@@ -1,19 +1,18 @@
-"""Snakemake adapter: explanations, simulation scores and relevance of one task's candidates."""
+"""Snakemake adapter of rule `explain`: explanations, simulation scores and relevance of one task's candidates."""
 
 from pathlib import Path
 
-from caft.autointerp import explain_stage
-from caft.pipeline import set_threads
-from caft.stage import stage
+from caft.interpret.explanations import ExplainConfig
+from caft.job import job, optional_path
+from caft.stages.autointerp import explain
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    explain_stage(
+with job(snakemake.log[0], snakemake.threads):
+    explain(
         snakemake.wildcards.imethod,
         snakemake.wildcards.task,
-        Path(snakemake.input.windows),
-        snakemake.params.cfg,
+        ExplainConfig.from_config(snakemake.params.cfg),
         snakemake.params.query,
+        Path(snakemake.input.windows),
         Path(snakemake.output[0]),
-        Path(snakemake.input.scores) if "scores" in snakemake.input.keys() else None,
+        optional_path(snakemake.input, "scores"),
     )

@@ -1,25 +1,25 @@
-"""Snakemake adapter: one fine-tuning run (task, method, selector, seed)."""
+"""Snakemake adapter of rule `finetune`: one fine-tuning run (task, method, selector, seed)."""
 
 from pathlib import Path
 
-from caft.pipeline import finetune_run, set_threads
-from caft.stage import stage
+from caft.finetune.training import TrainConfig
+from caft.job import job, optional_path
+from caft.model.loading import ModelSpec
+from caft.stages.finetune import finetune
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    wc = snakemake.wildcards
-    finetune_run(
+with job(snakemake.log[0], snakemake.threads):
+    wc, params = snakemake.wildcards, snakemake.params
+    finetune(
+        cfg=TrainConfig.from_config(params.cfg, params.task_kind),
+        model=ModelSpec.from_config(params.model),
         base_dir=Path(snakemake.input.base),
-        model_section=snakemake.params.model,
         train_split=Path(snakemake.input.train),
-        spec_path=Path(snakemake.input.spec) if "spec" in snakemake.input.keys() else None,
-        finetune_section=snakemake.params.cfg,
-        task_kind=snakemake.params.task_kind,
+        spec_path=optional_path(snakemake.input, "spec"),
         seed=int(wc.seed),
         key={"task": wc.task, "method": wc.method, "selector": wc.selector},
         checkpoint_dir=Path(snakemake.output.model),
         log_path=Path(snakemake.output.train_log),
         meta_path=Path(snakemake.output.meta),
-        answer=snakemake.params.answer,
-        mode=snakemake.params.mode,
+        answer=params.answer,
+        mode=params.mode,
     )

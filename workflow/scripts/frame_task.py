@@ -1,15 +1,15 @@
-"""Snakemake adapter: build D_amb / D_val / D_OOD of a gender-style frame task."""
+"""Snakemake adapter of rule `frame_task`: the splits of a gender-style frame task."""
 
-import pandas as pd
+from pathlib import Path
 
-from caft.artifacts import provenance, write_parquet
-from caft.stage import stage
-from caft.tasks import FrameTaskConfig, build_frame_task
+from caft.data.tasks import FrameTaskConfig
+from caft.job import job
+from caft.stages.data import frame_task
 
-with stage(snakemake.log[0]) as log:
-    cfg = FrameTaskConfig.from_config(snakemake.params.cfg)
-    splits = build_frame_task(pd.read_parquet(snakemake.input.frames), cfg)
-    for split, table in splits.items():
-        log.info("%s: %d examples, target letters %s", split, len(table), table["target"].value_counts().to_dict())
-        meta = provenance("frame_task", snakemake.params.cfg, task=snakemake.wildcards.frame_task, split=split)
-        write_parquet(table, snakemake.output[split], meta)
+with job(snakemake.log[0], snakemake.threads):
+    frame_task(
+        task=snakemake.wildcards.frame_task,
+        cfg=FrameTaskConfig.from_config(snakemake.params.cfg),
+        frames_path=Path(snakemake.input.frames),
+        out_paths={split: Path(path) for split, path in snakemake.output.items()},
+    )

@@ -1,17 +1,17 @@
-"""Snakemake adapter: build the splits shared by both intended indices of an MCMC pair."""
+"""Snakemake adapter of rule `mcmc_task`: the splits shared by both intended indices of an MCMC pair."""
 
-import pandas as pd
+from pathlib import Path
 
-from caft.artifacts import provenance, write_parquet
-from caft.stage import stage
-from caft.tasks import McmcSplitConfig, build_mcmc_task
+from caft.data.tasks import McmcSplitConfig
+from caft.job import job
+from caft.stages.data import mcmc_task
 
-with stage(snakemake.log[0]) as log:
-    a, b = snakemake.wildcards.a, snakemake.wildcards.b
-    cfg = McmcSplitConfig.from_config(snakemake.params.cfg)
-    splits = build_mcmc_task(pd.read_parquet(snakemake.input.a), pd.read_parquet(snakemake.input.b), a, b, cfg)
-    for split, table in splits.items():
-        log.info("%s: %d examples, letters of Qa's answer %s", split, len(table),
-                 table["answer_a"].value_counts().to_dict())
-        meta = provenance("mcmc_task", snakemake.params.cfg, pair=[a, b], split=split)
-        write_parquet(table, snakemake.output[split], meta)
+with job(snakemake.log[0], snakemake.threads):
+    mcmc_task(
+        a=snakemake.wildcards.a,
+        b=snakemake.wildcards.b,
+        cfg=McmcSplitConfig.from_config(snakemake.params.cfg),
+        a_path=Path(snakemake.input.a),
+        b_path=Path(snakemake.input.b),
+        out_paths={split: Path(path) for split, path in snakemake.output.items()},
+    )

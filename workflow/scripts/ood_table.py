@@ -1,13 +1,13 @@
-"""Snakemake adapter: aggregate every run's metrics into the OOD accuracy tables and plot."""
+"""Snakemake adapter of rule `ood_table`: mean ± SEM over seeds of every run, as tables and a plot."""
 
 from pathlib import Path
 
-from caft.pipeline import build_ood_table
-from caft.stage import stage
+from caft.job import job
+from caft.stages.finetune import ood_table
 
-with stage(snakemake.log[0]):
+with job(snakemake.log[0], snakemake.threads):
     out = snakemake.output
-    build_ood_table(
+    ood_table(
         [Path(p) for p in snakemake.input.metrics],
         Path(out.parquet),
         Path(out.csv),

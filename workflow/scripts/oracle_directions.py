@@ -1,24 +1,20 @@
-"""Snakemake adapter: the oracle bound's spec, the spurious concept erased with its labels."""
+"""Snakemake adapter of rule `oracle_directions`: the oracle bound's spec, the shortcut's label erased."""
 
 from pathlib import Path
 
-from caft.pipeline import oracle_directions, set_threads
-from caft.stage import stage
+from caft.directions.oracle import OracleConfig
+from caft.job import job
+from caft.stages.diagnostics import oracle_directions
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    cfg = snakemake.params.cfg
+with job(snakemake.log[0], snakemake.threads):
+    inputs = snakemake.input
     oracle_directions(
-        model_dir=Path(snakemake.input.model),
-        train_split=Path(snakemake.input.train),
-        skyline_split=Path(snakemake.input.skyline),
+        cfg=OracleConfig.from_config(snakemake.params.cfg),
+        eraser=snakemake.wildcards.eraser,
+        model_dir=Path(inputs.model),
+        train_split=Path(inputs.train),
+        skyline_split=Path(inputs.skyline),
         intended=snakemake.params.answers["intended"],
         spurious=snakemake.params.answers["spurious"],
-        eraser=snakemake.wildcards.eraser,
-        layers=cfg["layers"],
-        seed=cfg["seed"],
-        max_examples=cfg["max_examples"],
-        batch_size=cfg["batch_size"],
         out_path=Path(snakemake.output[0]),
-        positions=cfg["positions"],
     )

@@ -1,14 +1,15 @@
-"""Snakemake adapter: principal components per layer."""
+"""Snakemake adapter of rule `pca_components`: top principal components per layer."""
 
 from pathlib import Path
 
-from caft.interpretation import pca_components_stage
-from caft.stage import stage
+from caft.directions.pca import PcaComponentsConfig
+from caft.job import job
+from caft.stages.pca import pca_components
 
-with stage(snakemake.log[0]):
-    pca_components_stage(
+with job(snakemake.log[0], snakemake.threads):
+    pca_components(
+        PcaComponentsConfig.from_config(snakemake.params.cfg),
         Path(snakemake.input.moments),
-        snakemake.params.cfg,
         Path(snakemake.output.components),
         Path(snakemake.output.summary),
     )

@@ -1,18 +1,18 @@
-"""Snakemake adapter: the PCA dashboard of one task."""
+"""Snakemake adapter of rule `pca_dashboard`: the PCA dashboard of one task."""
 
 from pathlib import Path
 
-from caft.dashboard import KNOWN_BADGES
-from caft.interpretation import pca_dashboard_stage
-from caft.stage import stage
+from caft.interpret.dashboard import KNOWN_BADGES
+from caft.job import job, optional_path
+from caft.stages.pca import pca_dashboard
 
-with stage(snakemake.log[0]):
+with job(snakemake.log[0], snakemake.threads):
     inputs = snakemake.input
-    pca_dashboard_stage(
+    pca_dashboard(
         snakemake.wildcards.task,
         Path(inputs.windows),
         Path(inputs.summary),
         {name: Path(inputs[name]) for name in KNOWN_BADGES if name in inputs.keys()},
         Path(snakemake.output[0]),
-        Path(inputs.explanations) if "explanations" in inputs.keys() else None,
+        optional_path(inputs, "explanations"),
     )

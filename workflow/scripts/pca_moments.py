@@ -1,17 +1,17 @@
-"""Snakemake adapter: streaming moments of tuned − base activation differences."""
+"""Snakemake adapter of rule `pca_moments`: streaming moments of tuned − base residual differences."""
 
 from pathlib import Path
 
-from caft.interpretation import pca_moments_stage
-from caft.pipeline import set_threads
-from caft.stage import stage
+from caft.directions.moments import PcaMomentsConfig
+from caft.job import job
+from caft.stages.pca import pca_moments
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    pca_moments_stage(
-        Path(snakemake.input.base),
-        Path(snakemake.input.tuned),
-        Path(snakemake.input.train),
-        snakemake.params.cfg,
-        Path(snakemake.output[0]),
+with job(snakemake.log[0], snakemake.threads):
+    inputs = snakemake.input
+    pca_moments(
+        PcaMomentsConfig.from_config(snakemake.params.cfg),
+        base_dir=Path(inputs.base),
+        tuned_dir=Path(inputs.tuned),
+        train_split=Path(inputs.train),
+        out_path=Path(snakemake.output[0]),
     )

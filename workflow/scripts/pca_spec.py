@@ -1,15 +1,14 @@
-"""Snakemake adapter: the projection spec of a PCA selection."""
+"""Snakemake adapter of rule `pca_spec`: the projection spec of one PCA selection."""
 
 from pathlib import Path
 
-from caft.interpretation import pca_spec_stage
-from caft.stage import stage
+from caft.job import job, optional_path
+from caft.stages.pca import pca_spec
 
-with stage(snakemake.log[0]):
-    inputs = snakemake.input
-    pca_spec_stage(
-        Path(inputs.selection),
-        Path(inputs.components),
+with job(snakemake.log[0], snakemake.threads):
+    pca_spec(
+        Path(snakemake.input.selection),
+        Path(snakemake.input.components),
         Path(snakemake.output[0]),
-        Path(inputs.centers) if "centers" in inputs.keys() else None,
+        optional_path(snakemake.input, "centers"),
     )

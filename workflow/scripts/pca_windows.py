@@ -1,17 +1,17 @@
-"""Snakemake adapter: top corpus windows of every principal component."""
+"""Snakemake adapter of rule `pca_windows`: most positive and negative corpus windows per component."""
 
 from pathlib import Path
 
-from caft.interpretation import pca_windows_stage
-from caft.pipeline import set_threads
-from caft.stage import stage
+from caft.directions.windows import WindowsConfig
+from caft.job import job
+from caft.stages.pca import pca_windows
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    pca_windows_stage(
-        Path(snakemake.input.base),
-        Path(snakemake.input.corpus),
-        Path(snakemake.input.components),
-        snakemake.params.cfg,
+with job(snakemake.log[0], snakemake.threads):
+    inputs = snakemake.input
+    pca_windows(
+        WindowsConfig.from_config(snakemake.params.cfg),
+        Path(inputs.base),
+        Path(inputs.corpus),
+        Path(inputs.components),
         Path(snakemake.output[0]),
     )

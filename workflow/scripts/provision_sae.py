@@ -1,19 +1,17 @@
-"""Snakemake adapter: one layer's SAE (trained, pretrained or local) and its report."""
+"""Snakemake adapter of rule `provision_sae`: one layer's SAE (trained, pretrained or local) and its report."""
 
 from pathlib import Path
 
-from caft.pipeline import set_threads
-from caft.sae_pipeline import provision_sae_stage
-from caft.stage import stage
+from caft.directions.saes import SaeSourceConfig
+from caft.job import job, optional_path
+from caft.stages.sae import provision_sae
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    inputs = snakemake.input
-    provision_sae_stage(
+with job(snakemake.log[0], snakemake.threads):
+    provision_sae(
         int(snakemake.wildcards.layer),
-        snakemake.params.cfg,
-        Path(inputs.base),
-        Path(inputs.activations) if "activations" in inputs.keys() else None,
+        SaeSourceConfig.from_config(snakemake.params.cfg),
+        Path(snakemake.input.base),
+        optional_path(snakemake.input, "activations"),
         Path(snakemake.output.sae),
         Path(snakemake.output.report),
     )

@@ -1,16 +1,16 @@
-"""Snakemake adapter: the seeded random-directions baseline spec."""
+"""Snakemake adapter of rule `random_directions`: the seeded random-directions baseline spec."""
 
 from pathlib import Path
 
-from caft.pipeline import make_random_directions
-from caft.stage import stage
+from caft.job import job, optional_path
+from caft.stages.finetune import random_directions
 
-with stage(snakemake.log[0]):
-    make_random_directions(
+with job(snakemake.log[0], snakemake.threads):
+    random_directions(
         Path(snakemake.input.base),
         snakemake.params.layers,
         snakemake.params.cfg["k"],
         int(snakemake.wildcards.seed),
         Path(snakemake.output[0]),
-        Path(snakemake.input.centers) if "centers" in snakemake.input.keys() else None,
+        optional_path(snakemake.input, "centers"),
     )

@@ -1,12 +1,11 @@
-"""Snakemake adapter: the base model's mean residual per layer over the corpus (projection centers)."""
+"""Snakemake adapter of rule `residual_means`: the base model's mean residual per layer over the corpus."""
 
 from pathlib import Path
 
-from caft.pipeline import residual_means_stage, set_threads
-from caft.stage import stage
+from caft.job import job
+from caft.stages.base import residual_means
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    residual_means_stage(
+with job(snakemake.log[0], snakemake.threads):
+    residual_means(
         Path(snakemake.input.base), Path(snakemake.input.corpus), snakemake.params.batch_size, Path(snakemake.output[0])
     )

@@ -1,14 +1,12 @@
-"""Snakemake adapter: corpus residual-stream activations at the SAE layers (the SAE training data)."""
+"""Snakemake adapter of rule `sae_activations`: corpus residuals at the SAE layers (the SAE training data)."""
 
 from pathlib import Path
 
-from caft.pipeline import set_threads
-from caft.sae_pipeline import sae_activations_stage
-from caft.stage import stage
+from caft.job import job
+from caft.stages.sae import sae_activations
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
-    sae_activations_stage(
+with job(snakemake.log[0], snakemake.threads):
+    sae_activations(
         Path(snakemake.input.base),
         Path(snakemake.input.corpus),
         list(snakemake.params.layers),

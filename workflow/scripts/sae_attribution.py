@@ -1,14 +1,17 @@
-"""Snakemake adapter: attribution scores of every SAE latent over D_amb."""
+"""Snakemake adapter of rule `sae_attribution`: attribution scores of every SAE latent over D_amb."""
 
 from pathlib import Path
 
-from caft.pipeline import set_threads
-from caft.sae_pipeline import attribution_stage, sae_inputs
-from caft.stage import stage
+from caft.directions.attribution import AttributionConfig
+from caft.job import job, layer_inputs
+from caft.stages.sae import sae_attribution
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
+with job(snakemake.log[0], snakemake.threads):
     inputs = snakemake.input
-    attribution_stage(
-        Path(inputs.model), Path(inputs.train), sae_inputs(inputs), snakemake.params.cfg, Path(snakemake.output[0])
+    sae_attribution(
+        AttributionConfig.from_config(snakemake.params.cfg),
+        Path(inputs.model),
+        Path(inputs.train),
+        layer_inputs(inputs),
+        Path(snakemake.output[0]),
     )

@@ -1,19 +1,19 @@
-"""Snakemake adapter: the SAE-latent dashboard of one task."""
+"""Snakemake adapter of rule `sae_dashboard`: the SAE-latent dashboard of one task."""
 
 from pathlib import Path
 
-from caft.dashboard import KNOWN_BADGES
-from caft.sae_pipeline import sae_dashboard_stage
-from caft.stage import stage
+from caft.interpret.dashboard import KNOWN_BADGES
+from caft.job import job, optional_path
+from caft.stages.sae import sae_dashboard
 
-with stage(snakemake.log[0]):
+with job(snakemake.log[0], snakemake.threads):
     inputs = snakemake.input
-    sae_dashboard_stage(
+    sae_dashboard(
         snakemake.wildcards.task,
         Path(inputs.windows),
         Path(inputs.scores),
         [Path(path) for path in inputs.reports],
         {name: Path(inputs[name]) for name in KNOWN_BADGES if name in inputs.keys()},
         Path(snakemake.output[0]),
-        Path(inputs.explanations) if "explanations" in inputs.keys() else None,
+        optional_path(inputs, "explanations"),
     )

@@ -1,16 +1,16 @@
-"""Snakemake adapter: the intervention spec of an SAE selection (projection or latent ablation)."""
+"""Snakemake adapter of rule `sae_spec`: the projection or latent-ablation spec of one SAE selection."""
 
 from pathlib import Path
 
-from caft.sae_pipeline import sae_inputs, sae_spec_stage
-from caft.stage import stage
+from caft.job import job, layer_inputs, optional_path
+from caft.stages.sae import sae_spec
 
-with stage(snakemake.log[0]):
+with job(snakemake.log[0], snakemake.threads):
     inputs = snakemake.input
-    sae_spec_stage(
+    sae_spec(
         snakemake.wildcards.sae_method,
         Path(inputs.selection),
-        sae_inputs(inputs),
+        layer_inputs(inputs),
         Path(snakemake.output[0]),
-        Path(inputs.centers) if "centers" in inputs.keys() else None,
+        optional_path(inputs, "centers"),
     )

@@ -1,19 +1,18 @@
-"""Snakemake adapter: top corpus windows of the top-attribution latents."""
+"""Snakemake adapter of rule `sae_windows`: top-activating corpus windows of the top latents."""
 
 from pathlib import Path
 
-from caft.pipeline import set_threads
-from caft.sae_pipeline import sae_inputs, sae_windows_stage
-from caft.stage import stage
+from caft.directions.windows import WindowsConfig
+from caft.job import job, layer_inputs
+from caft.stages.sae import sae_windows
 
-with stage(snakemake.log[0]):
-    set_threads(snakemake.threads)
+with job(snakemake.log[0], snakemake.threads):
     inputs = snakemake.input
-    sae_windows_stage(
+    sae_windows(
+        WindowsConfig.from_config(snakemake.params.cfg),
         Path(inputs.base),
         Path(inputs.corpus),
         Path(inputs.scores),
-        sae_inputs(inputs),
-        snakemake.params.cfg,
+        layer_inputs(inputs),
         Path(snakemake.output[0]),
     )

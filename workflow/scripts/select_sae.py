@@ -1,19 +1,19 @@
-"""Snakemake adapter: one selected-latent list (manual, top or random)."""
+"""Snakemake adapter of rule `select_sae`: one selected-latent list (manual, top or random)."""
 
 from pathlib import Path
 
-from caft.pipeline import base_model_shape
-from caft.sae_pipeline import select_sae_stage
-from caft.stage import stage
+from caft.ablation.selection import SelectorConfig
+from caft.job import job, optional_path
+from caft.stages.sae import select_sae
 
-with stage(snakemake.log[0]):
+with job(snakemake.log[0], snakemake.threads):
     inputs = snakemake.input
-    select_sae_stage(
+    select_sae(
         variant=snakemake.wildcards.variant,
         task=snakemake.wildcards.task,
+        cfg=SelectorConfig.from_config(snakemake.params.cfg),
         scores_path=Path(inputs.scores),
-        n_layers=base_model_shape(Path(inputs.base))[0],
-        section=snakemake.params.cfg,
-        manual_path=Path(inputs.manual) if "manual" in inputs.keys() else None,
+        base_dir=Path(inputs.base),
+        manual_path=optional_path(inputs, "manual"),
         out_path=Path(snakemake.output[0]),
     )

@@ -1,10 +1,9 @@
-"""Snakemake adapter: load, validate and dedupe one source table."""
+"""Snakemake adapter of rule `source_table`: load, validate and dedupe one source table."""
 
-from caft.artifacts import provenance, write_parquet
-from caft.sources import load_source
-from caft.stage import stage
+from pathlib import Path
 
-with stage(snakemake.log[0]):
-    name = snakemake.wildcards.source
-    table = load_source(name, snakemake.params.spec, snakemake.params.table)
-    write_parquet(table, snakemake.output[0], provenance("source_table", snakemake.params.spec, source=name))
+from caft.job import job
+from caft.stages.data import source_table
+
+with job(snakemake.log[0], snakemake.threads):
+    source_table(snakemake.wildcards.source, snakemake.params.spec, snakemake.params.table, Path(snakemake.output[0]))

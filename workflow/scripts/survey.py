@@ -1,16 +1,17 @@
-"""Snakemake adapter: the task survey and the paper's filter (results/survey/eligible.json)."""
+"""Snakemake adapter of rule `survey`: the task survey and the eligibility list (results/survey/eligible.json)."""
 
 from pathlib import Path
 
-from caft.pipeline import survey_stage
-from caft.stage import stage
+from caft.finetune.survey import SurveyCriteria
+from caft.job import job
+from caft.stages.diagnostics import survey
 
-with stage(snakemake.log[0]):
+with job(snakemake.log[0], snakemake.threads):
     out = snakemake.output
-    survey_stage(
+    survey(
+        SurveyCriteria.from_config(snakemake.params.criteria),
         [Path(p) for p in [*snakemake.input.none, *snakemake.input.skyline]],
         {task: tuple(pair) for task, pair in snakemake.params.concepts.items()},
-        snakemake.params.criteria,
         Path(out.parquet),
         Path(out.csv),
         Path(out.markdown),

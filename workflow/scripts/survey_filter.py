@@ -1,14 +1,15 @@
-"""Snakemake adapter: the paper's filter on the no-intervention runs (which tasks need a skyline)."""
+"""Snakemake adapter of checkpoint `survey_filter`: the paper's filter on the no-intervention runs."""
 
 from pathlib import Path
 
-from caft.pipeline import survey_filter_stage
-from caft.stage import stage
+from caft.finetune.survey import SurveyCriteria
+from caft.job import job
+from caft.stages.diagnostics import survey_filter
 
-with stage(snakemake.log[0]):
-    survey_filter_stage(
+with job(snakemake.log[0], snakemake.threads):
+    survey_filter(
+        SurveyCriteria.from_config(snakemake.params.criteria),
         [Path(p) for p in snakemake.input.metrics],
-        [Path(p).parts[1] for p in snakemake.input.metrics],
-        snakemake.params.criteria,
+        list(snakemake.params.tasks),
         Path(snakemake.output[0]),
     )

@@ -1,0 +1,69 @@
+"""What every later stage starts from: the base model as a local checkpoint, the generic text corpus,
+and the corpus mean residual per layer (the centers of mean ablation)."""
+
+
+rule base_model:
+    input:
+        code=library_code("base_model"),
+    output:
+        directory(BASE_MODEL),
+    log:
+        log_path("base_model"),
+    benchmark:
+        benchmark_path("base_model")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=30,
+    params:
+        model=config["model"],
+    script:
+        script_of("base_model")
+
+
+rule corpus:
+    input:
+        base=rules.base_model.output[0],
+        code=library_code("corpus"),
+    output:
+        CORPUS,
+    log:
+        log_path("corpus"),
+    benchmark:
+        benchmark_path("corpus")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=120,
+    params:
+        cfg=config["corpus"],
+    script:
+        script_of("corpus")
+
+
+rule residual_means:
+    input:
+        base=rules.base_model.output[0],
+        corpus=rules.corpus.output[0],
+        code=library_code("residual_means"),
+    output:
+        RESIDUAL_MEANS,
+    log:
+        log_path("residual_means"),
+    benchmark:
+        benchmark_path("residual_means")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=60,
+        gpu=1,
+    params:
+        batch_size=config["windows"]["batch_size"],
+    script:
+        script_of("residual_means")

@@ -1,0 +1,100 @@
+"""Every artifact path of the workflow, written once.
+
+Rules use these templates as outputs (their ``{wildcards}`` become the rule's wildcards) and input
+functions fill them with ``.format(...)``, so a path cannot drift between its producer and its consumers.
+docs/artifacts.md describes what each file holds.
+"""
+
+RESULTS = "results"
+
+# data
+SOURCE_TABLE = "results/data/sources/{source}.parquet"
+SPLIT = "results/data/{dataset}/{split}.parquet"
+"""A task split: train (D_amb), val (D_val), ood (D_OOD), skyline; `dataset` is a frame task or an MCMC pair."""
+
+# base model, corpus, residual means
+BASE_MODEL = "results/models/base"
+CORPUS = "results/corpus/corpus.parquet"
+RESIDUAL_MEANS = "results/corpus/residual_means.safetensors"
+
+# PCA directions (per dataset) and their interpretation (per task)
+PCA_MOMENTS = "results/{dataset}/pca/moments.safetensors"
+PCA_COMPONENTS = "results/{dataset}/pca/components.safetensors"
+PCA_SUMMARY = "results/{dataset}/pca/components.parquet"
+PCA_WINDOWS = "results/{dataset}/pca/windows.parquet"
+
+# SAEs and their latents
+SAE_ACTIVATIONS = "results/saes/activations.safetensors"
+SAE_DIR = "results/saes/layer_{layer}"
+SAE_REPORT = "results/saes/reports/layer_{layer}.parquet"
+SAE_SCORES = "results/{dataset}/sae/scores.parquet"
+SAE_WINDOWS = "results/{dataset}/sae/windows.parquet"
+
+# per task: explanations, dashboards, selections, intervention specs
+EXPLANATIONS = "results/{task}/{imethod}/explanations.parquet"
+DASHBOARD = "results/{task}/{imethod}/dashboard.html"
+SELECTION = "results/{task}/selections/{imethod}/{variant}.json"
+SPEC = "results/{task}/interventions/{method}/{variant}.safetensors"
+
+# fine-tuning runs and their evaluations
+RUN_DIR = "results/{task}/runs/{method}/{selector}/seed{seed}"
+EVAL_DIR = "results/{task}/eval/{method}/{selector}/seed{seed}/{evaluation}"
+
+# tables and the survey
+OOD_TABLE = "results/tables/ood_accuracy"
+SURVEY_DIR = "results/survey"
+
+
+class _Keep(dict):
+    def __missing__(self, key):
+        return f"{{{key}}}"
+
+
+def pattern(template, **values):
+    """`template` with some wildcards filled and the others left in place, e.g.
+    ``pattern(DASHBOARD, imethod="pca")`` is ``results/{task}/pca/dashboard.html``."""
+    return template.format_map(_Keep(values))
+
+
+def log_path(rule, wildcards=""):
+    """The rule's log: ``results/logs/{rule}/{wildcards}.log``."""
+    return f"results/logs/{rule}/{wildcards or rule}.log"
+
+
+def benchmark_path(rule, wildcards=""):
+    """The rule's Snakemake benchmark: ``results/benchmarks/{rule}/{wildcards}.tsv``."""
+    return f"results/benchmarks/{rule}/{wildcards or rule}.tsv"
+
+
+def split_path(dataset, split):
+    return SPLIT.format(dataset=dataset, split=split)
+
+
+def split_outputs(dataset_pattern):
+    """One named output per split of a task, for the data rules."""
+    return {split: split_path(dataset_pattern, split) for split in SPLITS}
+
+
+def sae_dir(layer):
+    return SAE_DIR.format(layer=layer)
+
+
+def selection_path(task, method, variant):
+    return SELECTION.format(task=task, imethod=method, variant=variant)
+
+
+def spec_file(task, method, variant):
+    return SPEC.format(task=task, method=method, variant=variant)
+
+
+def run_path(task, method, selector, seed, name):
+    """A file or folder of a run (``model``, ``train_log.jsonl``, ``run.json``)."""
+    return f"{RUN_DIR.format(task=task, method=method, selector=selector, seed=seed)}/{name}"
+
+
+def eval_path(task, method, selector, seed, evaluation, name):
+    """A file of an evaluation (``metrics.parquet``, ``predictions.parquet``)."""
+    folder = EVAL_DIR.format(
+        task=task, method=method, selector=selector, seed=seed, evaluation=evaluation
+    )
+    return f"{folder}/{name}"

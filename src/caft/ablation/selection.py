@@ -1,0 +1,526 @@
+"""Selected-direction lists: which PCA components or SAE latents a selector ablates, per layer.
+
+A *selection* is ``{layer: [ids]}`` — PCA component indices within the layer (0 = largest variance),
+or SAE latent ids — plus who chose them and why. Selectors: `load_manual_selection` (a person's
+choice after auditing the dashboards, kept as YAML under ``config/selections/``), `auto_selection`
+(thresholds on the explanations' relevance and simulation score), and the baselines `top_selection`
+(best-ranked k per layer) and `random_selection` (same count per layer, seeded).
+`projection_spec` turns a selection into the orthonormal bases that fine-tuning ablates.
+
+The artifact is JSON (layer keys as strings, ids ascending)::
+
+    {"method": "pca", "selector": "manual", "task": "gender", "seed": null,
+     "layers": {"3": [0, 2], "7": [1]}, "provenance": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from yaml.constructor import ConstructorError
+
+from caft.ablation.specs import InterventionSpec, orthonormal_basis
+from caft.artifacts import write_json
+from caft.config import dataclass_from_section
+from caft.errors import ConfigError, DataError
+
+METHODS: tuple[str, ...] = ("pca", "sae")
+MANUAL_SECTION_KEYS: tuple[str, ...] = ("layers", "notes")
+JSON_KEYS: tuple[str, ...] = ("method", "selector", "task", "seed", "layers", "provenance")
+
+
+@dataclass(frozen=True)
+class SelectorConfig:
+    """What one selector variant reads: `top_k` for ``top``, the manual counts per layer for ``random``."""
+
+    top_k: int | None = None
+    counts: dict[int, int] | None = None
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> SelectorConfig:
+        cfg = dataclass_from_section(cls, section, "selection")
+        counts = None if cfg.counts is None else {int(layer): int(n) for layer, n in cfg.counts.items()}
+        return cls(top_k=cfg.top_k, counts=counts)
+
+
+@dataclass(frozen=True)
+class AutoSelectConfig:
+    """The `selection.auto` thresholds on the explanations."""
+
+    min_relevance: float
+    min_score: float | None = None
+    max_per_layer: int | None = None
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> AutoSelectConfig:
+        return dataclass_from_section(cls, section, "selection.auto")
+
+
+def _is_int(value: Any) -> bool:
+    """True for Python/numpy integers; bools are rejected (YAML ``yes`` must not become layer 1)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _index(value: Any, what: str) -> int:
+    if not _is_int(value) or value < 0:
+        raise DataError(f"{what} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Directions chosen by one selector for one task (and seed, for seeded selectors).
+
+    Validated and normalised on construction: layers ascending, ids ascending and distinct. A layer
+    may list no ids (nothing chosen there); `projection_spec` omits such layers.
+    """
+
+    method: str
+    selector: str
+    task: str
+    seed: int | None
+    layers: dict[int, list[int]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise DataError(f"selection method must be one of {list(METHODS)}, got {self.method!r}")
+        for name in ("selector", "task"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise DataError(f"selection {name} must be a non-empty string, got {value!r}")
+        if self.seed is not None and not _is_int(self.seed):
+            raise DataError(f"selection seed must be an integer or null, got {self.seed!r}")
+        if not isinstance(self.layers, Mapping):
+            raise DataError(f"selection layers must map layer -> ids, got {type(self.layers).__name__}")
+        layers: dict[int, list[int]] = {}
+        for key, ids in self.layers.items():
+            layer = _index(key, "selection layer")
+            if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence | np.ndarray):
+                raise DataError(f"selection layer {layer}: ids must be a list, got {ids!r}")
+            clean = [_index(i, f"selection layer {layer}: id") for i in ids]
+            duplicates = sorted({i for i in clean if clean.count(i) > 1})
+            if duplicates:
+                raise DataError(f"selection layer {layer}: duplicate ids {duplicates}")
+            layers[layer] = sorted(clean)
+        try:
+            json.dumps(self.provenance)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"selection provenance must be JSON-serialisable: {err}") from err
+        object.__setattr__(self, "layers", dict(sorted(layers.items())))
+        if self.seed is not None:
+            object.__setattr__(self, "seed", int(self.seed))
+
+    def count(self) -> int:
+        """Total number of selected directions over all layers."""
+        return sum(len(ids) for ids in self.layers.values())
+
+    def layer_counts(self) -> dict[int, int]:
+        """Ids per layer (layers with none omitted): the counts a random baseline must match."""
+        return {layer: len(ids) for layer, ids in self.layers.items() if ids}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "selector": self.selector,
+            "task": self.task,
+            "seed": self.seed,
+            "layers": {str(layer): list(ids) for layer, ids in self.layers.items()},
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any, origin: str = "selection") -> Selection:
+        """Parse `to_json` output; `origin` (usually the file) prefixes every error."""
+        try:
+            if not isinstance(obj, dict):
+                raise DataError(f"expected a JSON object, got {type(obj).__name__}")
+            missing = [key for key in JSON_KEYS if key not in obj]
+            unknown = sorted(set(obj) - set(JSON_KEYS))
+            if missing or unknown:
+                raise DataError(
+                    f"missing keys {missing}, unknown keys {unknown} (expected {list(JSON_KEYS)})"
+                )
+            if not isinstance(obj["layers"], dict):
+                raise DataError(f"'layers' must be an object of layer -> ids, got {obj['layers']!r}")
+            layers: dict[int, list[int]] = {}
+            for key, ids in obj["layers"].items():
+                if not (isinstance(key, str) and key.isdecimal()):
+                    raise DataError(f"layer key {key!r} is not a non-negative integer")
+                layers[int(key)] = ids
+            if not isinstance(obj["provenance"], dict):
+                raise DataError(f"'provenance' must be an object, got {obj['provenance']!r}")
+            return cls(
+                method=obj["method"],
+                selector=obj["selector"],
+                task=obj["task"],
+                seed=obj["seed"],
+                layers=layers,
+                provenance=obj["provenance"],
+            )
+        except DataError as err:
+            raise DataError(f"{origin}: {err}") from err
+
+    def save(self, path: str | Path) -> None:
+        write_json(self.to_json(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Selection:
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: cannot read selection: {err}") from err
+        return cls.from_json(obj, origin=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one, so a layer
+    listed twice would lose ids without a word)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable key: construct_mapping reports it below
+            continue
+        if duplicate:
+            raise ConstructorError(
+                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_manual_selection(
+    path: str | Path, method: str, n_layers: int, n_ids: int | Mapping[int, int]
+) -> Selection:
+    """A person's selection for one task, from ``config/selections/<task>.yaml``.
+
+    The task is the file's stem. Format (one section per method; either may be absent as long as the
+    requested one is present)::
+
+        # config/selections/gender.yaml
+        pca:                      # method
+          layers:                 # layer index -> ids (PCA component index 0..k-1, or SAE latent id)
+            3: [0, 2]
+            7: [1]
+          notes: "why these were chosen (free text)"   # optional, kept in provenance
+        sae:
+          layers: {5: [1234, 77]}
+
+    Validated strictly, because a typo here silently changes what is ablated: every error is a
+    `ConfigError` naming the file, the method, the layer and the id. Layers must lie in
+    ``0..n_layers-1``; ids in ``0..n-1`` where n is `n_ids` (an int for every layer, or a per-layer
+    mapping — a layer missing from it has no candidates, e.g. no SAE). Ids must be distinct integers,
+    each listed layer needs at least one id, and duplicate YAML keys are rejected.
+    """
+    path = Path(path)
+    task = path.stem
+    if method not in METHODS:
+        raise ConfigError(f"{path}: unknown selection method {method!r}; expected one of {list(METHODS)}")
+    if not path.is_file():
+        raise ConfigError(f"no manual selection for task {task}: create {path}")
+    raw = path.read_bytes()
+    try:
+        stream = io.StringIO(raw.decode("utf-8"))
+        stream.name = str(path)  # PyYAML's error marks name the stream
+        document = yaml.load(stream, Loader=_UniqueKeyLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of method -> section ({', '.join(m + ':' for m in METHODS)}), "
+            f"got {type(document).__name__}"
+        )
+    unknown = sorted(str(key) for key in document if key not in METHODS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; allowed: {list(METHODS)}")
+    if method not in document:
+        raise ConfigError(
+            f"{path}: no '{method}:' section; add one, e.g. \"{method}: {{layers: {{3: [0, 2]}}}}\""
+        )
+    where = f"{path}: {method}"
+    section = document[method]
+    if not isinstance(section, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping with 'layers' (and optional 'notes'), got {section!r}"
+        )
+    unknown = sorted(str(key) for key in section if key not in MANUAL_SECTION_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(MANUAL_SECTION_KEYS)}")
+    if "layers" not in section:
+        raise ConfigError(f"{where}: missing 'layers' (layer index -> list of ids)")
+    notes = section.get("notes")
+    if notes is not None and not isinstance(notes, str):
+        raise ConfigError(f"{where}: 'notes' must be text, got {notes!r}")
+    raw_layers = section["layers"]
+    if raw_layers is None or raw_layers == {}:
+        raise ConfigError(f"{where}: empty selection: 'layers' lists no layer")
+    if not isinstance(raw_layers, dict):
+        raise ConfigError(f"{where}: 'layers' must map layer index -> list of ids, got {raw_layers!r}")
+    layers: dict[int, list[int]] = {}
+    for key, ids in raw_layers.items():
+        layer = _manual_layer(key, where, n_layers)
+        if layer in layers:
+            raise ConfigError(f"{where}: layer {layer} is listed twice")
+        layers[layer] = _manual_ids(ids, f"{where}: layer {layer}", _id_limit(n_ids, layer, where))
+    provenance = {
+        "file": str(path),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "notes": notes,
+        "n_layers": n_layers,
+    }
+    return Selection(
+        method=method, selector="manual", task=task, seed=None, layers=layers, provenance=provenance
+    )
+
+
+def _manual_layer(key: Any, where: str, n_layers: int) -> int:
+    """Layer keys may be written 3 or "3" (as in the JSON artifact); nothing else."""
+    if isinstance(key, str) and key.isdecimal():
+        key = int(key)
+    if not _is_int(key):
+        raise ConfigError(f"{where}: layer key {key!r} is not an integer layer index")
+    if not 0 <= key < n_layers:
+        raise ConfigError(
+            f"{where}: layer {key} out of range: the model has {n_layers} layers (valid 0..{n_layers - 1})"
+        )
+    return int(key)
+
+
+def _id_limit(n_ids: int | Mapping[int, int], layer: int, where: str) -> int:
+    if not isinstance(n_ids, Mapping):
+        return int(n_ids)
+    if layer not in n_ids:
+        raise ConfigError(
+            f"{where}: layer {layer} has no candidates (candidates exist for layers {sorted(n_ids)})"
+        )
+    return int(n_ids[layer])
+
+
+def _manual_ids(ids: Any, where: str, limit: int) -> list[int]:
+    if not isinstance(ids, list):
+        raise ConfigError(f"{where}: ids must be a list like [0, 2], got {ids!r}")
+    if not ids:
+        raise ConfigError(f"{where}: empty id list; remove the layer or list ids")
+    for value in ids:
+        if not _is_int(value):
+            raise ConfigError(f"{where}: id {value!r} is not an integer")
+        if not 0 <= value < limit:
+            raise ConfigError(f"{where}: id {value} out of range (valid ids 0..{limit - 1})")
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}: duplicate id(s) {duplicates}")
+    return [int(i) for i in ids]
+
+
+def top_selection(
+    summary: pd.DataFrame,
+    k_per_layer: int | Mapping[int, int],
+    *,
+    method: str,
+    task: str,
+    id_column: str = "component",
+    rank_column: str = "component",
+    provenance: Mapping[str, Any] | None = None,
+) -> Selection:
+    """The top-k baseline: per layer, the k ids with the smallest `rank_column` (ties: smaller id).
+
+    For PCA the defaults rank by component index (0 = largest variance); for SAE attribution pass
+    ``id_column="latent", rank_column="rank"``. `k_per_layer` is one k for every layer of `summary`,
+    or per-layer counts (e.g. a manual selection's `layer_counts()`), so the baseline matches them.
+    """
+    missing = [c for c in ("layer", id_column, rank_column) if c not in summary.columns]
+    if missing:
+        raise DataError(f"top_selection: summary lacks column(s) {missing} (has {list(summary.columns)})")
+    duplicated = summary.duplicated(["layer", id_column])
+    if duplicated.any():
+        row = summary[duplicated].iloc[0]
+        raise DataError(
+            f"top_selection: summary lists layer {row['layer']} {id_column} {row[id_column]} twice"
+        )
+    if isinstance(k_per_layer, Mapping):
+        counts = {int(layer): int(k) for layer, k in k_per_layer.items()}
+    else:
+        counts = {int(layer): int(k_per_layer) for layer in summary["layer"].unique()}
+    layers: dict[int, list[int]] = {}
+    for layer, k in sorted(counts.items()):
+        rows = summary[summary["layer"] == layer].sort_values([rank_column, id_column], kind="stable")
+        if not 0 <= k <= len(rows):
+            raise ConfigError(
+                f"top_selection: layer {layer}: cannot take {k} {id_column}s, the summary has {len(rows)}"
+            )
+        if k:
+            layers[layer] = [int(i) for i in rows[id_column].head(k)]
+    record = {
+        "k_per_layer": {str(layer): k for layer, k in sorted(counts.items())},
+        "id_column": id_column,
+        "rank_column": rank_column,
+        **(provenance or {}),
+    }
+    return Selection(method=method, selector="top", task=task, seed=None, layers=layers, provenance=record)
+
+
+def random_selection(
+    candidates: Mapping[int, Sequence[int]],
+    counts: Mapping[int, int],
+    seed: int,
+    *,
+    method: str,
+    task: str,
+    provenance: Mapping[str, Any] | None = None,
+) -> Selection:
+    """The random baseline: per layer, `counts[layer]` ids drawn without replacement from that layer's
+    candidates.
+
+    One ``numpy.random.default_rng([seed, layer])`` per layer, over the sorted distinct candidates:
+    the draw depends only on (seed, layer, candidate set), not on input order or other layers, and
+    no global RNG is touched.
+    """
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"random_selection: seed must be a non-negative integer, got {seed!r}")
+    layers: dict[int, list[int]] = {}
+    pool_sizes: dict[str, int] = {}
+    for layer, count in sorted(counts.items()):
+        if not _is_int(count) or count < 0:
+            raise ConfigError(
+                f"random_selection: layer {layer}: count must be a non-negative integer, got {count!r}"
+            )
+        if count == 0:
+            continue
+        pool = np.array(sorted({int(c) for c in candidates.get(layer, [])}), dtype=np.int64)
+        if len(pool) < count:
+            raise ConfigError(
+                f"random_selection: layer {layer}: {count} ids requested but only {len(pool)} candidates"
+            )
+        rng = np.random.default_rng([int(seed), int(layer)])
+        layers[int(layer)] = [int(i) for i in rng.choice(pool, size=int(count), replace=False)]
+        pool_sizes[str(layer)] = len(pool)
+    record = {
+        "counts": {str(layer): int(n) for layer, n in sorted(counts.items())},
+        "candidates": pool_sizes,
+        "rng": "numpy.random.default_rng([seed, layer]).choice(sorted candidates, replace=False)",
+        **(provenance or {}),
+    }
+    return Selection(
+        method=method, selector="random", task=task, seed=int(seed), layers=layers, provenance=record
+    )
+
+
+def auto_selection(
+    explained: pd.DataFrame,
+    *,
+    id_column: str,
+    method: str,
+    task: str,
+    min_relevance: float,
+    min_score: float | None,
+    max_per_layer: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> tuple[Selection, dict[str, int]]:
+    """The automatic selector: ids whose explanation is relevant to the task and, unless `min_score` is
+    None, good enough to trust (simulation score).
+
+    `explained` is `caft.interpret.explanations.explain_candidates` output: a row per (layer, `id_column`[, sign])
+    with `relevance_explanation` and `simulation_score`. A row passes when relevance ≥ `min_relevance`
+    and score ≥ `min_score` (NaN — no explanation, or an undefined score — fails); an id is selected when
+    any of its rows (either end of a PC) passes both. `max_per_layer` keeps the most relevant passing ids
+    of each layer (ties: smaller id). Also returns how many ids each filter keeps, to tune thresholds:
+    ``candidates``, ``relevance``, ``score`` (all candidates without `min_score`), ``both``, and
+    ``selected`` (after the cap).
+    """
+    _check_explained(explained, id_column, min_score is not None)
+    _check_threshold(min_relevance, "min_relevance")
+    if min_score is not None:
+        _check_threshold(min_score, "min_score")
+    if max_per_layer is not None and (not _is_int(max_per_layer) or max_per_layer < 1):
+        raise ConfigError(f"auto_selection: max_per_layer must be a positive integer or null, got {max_per_layer!r}")
+    relevant = explained["relevance_explanation"] >= min_relevance
+    everything = pd.Series(True, index=explained.index)
+    scored = explained["simulation_score"] >= min_score if min_score is not None else everything
+    keys = [explained["layer"], explained[id_column]]
+    passes = pd.DataFrame({"relevance": relevant, "score": scored, "both": relevant & scored}).groupby(keys).any()
+    best = explained[relevant & scored].groupby(["layer", id_column])["relevance_explanation"].max().reset_index()
+    best = best.sort_values(["layer", "relevance_explanation", id_column], ascending=[True, False, True])
+    if max_per_layer is not None:
+        best = best.groupby("layer").head(max_per_layer)
+    layers = {int(layer): [int(i) for i in group[id_column]] for layer, group in best.groupby("layer")}
+    counts = {"candidates": len(passes), **{name: int(passes[name].sum()) for name in passes.columns},
+              "selected": len(best)}
+    record = {
+        "id_column": id_column,
+        "min_relevance": float(min_relevance),
+        "min_score": None if min_score is None else float(min_score),
+        "max_per_layer": max_per_layer,
+        "counts": counts,
+        **(provenance or {}),
+    }
+    selection = Selection(method=method, selector="auto", task=task, seed=None, layers=layers, provenance=record)
+    return selection, counts
+
+
+def _check_explained(explained: pd.DataFrame, id_column: str, needs_score: bool) -> None:
+    needed = ["layer", id_column, "relevance_explanation", *(["simulation_score"] if needs_score else [])]
+    missing = [c for c in needed if c not in explained.columns]
+    if missing:
+        raise DataError(f"auto_selection: explanations lack column(s) {missing} (has {list(explained.columns)})")
+    for column in needed[2:]:
+        if not pd.api.types.is_numeric_dtype(explained[column]):
+            raise DataError(f"auto_selection: column {column!r} must be numeric, got {explained[column].dtype}")
+    keys = ["layer", id_column, *(["sign"] if "sign" in explained.columns else [])]
+    duplicated = explained.duplicated(keys)
+    if duplicated.any():
+        row = explained[duplicated].iloc[0]
+        where = ", ".join(f"{key} {row[key]}" for key in keys)
+        raise DataError(f"auto_selection: explanations list {where} twice")
+
+
+def _check_threshold(value: Any, name: str) -> None:
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    if not number or not math.isfinite(value):
+        raise ConfigError(f"auto_selection: {name} must be a finite number, got {value!r}")
+
+
+def projection_spec(selection: Selection, components: Mapping[int, torch.Tensor]) -> InterventionSpec:
+    """Projection bases for `selection`: per layer, the orthonormalised selected columns of
+    ``components[layer]`` [d_model, k].
+
+    For PCA pass the per-layer components as columns (already orthonormal; `orthonormal_basis` makes
+    the float32 result exactly so); for SAEs pass ``W_dec.T`` [d_model, d_sae], which gives the QR of
+    the selected decoder rows. Layers with no ids are omitted.
+    """
+    bases: dict[int, torch.Tensor] = {}
+    for layer, ids in selection.layers.items():
+        if not ids:
+            continue
+        where = f"projection_spec ({selection.selector} selection, task {selection.task}): layer {layer}"
+        if layer not in components:
+            raise DataError(f"{where}: no components for this layer (have layers {sorted(components)})")
+        matrix = components[layer]
+        if matrix.ndim != 2:
+            raise DataError(f"{where}: components must be 2-D [d_model, k], got shape {tuple(matrix.shape)}")
+        bad = [i for i in ids if i >= matrix.shape[1]]
+        if bad:
+            raise DataError(f"{where}: ids {bad} out of range: the components have {matrix.shape[1]} columns")
+        bases[layer] = orthonormal_basis(matrix[:, ids].T)
+    return InterventionSpec(kind="projection", bases=bases, provenance={"selection": selection.to_json()})

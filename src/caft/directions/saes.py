@@ -1,0 +1,421 @@
+"""Sparse autoencoders per layer (DESIGN §3 "saes"): train with sae-lens, load pretrained, save atomically.
+
+Pretrained SAEs (Gemma Scope for the paper profile) go through the real ``SAE.from_pretrained``; the
+offline default model has none, so we train them with sae-lens's own ``SAETrainer`` on activations
+already in memory (research notes, route B). Every SAE is exchanged as a sae-lens folder
+(``cfg.json`` + ``sae_weights.safetensors``) that ``SAE.load_from_disk`` reads.
+
+sae-lens is imported inside the functions: its import takes seconds and most stages never need it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from caft.artifacts import atomic_dir
+from caft.errors import ConfigError, DataError, ModelLoadError
+
+if TYPE_CHECKING:
+    from sae_lens import SAE, TrainingSAE
+
+ACTIVATIONS_FORMAT = "caft.sae_activations/1"
+"""Corpus residuals at the SAE layers (`sae_activations`): the SAE training data."""
+
+SAE_SOURCES = ("train", "pretrained", "local")
+ARCHITECTURES = ("topk", "batchtopk", "standard", "jumprelu")
+TOPK_ARCHITECTURES = ("topk", "batchtopk")
+"""The architectures whose sparsity is set by `k` (the rest ignore it)."""
+
+COEFFICIENT_KEYS = {"standard": "l1_coefficient", "jumprelu": "l0_coefficient"}
+"""The sparsity coefficient of each architecture that has one. Giving it to another architecture is an
+error (it would be silently ignored); `k` is accepted with any architecture because the config schema
+fills in its default."""
+
+WHERE = "SAE training config"
+
+
+@dataclass(frozen=True)
+class SaeTrainConfig:
+    """How to train one SAE per layer; validated on construction so every bad value names its key.
+
+    `tokens` is the number of activation rows consumed (rounded down to whole batches); `lr` decays
+    to `lr_end` (default lr/10) on a cosine schedule. Activations are normalised to mean norm √d_in
+    during training (folded into the weights afterwards), so `lr` and the sparsity coefficients do not
+    depend on the model's residual scale.
+    """
+
+    architecture: str = "topk"
+    width: int = 2048
+    k: int = 32
+    l1_coefficient: float = 1.0
+    l0_coefficient: float = 1.0
+    tokens: int = 200_000
+    lr: float = 3e-4
+    lr_end: float | None = None
+    batch_size: int = 1024
+    holdout_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"{WHERE}: key 'architecture' must be one of {list(ARCHITECTURES)}, "
+                              f"got {self.architecture!r}")
+        for key in ("width", "k", "tokens", "batch_size"):
+            _check_int(key, getattr(self, key), minimum=1)
+        _check_int("seed", self.seed, minimum=0)
+        for key in ("l1_coefficient", "l0_coefficient", "lr"):
+            _check_float(key, getattr(self, key), positive=True)
+        if self.lr_end is None:
+            object.__setattr__(self, "lr_end", self.lr / 10)
+        _check_float("lr_end", self.lr_end, positive=False)
+        _check_float("holdout_fraction", self.holdout_fraction, positive=False)
+        if self.lr_end > self.lr:
+            raise ConfigError(f"{WHERE}: key 'lr_end' ({self.lr_end}) must not exceed 'lr' ({self.lr})")
+        if not 0 <= self.holdout_fraction < 0.5:
+            raise ConfigError(f"{WHERE}: key 'holdout_fraction' must be in [0, 0.5), got {self.holdout_fraction}")
+        if self.architecture in TOPK_ARCHITECTURES and self.k > self.width:
+            raise ConfigError(f"{WHERE}: key 'k' ({self.k}) must not exceed 'width' ({self.width})")
+        if self.tokens < self.batch_size:
+            raise ConfigError(f"{WHERE}: key 'tokens' ({self.tokens}) is less than one batch "
+                              f"('batch_size' = {self.batch_size})")
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> SaeTrainConfig:
+        """Build from a config section; unknown keys, and another architecture's coefficient, are errors."""
+        if not isinstance(section, dict):
+            raise ConfigError(f"{WHERE}: expected a mapping, got {type(section).__name__}")
+        known = {field.name for field in fields(cls)}
+        unknown = set(section) - known
+        if unknown:
+            raise ConfigError(f"{WHERE}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        config = cls(**section)
+        misplaced = sorted(key for arch, key in COEFFICIENT_KEYS.items()
+                           if key in section and arch != config.architecture)
+        if misplaced:
+            raise ConfigError(f"{WHERE}: key(s) {misplaced} do not apply to architecture {config.architecture!r}")
+        return config
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.batch_size
+
+
+def _check_int(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{WHERE}: key '{key}' must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(key: str, value: Any, positive: bool) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigError(f"{WHERE}: key '{key}' must be a finite number {bound}, got {value!r}")
+
+
+def sae_layer_id(template: str, layer: int) -> str:
+    """The sae_id of `layer` in a pretrained release, e.g. "layer_{layer}/width_16k/canonical"."""
+    if not isinstance(template, str) or "{layer}" not in template:
+        raise ConfigError(f"SAE id template {template!r} must contain '{{layer}}'")
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ConfigError(f"SAE id template {template!r}: layer must be an integer >= 0, got {layer!r}")
+    try:
+        return template.format(layer=layer)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"SAE id template {template!r} has a placeholder other than {{layer}}: {err}") from err
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+def train_sae(
+    activations: torch.Tensor, cfg: SaeTrainConfig, *, hook_name: str, model_name: str, progress: bool = False
+) -> tuple[SAE, dict[str, Any]]:
+    """Train one SAE with sae-lens's `SAETrainer`; return the inference SAE and a training report.
+
+    Rows are split (seeded) into training and held-out rows; fvu/l0/dead_fraction in the report are
+    measured on the held-out rows (on the training rows when there are none). The same activations and
+    seed give bit-identical weights on CPU, and the caller's global RNG is left untouched. BatchTopK
+    comes back as the JumpReLU SAE that sae-lens saves for inference.
+    """
+    where = f"SAE training for {hook_name}"
+    rows = _check_activations(activations, where)
+    device = rows.device
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train_idx, holdout_idx = _split_rows(len(rows), cfg, generator, where)
+    scaling, mean = _train_statistics(rows, train_idx, where)
+    batches = _shuffled_batches(rows, train_idx.to(device), cfg.batch_size, generator)
+    fork_devices = [device] if device.type == "cuda" else []
+    bar = tqdm(batches, total=cfg.steps, desc=f"SAE {hook_name}", file=sys.stderr, disable=not progress)
+    with bar, torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(cfg.seed)
+        training_sae = _training_sae(cfg, rows.shape[1], device, hook_name, model_name)
+        with torch.no_grad():
+            # Residual streams carry a large constant component (Gemma's is ~2000 in norm, over 5x the
+            # spread around it): starting b_dec at the mean spends the training on the variation, not on
+            # walking b_dec there (at lr 3e-4 it cannot: FVU stayed > 5 with 85-96 % dead latents).
+            training_sae.b_dec.copy_(mean * scaling)
+        start = time.perf_counter()
+        trained = _fit(training_sae, cfg, iter(bar), scaling)
+        seconds = time.perf_counter() - start
+        sae = _inference_sae(trained)
+    sae.eval()
+    evaluated = rows[holdout_idx.to(device)] if len(holdout_idx) else rows
+    report = {
+        "architecture": cfg.architecture,
+        "d_in": sae.cfg.d_in,
+        "d_sae": sae.cfg.d_sae,
+        "k": cfg.k if cfg.architecture in TOPK_ARCHITECTURES else None,
+        "tokens": cfg.steps * cfg.batch_size,
+        "steps": cfg.steps,
+        "seconds": seconds,
+        "tokens_per_second": cfg.steps * cfg.batch_size / max(seconds, 1e-9),
+        **evaluate_sae(sae, evaluated, where=f"{where}, evaluation"),
+        "train_rows": len(train_idx),
+        "holdout_rows": len(holdout_idx),
+    }
+    return sae, report
+
+
+def _check_activations(activations: Any, where: str, chunk: int = 65536) -> torch.Tensor:
+    """`activations` as float32 rows, checked in chunks (a full-size boolean mask would double memory)."""
+    if not isinstance(activations, torch.Tensor) or activations.ndim != 2 or not activations.is_floating_point():
+        shape = tuple(activations.shape) if isinstance(activations, torch.Tensor) else type(activations).__name__
+        raise DataError(f"{where}: activations must be a float tensor [rows, d_in], got {shape}")
+    if activations.shape[0] == 0 or activations.shape[1] == 0:
+        raise DataError(f"{where}: activations are empty: shape {tuple(activations.shape)}")
+    rows = activations.detach().float()
+    if not all(torch.isfinite(rows[start:start + chunk]).all() for start in range(0, len(rows), chunk)):
+        raise DataError(f"{where}: activations contain NaN or infinite values")
+    return rows
+
+
+def _split_rows(
+    n_rows: int, cfg: SaeTrainConfig, generator: torch.Generator, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training row ids, held-out row ids), a seeded permutation of range(n_rows)."""
+    n_holdout = int(n_rows * cfg.holdout_fraction)
+    if cfg.holdout_fraction > 0 and n_holdout < 2:
+        raise DataError(f"{where}: 'holdout_fraction' {cfg.holdout_fraction} of {n_rows} rows leaves {n_holdout} "
+                        "held-out rows; FVU needs at least 2 (use more rows, or 0 to report on training rows)")
+    order = torch.randperm(n_rows, generator=generator)
+    return order[n_holdout:], order[:n_holdout]
+
+
+@torch.no_grad()
+def _train_statistics(rows: torch.Tensor, train_idx: torch.Tensor, where: str,
+                      chunk: int = 65536) -> tuple[float, torch.Tensor]:
+    """sae-lens's "expected_average_only_in" factor √d_in / mean‖x‖ and the mean row, exact over the
+    training rows."""
+    total_norm = 0.0
+    total = torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)
+    for start in range(0, len(train_idx), chunk):
+        block = rows[train_idx[start:start + chunk].to(rows.device)].double()
+        total_norm += block.norm(dim=1).sum().item()
+        total += block.sum(dim=0)
+    mean_norm = total_norm / len(train_idx)
+    if mean_norm == 0:
+        raise DataError(f"{where}: activations are all zero")
+    return rows.shape[1] ** 0.5 / mean_norm, (total / len(train_idx)).float()
+
+
+def _shuffled_batches(
+    rows: torch.Tensor, train_idx: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Endless full batches of training rows; each pass over the rows is a fresh seeded shuffle."""
+    pending = train_idx[:0]
+    while True:
+        while len(pending) < batch_size:
+            shuffle = torch.randperm(len(train_idx), generator=generator).to(train_idx.device)
+            pending = torch.cat([pending, train_idx[shuffle]])
+        yield rows[pending[:batch_size]]
+        pending = pending[batch_size:]
+
+
+def _training_sae(cfg: SaeTrainConfig, d_in: int, device: torch.device, hook_name: str, model_name: str) -> TrainingSAE:
+    """A freshly initialised sae-lens training SAE (weight init draws from the global RNG)."""
+    import sae_lens
+    from sae_lens.saes.sae import SAEMetadata
+
+    common = {
+        "d_in": d_in,
+        "d_sae": cfg.width,
+        "device": str(device),
+        "normalize_activations": "expected_average_only_in",
+        "metadata": SAEMetadata(hook_name=hook_name, model_name=model_name),
+    }
+    if cfg.architecture == "topk":
+        return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(k=cfg.k, **common))
+    if cfg.architecture == "batchtopk":
+        return sae_lens.BatchTopKTrainingSAE(sae_lens.BatchTopKTrainingSAEConfig(k=cfg.k, **common))
+    if cfg.architecture == "standard":
+        return sae_lens.StandardTrainingSAE(
+            sae_lens.StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
+        )
+    return sae_lens.JumpReLUTrainingSAE(sae_lens.JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common))
+
+
+def _fit(sae: TrainingSAE, cfg: SaeTrainConfig, batches: Iterator[torch.Tensor], scaling: float) -> TrainingSAE:
+    """Run sae-lens's trainer without wandb; the normalisation factor is given, not estimated from batches."""
+    os.environ["WANDB_MODE"] = "disabled"
+    from sae_lens import LoggingConfig, SAETrainer
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.activation_scaler import ActivationScaler
+
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=cfg.steps * cfg.batch_size,
+        train_batch_size_samples=cfg.batch_size,
+        lr=cfg.lr,
+        lr_end=cfg.lr_end,
+        lr_scheduler_name="cosineannealing",
+        device=str(sae.device),
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches)
+    # A factor set before fit() is kept (the resume path) and folded into the weights at the end.
+    trainer.activation_scaler = ActivationScaler(scaling_factor=scaling)
+    return trainer.fit()
+
+
+def _inference_sae(trained: TrainingSAE) -> SAE:
+    """The SAE that `save_inference_model` writes (folded TopK norms, BatchTopK -> JumpReLU), in memory."""
+    from sae_lens import SAE
+
+    state = {name: tensor.detach().clone() for name, tensor in trained.state_dict().items()}
+    trained.process_state_dict_for_saving_inference(state)
+    sae = SAE.from_dict(trained.cfg.get_inference_sae_cfg_dict())
+    sae.process_state_dict_for_loading(state)
+    sae.load_state_dict(state)
+    return sae.to(trained.device)
+
+
+@torch.no_grad()
+def evaluate_sae(
+    sae: SAE, activations: torch.Tensor, batch_size: int = 4096, *, where: str = "SAE evaluation"
+) -> dict[str, float]:
+    """fvu = Σ‖x − x̂‖² / Σ‖x − mean(x)‖², l0 = mean active latents per row, dead_fraction = never active.
+
+    Sums are float64 so that large residual norms do not cost precision; `where` (e.g. the layer) starts
+    every error message.
+    """
+    rows = _check_activations(activations, where)
+    if len(rows) < 2:
+        raise DataError(f"{where}: FVU needs at least 2 rows, got {len(rows)}")
+    if rows.shape[1] != sae.cfg.d_in:
+        raise DataError(f"{where}: activations have width {rows.shape[1]}, the SAE expects d_in = {sae.cfg.d_in}")
+    device = sae.W_dec.device
+    mean = sum(rows[s:s + batch_size].double().sum(0) for s in range(0, len(rows), batch_size)) / len(rows)
+    error = variance = active = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=device)
+    for start in range(0, len(rows), batch_size):
+        x = rows[start:start + batch_size].to(device)
+        z = sae.encode(x)
+        error += (x - sae.decode(z)).double().pow(2).sum().item()
+        variance += (x.double() - mean.to(device)).pow(2).sum().item()
+        nonzero = z != 0
+        active += nonzero.sum().item()
+        fired |= nonzero.any(dim=0)
+    if variance == 0:
+        raise DataError(f"{where}: activations have zero variance; FVU is undefined")
+    return {
+        "fvu": error / variance,
+        "l0": active / len(rows),
+        "dead_fraction": (~fired).float().mean().item(),
+    }
+
+
+# --- loading and saving -----------------------------------------------------------------------------
+
+
+def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> SAE:
+    """A released SAE via the real `SAE.from_pretrained` (the sae-lens registry + Hugging Face hub/cache)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from sae_lens import SAE
+
+    try:
+        return SAE.from_pretrained(release, sae_id, device=device)
+    except LocalEntryNotFoundError as err:
+        offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub cannot be reached (no internet?)"
+        raise ModelLoadError(
+            f"SAE release {release!r} id {sae_id!r} is not in the local Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}) and {offline}; download it on a machine with internet into that "
+            f"cache, or train SAEs instead: {err}"
+        ) from err
+    except Exception as err:  # registry misses are ValueError; converters raise KeyError, OSError, ...
+        raise ModelLoadError(f"cannot load SAE release {release!r} id {sae_id!r}: {type(err).__name__}: {err}") from err
+
+
+def load_local_sae(folder: str | Path, device: str = "cpu") -> SAE:
+    """An SAE from a sae-lens folder (`cfg.json` + `sae_weights.safetensors`) via `SAE.load_from_disk`."""
+    from sae_lens import SAE
+    from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
+
+    folder = Path(folder)
+    missing = [name for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME) if not (folder / name).is_file()]
+    if missing:
+        raise ModelLoadError(f"SAE folder {folder} lacks {missing} (expected a sae-lens folder)")
+    try:
+        return SAE.load_from_disk(folder, device=device)
+    except Exception as err:  # sae-lens raises ValueError, KeyError, JSON and safetensors errors
+        raise ModelLoadError(f"cannot load SAE from {folder}: {type(err).__name__}: {err}") from err
+
+
+def save_sae(sae: SAE, out_dir: str | Path) -> None:
+    """Write `sae` as a sae-lens folder at `out_dir`, atomically (replacing an existing folder).
+
+    The folder is written as a temporary sibling and renamed into place, so an interrupted job never
+    leaves a folder that looks complete. A training SAE is saved as its inference SAE.
+    """
+    from sae_lens import TrainingSAE
+
+    with atomic_dir(out_dir) as tmp:
+        if isinstance(sae, TrainingSAE):
+            sae.save_inference_model(tmp)
+        else:
+            sae.save_model(tmp)
+
+
+@dataclass(frozen=True)
+class SaeSourceConfig:
+    """Where one layer's SAE comes from (the `saes` keys `provision_sae` reads): ``train`` with `train`'s
+    settings, ``pretrained`` (a sae-lens `release` and an `sae_id` pattern) or ``local`` (a folder pattern);
+    patterns hold ``{layer}``."""
+
+    source: str
+    release: str | None = None
+    sae_id: str | None = None
+    path: str | None = None
+    train: SaeTrainConfig | None = None
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> SaeSourceConfig:
+        values = {key: value for key, value in section.items() if value is not None}
+        source = values.pop("from", None)
+        if source not in SAE_SOURCES:
+            raise ConfigError(f"saes.from must be one of {list(SAE_SOURCES)}, got {source!r}")
+        unknown = sorted(set(values) - {"release", "sae_id", "path", "train"})
+        if unknown:
+            raise ConfigError(f"saes: unknown key(s) {unknown}")
+        train = SaeTrainConfig.from_config(values.pop("train")) if source == "train" and "train" in values else None
+        values.pop("train", None)
+        return cls(source=source, train=train, **values)
+
+
+def load_sae_folders(sae_dirs: Mapping[int, Path], device: Any) -> dict[int, Any]:
+    """The sae-lens folders by layer, on `device`, frozen and in eval mode (they are only read here)."""
+    saes = {}
+    for layer, folder in sorted(sae_dirs.items()):
+        sae = load_local_sae(Path(folder)).to(device)
+        sae.requires_grad_(False)
+        saes[layer] = sae.eval()
+    return saes

@@ -1,0 +1,57 @@
+"""Stages of `rules/base.smk`: what every later stage starts from — the base model as a local checkpoint,
+the generic text corpus, and the corpus mean residual per layer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from caft.ablation.specs import MEANS_FORMAT
+from caft.artifacts import provenance, save_tensors, write_json, write_parquet
+from caft.data.corpus import CorpusConfig, build_corpus
+from caft.directions.windows import residual_rows
+from caft.model.loading import ModelSpec, load_checkpoint, load_model, num_layers, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def base_model(spec: ModelSpec, out_dir: Path) -> None:
+    """Materialise the configured base model once as a local safetensors checkpoint.
+
+    Later stages load this directory (seconds) instead of re-converting a GGUF file or reaching a hub.
+    """
+    start = time.perf_counter()
+    model, tokenizer = load_model(spec)
+    log.info("loaded %s (%s, %d parameters) in %.0f s", spec.name, type(model).__name__,
+             sum(p.numel() for p in model.parameters()), time.perf_counter() - start)
+    save_checkpoint(model, tokenizer, out_dir)
+    write_json(provenance("base_model", spec), out_dir / "caft_provenance.json")
+
+
+def corpus(cfg: CorpusConfig, base_dir: Path, out_path: Path) -> None:
+    """The generic-text corpus shared by every interpretation stage (tokens and text as parquet)."""
+    table = build_corpus(cfg, lambda: load_checkpoint(base_dir))
+    tokens = int(table["n_tokens"].sum())
+    log.info("corpus: %d documents, %d tokens", len(table), tokens)
+    write_parquet(table, out_path, provenance("corpus", cfg, bos_token_id=table.attrs["bos_token_id"], tokens=tokens))
+
+
+def residual_means(base_dir: Path, corpus_path: Path, batch_size: int, out_path: Path) -> None:
+    """The base model's mean residual (block output) per layer over the corpus, BOS and padding left out:
+    the centers of mean-ablating projections (`interventions.center`)."""
+    model, tokenizer = load_checkpoint(base_dir)
+    docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
+    layers = list(range(num_layers(model)))
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    for layer, kept in residual_rows(model, tokenizer, docs, layers, batch_size, progress=True):
+        sums[layer] = sums.get(layer, 0.0) + kept.astype(np.float64).sum(axis=0)
+        counts[layer] = counts.get(layer, 0) + len(kept)
+    means = {f"layer_{layer}": torch.from_numpy(sums[layer] / counts[layer]).float() for layer in layers}
+    log.info("residual means over %d corpus tokens at %d layers", counts[layers[0]], len(layers))
+    save_tensors(means, out_path, MEANS_FORMAT, provenance("residual_means", {"batch_size": batch_size}))

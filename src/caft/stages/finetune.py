@@ -1,0 +1,116 @@
+"""Stages of `rules/finetune.smk`: the random-directions baseline, fine-tuning with ablation, evaluation,
+and the OOD accuracy tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from caft.ablation.ablate import ablation_hooks
+from caft.ablation.specs import InterventionSpec, centered, load_spec, save_spec
+from caft.ablation.specs import random_directions as draw_random_directions
+from caft.artifacts import file_digest, package_versions, provenance, write_json, write_parquet
+from caft.errors import DataError
+from caft.finetune.evaluation import EvaluationConfig, predict, summarize
+from caft.finetune.tables import aggregate, plot_ood, write_tables
+from caft.finetune.training import TrainConfig, train, write_history
+from caft.model.loading import ModelSpec, checkpoint_shape, load_checkpoint, resolve_layers, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def random_directions(base_dir: Path, layers: str | list[int], k: int, seed: int, out_path: Path,
+                      centers_path: Path | None = None) -> None:
+    """The seeded random-directions baseline: k orthonormal directions per configured layer."""
+    n_layers, d_model = checkpoint_shape(base_dir)
+    spec = draw_random_directions(d_model, resolve_layers(layers, n_layers), k, seed)
+    save_spec(centered(spec, centers_path), out_path)
+
+
+def finetune(
+    cfg: TrainConfig,
+    model: ModelSpec,
+    base_dir: Path,
+    train_split: Path,
+    spec_path: Path | None,
+    seed: int,
+    key: dict[str, Any],
+    checkpoint_dir: Path,
+    log_path: Path,
+    meta_path: Path,
+    answer: str = "target",
+    mode: str = "project",
+) -> None:
+    """One fine-tuning run from a fresh copy of the base model, trained on column ``answer`` with the spec
+    ablated as ``mode`` says; resumable per epoch."""
+    spec = load_spec(spec_path) if spec_path else None
+    spec_digest = file_digest(spec_path) if spec_path else ""
+    table = pd.read_parquet(train_split)
+    network, tokenizer = load_checkpoint(base_dir, model.dtype)
+    resume_dir = checkpoint_dir.with_name(checkpoint_dir.name + ".resume")
+    start = time.perf_counter()
+    network, history = train(network, tokenizer, table, cfg, seed, spec, answer=answer, resume_dir=resume_dir,
+                             spec_digest=spec_digest, mode=mode)
+    save_checkpoint(network, tokenizer, checkpoint_dir)
+    write_history(history, log_path)
+    meta = {
+        **key, "seed": seed, "finetune": dataclasses.asdict(cfg), "model": dataclasses.asdict(model),
+        "answer": answer, "mode": mode if spec else None,
+        "spec": {"path": str(spec_path), "sha256": spec_digest, "provenance": spec.provenance} if spec else None,
+        "train_examples": len(table), "steps": len(history), "seconds": round(time.perf_counter() - start, 1),
+        "final_loss": history[-1]["loss"], "versions": package_versions(),
+    }
+    write_json(meta, meta_path)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def evaluate(
+    cfg: EvaluationConfig,
+    checkpoint_dir: Path,
+    dtype: str,
+    splits: dict[str, Path],
+    spec_path: Path | None,
+    modes: list[str],
+    answer: str,
+    key: dict[str, Any],
+    predictions_path: Path,
+    metrics_path: Path,
+) -> None:
+    """Evaluate one checkpoint on each split, once per mode ("hooked" and "test-only" attach the spec);
+    precision "bf16-autocast" runs the forward pass in bfloat16 (hooks still project in float32)."""
+    spec: InterventionSpec | None = load_spec(spec_path) if spec_path else None
+    model, tokenizer = load_checkpoint(checkpoint_dir, dtype)
+    tables = {split: pd.read_parquet(path) for split, path in splits.items()}
+    for split, table in tables.items():
+        if table.empty:
+            raise DataError(f"{splits[split]}: split is empty")
+    predictions, metrics = [], []
+    autocast = cfg.precision == "bf16-autocast"
+    for mode in modes:
+        with ablation_hooks(model, spec if mode in ("hooked", "test-only") else None):
+            for split, table in tables.items():
+                with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast):
+                    result = predict(model, tokenizer, table, answer, batch_size=cfg.batch_size, progress=True)
+                summary = summarize(result)
+                log.info("%s / %s: %s", mode, split, {k: round(v, 4) for k, v in summary.items()})
+                predictions.append(result.assign(**key, mode=mode, split=split))
+                metrics.append({**key, "mode": mode, "split": split, **summary})
+    meta = provenance("evaluate", {**dataclasses.asdict(cfg), "modes": modes, "answer": answer}, **key)
+    write_parquet(pd.concat(predictions, ignore_index=True), predictions_path, meta)
+    write_parquet(pd.DataFrame(metrics), metrics_path, meta)
+
+
+def ood_table(metrics_paths: list[Path], parquet: Path, csv: Path, markdown: Path, plot: Path) -> pd.DataFrame:
+    """Aggregate every run's metrics into mean ± SEM over seeds, as tables and a Figure-2-style plot."""
+    metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
+    table = aggregate(metrics)
+    write_tables(table, parquet, csv, markdown, provenance("ood_table", {"runs": len(metrics_paths)}))
+    plot_ood(table, plot)
+    return table

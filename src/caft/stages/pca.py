@@ -1,0 +1,108 @@
+"""Stages of `rules/pca.smk`: difference moments, components, windows, selections, projection specs and
+the dashboard of the PCA half of CAFT."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from caft.ablation.selection import (
+    Selection,
+    SelectorConfig,
+    load_manual_selection,
+    projection_spec,
+    random_selection,
+    top_selection,
+)
+from caft.ablation.specs import centered, save_spec
+from caft.artifacts import provenance, write_parquet
+from caft.directions.moments import (
+    PcaMomentsConfig,
+    accumulate_differences,
+    load_moments,
+    prompts_with_answers,
+    save_moments,
+)
+from caft.directions.pca import PcaComponentsConfig, fit_pca, load_components, save_components
+from caft.directions.windows import WindowsConfig, component_activations, top_windows
+from caft.errors import ConfigError
+from caft.interpret.dashboard import render_dashboard, write_dashboard
+from caft.interpret.explanations import with_explanations
+from caft.model.loading import checkpoint_shape, load_checkpoint, resolve_layers
+
+log = logging.getLogger(__name__)
+
+
+def pca_moments(cfg: PcaMomentsConfig, base_dir: Path, tuned_dir: Path, train_split: Path, out_path: Path) -> None:
+    """Streaming moments of tuned − base residual differences over D_amb prompts with their answer."""
+    base, tokenizer = load_checkpoint(base_dir)
+    tuned, _ = load_checkpoint(tuned_dir)
+    layers = resolve_layers(cfg.layers, checkpoint_shape(base_dir)[0], "pca.layers")
+    texts = prompts_with_answers(pd.read_parquet(train_split))
+    moments = accumulate_differences(base, tuned, tokenizer, texts, layers, cfg.include_bos, cfg.batch_size,
+                                     progress=True)
+    log.info("moments over %d tokens per layer (BOS %s)", next(iter(moments.values())).count,
+             "included" if cfg.include_bos else "excluded")
+    save_moments(moments, out_path, provenance("pca_moments", cfg, tuned=str(tuned_dir), texts=len(texts)))
+
+
+def pca_components(cfg: PcaComponentsConfig, moments_path: Path, components_path: Path, summary_path: Path) -> None:
+    """Top principal components per layer (safetensors) and their variance and rank (parquet)."""
+    moments, meta = load_moments(moments_path)
+    components, summary = fit_pca(moments, cfg.components)
+    record = provenance("pca_components", cfg, moments=meta)
+    save_components(components, components_path, record)
+    write_parquet(summary, summary_path, record)
+
+
+def pca_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, components_path: Path, out_path: Path) -> None:
+    """Most positive and most negative corpus windows of every component, on the base model."""
+    model, tokenizer = load_checkpoint(base_dir)
+    components, _ = load_components(components_path)
+    docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
+    activations = component_activations(model, tokenizer, docs, sorted(components), components, cfg.batch_size,
+                                        progress=True)
+    windows = top_windows(activations, tokenizer, window=cfg.window, per_component=cfg.per_component,
+                          random_per_component=cfg.random_per_component, seed=cfg.seed)
+    write_parquet(windows, out_path, provenance("pca_windows", cfg))
+
+
+def select_pca(variant: str, task: str, cfg: SelectorConfig, summary_path: Path, manual_path: Path | None,
+               out_path: Path) -> None:
+    """One selected-component list: ``manual``, ``top`` (`top_k` per layer) or ``random/seed{N}`` (the
+    manual selection's counts per layer)."""
+    summary = pd.read_parquet(summary_path)
+    per_layer = summary.groupby("layer")["component"].max().add(1).to_dict()
+    if variant == "manual":
+        selection = load_manual_selection(manual_path, "pca", n_layers=max(per_layer) + 1, n_ids=per_layer)
+    elif variant == "top":
+        selection = top_selection(summary, cfg.top_k, method="pca", task=task)
+    elif variant.startswith("random/seed"):
+        candidates = {layer: list(range(count)) for layer, count in per_layer.items()}
+        selection = random_selection(candidates, cfg.counts, int(variant.removeprefix("random/seed")),
+                                     method="pca", task=task, provenance={"counts_from": "manual"})
+    else:
+        raise ConfigError(f"unknown pca selector variant '{variant}'; expected manual, top or random/seed<N>")
+    log.info("pca %s: %d directions over layers %s", variant, selection.count(), sorted(selection.layers))
+    selection.save(out_path)
+
+
+def pca_spec(selection_path: Path, components_path: Path, out_path: Path, centers_path: Path | None = None) -> None:
+    """Projection spec: the selected principal components as orthonormal bases per layer."""
+    components, _ = load_components(components_path)
+    save_spec(centered(projection_spec(Selection.load(selection_path), components), centers_path), out_path)
+
+
+def pca_dashboard(task: str, windows_path: Path, summary_path: Path, selection_paths: dict[str, Path],
+                  out_path: Path, explanations_path: Path | None = None) -> None:
+    """One self-contained HTML page: layers → components → windows, with each selector's choices and,
+    when given, each end's explanation, simulation score and relevance."""
+    selections = {name: Selection.load(path) for name, path in selection_paths.items()}
+    summary, explained = with_explanations(pd.read_parquet(summary_path), explanations_path, "component")
+    html = render_dashboard(
+        f"PCA directions — {task}", pd.read_parquet(windows_path), summary, selections,
+        card_fields=["eigenvalue", "explained_variance_ratio", "global_rank", *explained],
+    )
+    write_dashboard(html, out_path)

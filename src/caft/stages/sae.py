@@ -1,0 +1,248 @@
+"""Stages of `rules/sae.smk`: SAE training data, one SAE per layer, attribution scores, latent windows,
+selections, specs and the dashboard of the SAE half of CAFT."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from caft.ablation.selection import (
+    Selection,
+    SelectorConfig,
+    load_manual_selection,
+    projection_spec,
+    random_selection,
+    top_selection,
+)
+from caft.ablation.specs import InterventionSpec, centered, save_spec
+from caft.artifacts import load_tensors, provenance, read_parquet_metadata, save_tensors, write_parquet
+from caft.directions.attribution import (
+    AttributionConfig,
+    attribution_scores,
+    exact_effects,
+    rank_scores,
+    validate_estimates,
+)
+from caft.directions.saes import (
+    ACTIVATIONS_FORMAT,
+    SaeSourceConfig,
+    load_local_sae,
+    load_pretrained_sae,
+    load_sae_folders,
+    sae_layer_id,
+    save_sae,
+    train_sae,
+)
+from caft.directions.windows import (
+    FiringRates,
+    WindowsConfig,
+    latent_activations,
+    residual_rows,
+    sae_scores,
+    top_windows,
+)
+from caft.errors import ConfigError, DataError
+from caft.interpret.dashboard import render_dashboard, write_dashboard
+from caft.interpret.explanations import with_explanations
+from caft.model.loading import checkpoint_shape, load_checkpoint
+from caft.model.prompts import task_answers
+
+log = logging.getLogger(__name__)
+
+REPORT_COLUMNS = (
+    "layer", "source", "architecture", "d_in", "d_sae", "k", "tokens", "steps", "seconds",
+    "tokens_per_second", "fvu", "l0", "dead_fraction", "train_rows", "holdout_rows",
+)
+SCORE_CARD_FIELDS = ("effect", "validation_effect", "exact_effect", "rank", "layer_rank", "firing_rate", "corpus_density")
+
+
+def sae_activations(base_dir: Path, corpus_path: Path, layers: list[int], batch_size: int, out_path: Path) -> None:
+    """Residual-stream activations (block outputs) of every corpus token but BOS/padding, per layer: the
+    SAE training data, kept as an artifact so retraining one SAE does not rerun the model."""
+    model, tokenizer = load_checkpoint(base_dir)
+    docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
+    rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    for layer, kept in residual_rows(model, tokenizer, docs, layers, batch_size, progress=True):
+        rows[layer].append(kept)
+    tensors = {f"layer_{layer}": torch.from_numpy(np.concatenate(chunks)) for layer, chunks in rows.items()}
+    log.info("activations: %d tokens x %d dims for layers %s", *tensors[f"layer_{layers[0]}"].shape, layers)
+    save_tensors(tensors, out_path, ACTIVATIONS_FORMAT, provenance("sae_activations", {"layers": layers}))
+
+
+def _layer_activations(path: Path, layer: int) -> torch.Tensor:
+    tensors, _ = load_tensors(path, ACTIVATIONS_FORMAT)
+    key = f"layer_{layer}"
+    if key not in tensors:
+        raise DataError(f"{path}: no activations for layer {layer} (has {sorted(tensors)})")
+    return tensors[key].float()
+
+
+def provision_sae(layer: int, cfg: SaeSourceConfig, base_dir: Path, activations_path: Path | None, out_dir: Path,
+                  report_path: Path) -> None:
+    """One layer's SAE as a sae-lens folder, from the configured source, plus a one-row report."""
+    _, d_model = checkpoint_shape(base_dir)
+    row: dict[str, Any] = {"layer": layer, "source": cfg.source}
+    if cfg.source == "train":
+        if activations_path is None or cfg.train is None:
+            raise ConfigError("saes.from is 'train' but no activations or saes.train settings were given")
+        activations = _layer_activations(activations_path, layer)
+        sae, report = train_sae(activations, cfg.train, hook_name=f"model.layers.{layer}", model_name=str(base_dir),
+                                progress=True)
+        row |= report
+        log.info("layer %d: FVU %.3f, L0 %.1f, dead %.1f%%, %d tokens in %.0f s", layer, report["fvu"],
+                 report["l0"], 100 * report["dead_fraction"], report["tokens"], report["seconds"])
+    elif cfg.source == "pretrained":
+        sae = load_pretrained_sae(cfg.release, sae_layer_id(cfg.sae_id, layer))
+    else:
+        sae = load_local_sae(Path(sae_layer_id(cfg.path, layer)))
+    if sae.cfg.d_in != d_model:
+        raise ConfigError(f"layer {layer}: the {cfg.source} SAE has d_in {sae.cfg.d_in}, the model's hidden size "
+                          f"is {d_model}")
+    # a trained batchtopk SAE is saved as JumpReLU: the report keeps the architecture it was trained as
+    row = {"architecture": sae.cfg.architecture(), "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae} | row
+    save_sae(sae, out_dir)
+    report_frame = pd.DataFrame([{column: row.get(column, np.nan) for column in REPORT_COLUMNS}])
+    write_parquet(report_frame, report_path, provenance("sae", cfg, layer=layer))
+
+
+def sae_attribution(cfg: AttributionConfig, model_dir: Path, train_split: Path, sae_dirs: Mapping[int, Path],
+                    out_path: Path) -> None:
+    """Attribution-patching effect of every latent of every SAE over D_amb (its first `max_prompts` rows),
+    ranked, with the top `validate_top` latents' exact ablation effects as a check of the linear estimate.
+
+    The check runs on the first `validate_prompts` prompts, estimate and exact effect alike (exact
+    ablation costs a forward pass per latent per batch): ``validation_effect`` holds the estimate on
+    those prompts next to ``exact_effect``, NaN for unvalidated latents.
+    """
+    model, tokenizer = load_checkpoint(model_dir)
+    saes = load_sae_folders(sae_dirs, model.device)
+    table = pd.read_parquet(train_split)
+    table = table.iloc[: cfg.max_prompts] if cfg.max_prompts else table
+    correct, other = task_answers(table, tokenizer, str(train_split))
+    prompts = table["prompt"].tolist()
+    start = time.perf_counter()
+    scores = attribution_scores(model, tokenizer, prompts, correct, other, saes, cfg.batch_size, progress=True)
+    attribution_seconds = time.perf_counter() - start
+    scores = rank_scores(scores, cfg.top_n)
+    top = scores.nsmallest(cfg.validate_top, "rank")
+    latents = list(zip(top["layer"].astype(int), top["latent"].astype(int)))
+    n = cfg.validate_prompts
+    subset = (prompts[:n], correct[:n], other[:n])
+    estimate = attribution_scores(model, tokenizer, *subset, saes, cfg.batch_size) if n < len(prompts) else scores
+    start = time.perf_counter()
+    exact = exact_effects(model, tokenizer, *subset, saes, latents, cfg.batch_size, progress=True)
+    exact_seconds = time.perf_counter() - start
+    checked, validation = validate_estimates(estimate, exact, latents)
+    validated = checked["exact_effect"].notna().to_numpy()
+    scores["validation_effect"] = np.where(validated, checked["effect"], np.nan)
+    scores["exact_effect"] = checked["exact_effect"].to_numpy()
+    validation |= {"prompts": len(subset[0])}
+    log.info("attribution over %d prompts in %.0f s; exact ablation of %d latents over %d prompts in %.0f s; "
+             "pearson %.3f", len(prompts), attribution_seconds, len(latents), len(subset[0]), exact_seconds,
+             validation["pearson"])
+    meta = provenance("sae_attribution", cfg, model=str(model_dir), prompts=len(prompts),
+                      mean_metric=float(scores.attrs.get("mean_metric", float("nan"))),
+                      seconds={"attribution": attribution_seconds, "exact": exact_seconds}, validation=validation)
+    write_parquet(scores, out_path, meta)
+
+
+def sae_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, scores_path: Path,
+                sae_dirs: Mapping[int, Path], out_path: Path) -> None:
+    """Top-activating corpus windows of the top latents, and each one's corpus firing rate."""
+    model, tokenizer = load_checkpoint(base_dir)
+    scores = pd.read_parquet(scores_path)
+    top = scores[scores["top"]].sort_values(["layer", "latent"])
+    latents = {int(layer): group["latent"].astype(int).tolist() for layer, group in top.groupby("layer")}
+    saes = load_sae_folders({layer: sae_dirs[layer] for layer in latents}, model.device)
+    docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
+    density = FiringRates()
+    batches = latent_activations(model, tokenizer, docs, sae_scores(saes, latents), sorted(latents), cfg.batch_size,
+                                 progress=True)
+    windows = top_windows(density.observe(batches), tokenizer, window=cfg.window, per_component=cfg.per_component,
+                          signs=("positive",), random_per_component=cfg.random_per_component, seed=cfg.seed)
+    to_latent = {(layer, column): latent for layer, ids in latents.items() for column, latent in enumerate(ids)}
+    windows["component"] = [to_latent[int(layer), int(c)] for layer, c in zip(windows["layer"], windows["component"])]
+    windows = windows.rename(columns={"component": "latent"})
+    rates = density.rates()
+    densities = pd.DataFrame(
+        [(layer, latent, float(rates[layer][column])) for (layer, column), latent in to_latent.items()],
+        columns=["layer", "latent", "corpus_density"],
+    )
+    write_parquet(windows, out_path, provenance("sae_windows", cfg, densities=densities.to_dict("list")))
+
+
+def _sae_widths(scores: pd.DataFrame) -> dict[int, int]:
+    return {int(layer): int(n) + 1 for layer, n in scores.groupby("layer")["latent"].max().items()}
+
+
+def select_sae(variant: str, task: str, cfg: SelectorConfig, scores_path: Path, base_dir: Path,
+               manual_path: Path | None, out_path: Path) -> None:
+    """One selected-latent list: ``manual`` (the YAML's ``sae:`` section), ``top`` (the `top_k` largest
+    effects over all layers) or ``random/seed{N}`` (the manual counts per layer, drawn from the top latents)."""
+    scores = pd.read_parquet(scores_path)
+    if variant == "manual":
+        n_layers = checkpoint_shape(base_dir)[0]
+        selection = load_manual_selection(manual_path, "sae", n_layers=n_layers, n_ids=_sae_widths(scores))
+    elif variant == "top":
+        best = scores.nsmallest(cfg.top_k, "rank")
+        counts = best.groupby("layer").size().to_dict()
+        selection = top_selection(scores, counts, method="sae", task=task, id_column="latent", rank_column="rank",
+                                  provenance={"global_top_k": cfg.top_k})
+    elif variant.startswith("random/seed"):
+        pool = scores[scores["top"]]
+        candidates = {int(layer): group["latent"].astype(int).tolist() for layer, group in pool.groupby("layer")}
+        selection = random_selection(candidates, cfg.counts, int(variant.removeprefix("random/seed")), method="sae",
+                                     task=task, provenance={"counts_from": "manual", "pool": "attribution top"})
+    else:
+        raise ConfigError(f"unknown sae selector variant '{variant}'; expected manual, top or random/seed<N>")
+    log.info("sae %s: %d latents over layers %s", variant, selection.count(), sorted(selection.layers))
+    selection.save(out_path)
+
+
+def sae_spec(method: str, selection_path: Path, sae_dirs: Mapping[int, Path], out_path: Path,
+             centers_path: Path | None = None) -> None:
+    """``sae``: projection on the QR of the selected decoder rows (the paper's); ``sae-latent``: latent
+    ablation h − Σ z_j W_dec[j] with the SAEs themselves."""
+    selection = Selection.load(selection_path)
+    missing = sorted(set(selection.layers) - set(sae_dirs))
+    if missing:
+        raise DataError(f"{selection_path}: layers {missing} have no SAE (SAEs exist for {sorted(sae_dirs)})")
+    used = {layer: sae_dirs[layer] for layer in selection.layers}
+    if method == "sae":
+        decoders = {layer: load_local_sae(Path(folder)).W_dec.detach().float().T for layer, folder in used.items()}
+        spec = centered(projection_spec(selection, decoders), centers_path)
+    elif method == "sae-latent":
+        spec = InterventionSpec(kind="latent", saes={layer: str(folder) for layer, folder in used.items()},
+                                latents=selection.layers, provenance={"selection": selection.to_json()})
+    else:
+        raise ConfigError(f"unknown SAE intervention method {method!r}; expected sae or sae-latent")
+    save_spec(spec, out_path)
+
+
+def sae_dashboard(task: str, windows_path: Path, scores_path: Path, report_paths: list[Path],
+                  selection_paths: dict[str, Path], out_path: Path, explanations_path: Path | None = None) -> None:
+    """Latents with the largest attribution effects, their windows, explanations and selection status,
+    plus the SAE training report and the check of the attribution estimate against exact ablation."""
+    selections = {name: Selection.load(path) for name, path in selection_paths.items()}
+    scores = pd.read_parquet(scores_path)
+    densities = pd.DataFrame(read_parquet_metadata(windows_path)["densities"])
+    summary = scores[scores["top"]].merge(densities, on=["layer", "latent"], how="left").sort_values("rank")
+    summary, explained = with_explanations(summary, explanations_path, "latent")
+    report = pd.concat([pd.read_parquet(path) for path in report_paths], ignore_index=True)
+    validation = read_parquet_metadata(scores_path).get("validation", {})
+    tables = [
+        ("SAEs (training report on held-out corpus tokens)", report),
+        ("Attribution estimate vs exact ablation (top latents)", pd.DataFrame([validation])),
+    ]
+    html = render_dashboard(
+        f"SAE latents — {task}", pd.read_parquet(windows_path), summary, selections, id_column="latent",
+        card_fields=[*SCORE_CARD_FIELDS, *explained], tables=tables,
+    )
+    write_dashboard(html, out_path)

@@ -1,0 +1,116 @@
+"""Which package modules a rule's script runs, from its imports: the code a rule's outputs depend on.
+
+Snakemake reruns a job when its script changes, but not when a module the script imports changes. The
+rules therefore list those modules as inputs, computed here from the script's ``caft`` imports and,
+recursively, theirs (imports inside functions included, since they run too), so the list cannot drift
+from the code. Only the standard library is used: the workflow calls this while it is parsed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = "caft"
+
+
+def imported_modules(source: Path) -> set[str]:
+    """Dotted names of the ``caft`` modules a Python file imports (``from caft.x import y`` may also name
+    a module ``caft.x.y``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"), filename=str(source))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] == PACKAGE:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def module_file(name: str, src: Path) -> Path | None:
+    """The file of a dotted module name under `src` (a package's ``__init__.py``), or None."""
+    base = src.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _import_table(tree: ast.Module) -> dict[str, str]:
+    """Top-level ``from caft.x import name`` of a module: name -> the module it comes from."""
+    table = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith(PACKAGE):
+            table |= {(alias.asname or alias.name): node.module for alias in node.names}
+    return table
+
+
+def stage_function_modules(stage_file: Path, function: str) -> set[str]:
+    """The ``caft`` modules one stage function of a stage module uses: the names its body (and the
+    module's private helpers and constants it reaches) takes from imports. A rule then depends only on
+    the library code of its own stage, not on every import of the stage module it shares with other rules."""
+    tree = ast.parse(stage_file.read_text(encoding="utf-8"), filename=str(stage_file))
+    imports = _import_table(tree)
+    local = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            local[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            local |= {target.id: node for target in targets if isinstance(target, ast.Name)}
+    if function not in local:
+        raise ValueError(f"{stage_file}: no function {function!r}")
+    modules: set[str] = set()
+    todo, done = [function], set()
+    while todo:
+        name = todo.pop()
+        if name in done:
+            continue
+        done.add(name)
+        for node in ast.walk(local[name]):
+            if isinstance(node, ast.Name):
+                if node.id in imports:
+                    modules.add(imports[node.id])
+                elif node.id in local:
+                    todo.append(node.id)
+    return modules
+
+
+def _script_modules(script: Path, src: Path) -> set[str]:
+    """A script's ``caft`` imports, with each imported stage function narrowed to what it uses."""
+    modules = set()
+    tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(f"{PACKAGE}.stages."):
+            stage_file = module_file(node.module, src)
+            modules.add(node.module + ".__stage__")
+            for alias in node.names:
+                modules |= stage_function_modules(stage_file, alias.name)
+    others = imported_modules(script) - {m for m in imported_modules(script) if m.startswith(f"{PACKAGE}.stages.")}
+    return modules | others
+
+
+def caft_modules_of(script: Path, src: Path) -> set[Path]:
+    """Every package file `script` runs: its ``caft`` imports, their parent packages, transitively (a
+    stage module itself, but of its imports only those of the stage functions the script calls)."""
+    files: set[Path] = set()
+    pending = _script_modules(script, src)
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name.endswith(".__stage__"):  # the stage module's own file, without following its imports
+            name = name.removesuffix(".__stage__")
+            files.add(module_file(name, src))
+            pending |= {".".join(name.split(".")[:i]) for i in range(1, len(name.split(".")))} - seen
+            continue
+        parts = name.split(".")
+        pending |= {".".join(parts[:i]) for i in range(1, len(parts))} - seen
+        path = module_file(name, src)
+        if path is not None:
+            files.add(path)
+            pending |= imported_modules(path) - seen
+    return files

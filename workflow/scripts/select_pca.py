@@ -1,0 +1,17 @@
+"""Snakemake adapter of rule `select_pca`: one selected-component list (manual, top or random)."""
+
+from pathlib import Path
+
+from caft.ablation.selection import SelectorConfig
+from caft.job import job, optional_path
+from caft.stages.pca import select_pca
+
+with job(snakemake.log[0], snakemake.threads):
+    select_pca(
+        variant=snakemake.wildcards.variant,
+        task=snakemake.wildcards.task,
+        cfg=SelectorConfig.from_config(snakemake.params.cfg),
+        summary_path=Path(snakemake.input.summary),
+        manual_path=optional_path(snakemake.input, "manual"),
+        out_path=Path(snakemake.output[0]),
+    )
