@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import min_version, validate
 
 from caft.config import check_config
+from caft.model.shape import base_model_shape, check_layer_indices
 
 min_version("9.27")
 
@@ -18,6 +19,11 @@ report: "workflow/report/workflow.rst"
 # Key-naming messages first, then Snakemake's validate() (which also fills schema defaults).
 SOURCE_TABLES = check_config(config, Path(workflow.basedir) / "config/schema.yaml")
 validate(config, "config/schema.yaml")
+# Layer indices against the base model's shape, read without loading it: a bad index fails here, not in
+# the job that reaches it.
+MODEL_SHAPE = base_model_shape(config["model"], Path("results/models/base"))
+if MODEL_SHAPE:
+    check_layer_indices(config, MODEL_SHAPE[0], config["model"]["name"])
 
 
 include: "rules/common.smk"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from caft.ablation.specs import load_spec
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
+from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config, untracked_code
 
 TASKS = ("gender", "verbs_sports_1")
 
@@ -104,3 +104,8 @@ def test_changing_the_mode_reruns_only_runs_with_directions(diagnostics, tiny_mo
     runs = {path for path in stale if "/runs/" in path}
     assert runs and all("/oracle/" in p for p in runs)
     assert not any("/interventions/" in p for p in stale)
+
+
+def test_every_job_ran_only_code_its_rule_tracks(diagnostics):
+    """The package files each job of skyline, oracle and survey executed are all inputs of its rule (`library_code`)."""
+    assert untracked_code(diagnostics) == {}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from caft.artifacts import read_parquet_metadata
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
+from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config, untracked_code
 
 SEEDS = (0, 1)
 
@@ -73,3 +73,8 @@ def test_changing_the_recipe_reruns_training_and_evaluation_only(chain, tiny_mod
     assert stale and all("/runs/" in p or "/eval/" in p or p.startswith("results/tables/") for p in stale)
     assert not any("/interventions/" in p or p.startswith("results/data/") or "models/base" in p for p in stale)
     assert {path for path, plan in summary_plan(chain).items() if plan != "no update"} == set()
+
+
+def test_every_job_ran_only_code_its_rule_tracks(chain):
+    """The package files each job of fine-tuning and evaluation executed are all inputs of its rule (`library_code`)."""
+    assert untracked_code(chain) == {}

@@ -9,7 +9,7 @@ import pytest
 from safetensors import safe_open
 
 from caft.ablation.specs import load_spec
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan
+from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, untracked_code
 
 MANUAL = "pca:\n  layers:\n    0: [0, 2]\n    1: [1]\n  notes: tiny test selection\n"
 
@@ -82,3 +82,8 @@ def test_editing_the_manual_selection_reruns_only_what_depends_on_it(pca_chain):
                          "results/gender/pca/dashboard.html", "results/tables/")
     assert stale and all(p.startswith(expected_prefixes) for p in stale), sorted(stale)
     assert any(p.startswith("results/gender/runs/pca/manual/") for p in stale)
+
+
+def test_every_job_ran_only_code_its_rule_tracks(pca_chain):
+    """The package files each job of the PCA chain executed are all inputs of its rule (`library_code`)."""
+    assert untracked_code(pca_chain) == {}

@@ -14,7 +14,7 @@ from sae_lens import SAE
 from caft.ablation.specs import MEANS_FORMAT, load_spec
 from caft.artifacts import read_parquet_metadata
 from caft.artifacts import load_tensors
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
+from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config, untracked_code
 
 MANUAL = "sae:\n  layers:\n    0: [1, 5]\n    1: [3]\n  notes: tiny SAE selection\n"
 
@@ -146,3 +146,8 @@ def test_changing_sae_training_reruns_the_sae_chain_only(sae_chain):
     assert "results/saes/layer_0" in stale and "results/gender/sae/scores.parquet" in stale
     assert "results/saes/activations.safetensors" not in stale
     assert not any(path.startswith(("results/corpus", "results/data", "results/gender/runs/none")) for path in stale)
+
+
+def test_every_job_ran_only_code_its_rule_tracks(sae_chain):
+    """The package files each job of the SAE chain executed are all inputs of its rule (`library_code`)."""
+    assert untracked_code(sae_chain) == {}

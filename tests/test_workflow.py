@@ -10,7 +10,7 @@ import yaml
 
 from caft.artifacts import read_parquet_metadata
 from caft.data.tasks import SPLITS
-from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
+from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config, untracked_code
 
 PAIRS = ("verbs_sports", "pronouns_verbs")
 
@@ -132,3 +132,8 @@ def test_snakefmt_is_clean():
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_job_ran_only_code_its_rule_tracks(built):
+    """The package files each job of the data stage executed are all inputs of its rule (`library_code`)."""
+    assert untracked_code(built) == {}

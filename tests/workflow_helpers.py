@@ -11,7 +11,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from caft.job import TRACE_ENV
+from caft.tracking import caft_modules_of
+
 ROOT = Path(__file__).resolve().parents[1]
+CODE_TRACE = "code_trace"
+"""Where each job of a workflow test records the package files its stage ran (`caft.job.TRACE_ENV`)."""
 COPIED = ("Snakefile", "rules", "workflow", "config", "profiles", "environment.yml", "pyproject.toml")
 
 TINY_CONFIG = {
@@ -65,7 +70,7 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = 
         cwd=workdir,
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, TRACE_ENV: str(workdir / CODE_TRACE), **(env or {})},
         timeout=600,
     )
     if check and result.returncode != 0:
@@ -79,3 +84,17 @@ def summary_plan(workdir: Path) -> dict[str, str]:
     lines = [line.split("\t") for line in out.strip().splitlines()]
     header = lines[0]
     return {row[0]: row[header.index("plan")] for row in lines[1:] if len(row) == len(header)}
+
+
+def untracked_code(workdir: Path) -> dict[str, list[str]]:
+    """Per rule, the package files its jobs ran that the rule does not list as inputs (should be none)."""
+    traces = sorted((workdir / CODE_TRACE).glob("*.txt"))
+    assert traces, f"no job of {workdir} recorded the code it ran"
+    missing: dict[str, list[str]] = {}
+    for trace in traces:
+        rule = trace.name.split(".")[0]
+        tracked = {path.resolve() for path in caft_modules_of(ROOT / "workflow" / "scripts" / f"{rule}.py", ROOT / "src")}
+        ran = {Path(line) for line in trace.read_text().split()}
+        if ran - tracked:
+            missing.setdefault(rule, []).extend(sorted(str(p.relative_to(ROOT)) for p in ran - tracked))
+    return missing

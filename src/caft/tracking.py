@@ -38,11 +38,15 @@ def module_file(name: str, src: Path) -> Path | None:
 
 
 def _import_table(tree: ast.Module) -> dict[str, str]:
-    """Top-level ``from caft.x import name`` of a module: name -> the module it comes from."""
+    """Top-level ``caft`` imports of a module: bound name -> the module it comes from."""
     table = {}
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith(PACKAGE):
             table |= {(alias.asname or alias.name): node.module for alias in node.names}
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == PACKAGE:
+                    table[alias.asname or alias.name.split(".")[0]] = alias.name
     return table
 
 

@@ -6,7 +6,7 @@ from caft.ablation.selection import AutoSelectConfig
 from caft.job import job
 from caft.stages.autointerp import auto_select
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     auto_select(
         snakemake.wildcards.imethod,
         snakemake.wildcards.task,

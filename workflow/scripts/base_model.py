@@ -6,5 +6,5 @@ from caft.job import job
 from caft.model.loading import ModelSpec
 from caft.stages.base import base_model
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     base_model(ModelSpec.from_config(snakemake.params.model), Path(snakemake.output[0]))

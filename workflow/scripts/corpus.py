@@ -6,5 +6,5 @@ from caft.data.corpus import CorpusConfig
 from caft.job import job
 from caft.stages.base import corpus
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     corpus(CorpusConfig.from_config(snakemake.params.cfg), Path(snakemake.input.base), Path(snakemake.output[0]))

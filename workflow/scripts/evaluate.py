@@ -6,7 +6,7 @@ from caft.finetune.evaluation import EvaluationConfig
 from caft.job import job, optional_path
 from caft.stages.finetune import evaluate
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     wc, inputs = snakemake.wildcards, snakemake.input
     evaluate(
         cfg=EvaluationConfig.from_config(snakemake.params.cfg),

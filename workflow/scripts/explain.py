@@ -6,7 +6,7 @@ from caft.interpret.explanations import ExplainConfig
 from caft.job import job, optional_path
 from caft.stages.autointerp import explain
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     explain(
         snakemake.wildcards.imethod,
         snakemake.wildcards.task,

@@ -7,7 +7,7 @@ from caft.job import job, optional_path
 from caft.model.loading import ModelSpec
 from caft.stages.finetune import finetune
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     wc, params = snakemake.wildcards, snakemake.params
     finetune(
         cfg=TrainConfig.from_config(params.cfg, params.task_kind),

@@ -6,7 +6,7 @@ from caft.data.tasks import FrameTaskConfig
 from caft.job import job
 from caft.stages.data import frame_task
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     frame_task(
         task=snakemake.wildcards.frame_task,
         cfg=FrameTaskConfig.from_config(snakemake.params.cfg),

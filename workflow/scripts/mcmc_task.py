@@ -6,7 +6,7 @@ from caft.data.tasks import McmcSplitConfig
 from caft.job import job
 from caft.stages.data import mcmc_task
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     mcmc_task(
         a=snakemake.wildcards.a,
         b=snakemake.wildcards.b,

@@ -5,7 +5,7 @@ from pathlib import Path
 from caft.job import job
 from caft.stages.finetune import ood_table
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     out = snakemake.output
     ood_table(
         [Path(p) for p in snakemake.input.metrics],

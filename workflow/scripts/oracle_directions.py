@@ -6,7 +6,7 @@ from caft.directions.oracle import OracleConfig
 from caft.job import job
 from caft.stages.diagnostics import oracle_directions
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     inputs = snakemake.input
     oracle_directions(
         cfg=OracleConfig.from_config(snakemake.params.cfg),

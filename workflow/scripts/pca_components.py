@@ -6,7 +6,7 @@ from caft.directions.pca import PcaComponentsConfig
 from caft.job import job
 from caft.stages.pca import pca_components
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     pca_components(
         PcaComponentsConfig.from_config(snakemake.params.cfg),
         Path(snakemake.input.moments),

@@ -6,7 +6,7 @@ from caft.directions.moments import PcaMomentsConfig
 from caft.job import job
 from caft.stages.pca import pca_moments
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     inputs = snakemake.input
     pca_moments(
         PcaMomentsConfig.from_config(snakemake.params.cfg),

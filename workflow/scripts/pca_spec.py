@@ -5,7 +5,7 @@ from pathlib import Path
 from caft.job import job, optional_path
 from caft.stages.pca import pca_spec
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     pca_spec(
         Path(snakemake.input.selection),
         Path(snakemake.input.components),

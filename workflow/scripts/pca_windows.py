@@ -6,7 +6,7 @@ from caft.directions.windows import WindowsConfig
 from caft.job import job
 from caft.stages.pca import pca_windows
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     inputs = snakemake.input
     pca_windows(
         WindowsConfig.from_config(snakemake.params.cfg),

@@ -6,7 +6,7 @@ from caft.directions.saes import SaeSourceConfig
 from caft.job import job, optional_path
 from caft.stages.sae import provision_sae
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     provision_sae(
         int(snakemake.wildcards.layer),
         SaeSourceConfig.from_config(snakemake.params.cfg),

@@ -5,7 +5,7 @@ from pathlib import Path
 from caft.job import job, optional_path
 from caft.stages.finetune import random_directions
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     random_directions(
         Path(snakemake.input.base),
         snakemake.params.layers,

@@ -5,7 +5,7 @@ from pathlib import Path
 from caft.job import job
 from caft.stages.base import residual_means
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     residual_means(
         Path(snakemake.input.base), Path(snakemake.input.corpus), snakemake.params.batch_size, Path(snakemake.output[0])
     )

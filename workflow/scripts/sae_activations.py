@@ -5,7 +5,7 @@ from pathlib import Path
 from caft.job import job
 from caft.stages.sae import sae_activations
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     sae_activations(
         Path(snakemake.input.base),
         Path(snakemake.input.corpus),

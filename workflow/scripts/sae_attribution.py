@@ -6,7 +6,7 @@ from caft.directions.attribution import AttributionConfig
 from caft.job import job, layer_inputs
 from caft.stages.sae import sae_attribution
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     inputs = snakemake.input
     sae_attribution(
         AttributionConfig.from_config(snakemake.params.cfg),

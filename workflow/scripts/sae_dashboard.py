@@ -6,7 +6,7 @@ from caft.interpret.dashboard import KNOWN_BADGES
 from caft.job import job, optional_path
 from caft.stages.sae import sae_dashboard
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     inputs = snakemake.input
     sae_dashboard(
         snakemake.wildcards.task,

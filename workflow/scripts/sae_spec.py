@@ -5,7 +5,7 @@ from pathlib import Path
 from caft.job import job, layer_inputs, optional_path
 from caft.stages.sae import sae_spec
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     inputs = snakemake.input
     sae_spec(
         snakemake.wildcards.sae_method,

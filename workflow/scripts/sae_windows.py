@@ -6,7 +6,7 @@ from caft.directions.windows import WindowsConfig
 from caft.job import job, layer_inputs
 from caft.stages.sae import sae_windows
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     inputs = snakemake.input
     sae_windows(
         WindowsConfig.from_config(snakemake.params.cfg),

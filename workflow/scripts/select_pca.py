@@ -6,7 +6,7 @@ from caft.ablation.selection import SelectorConfig
 from caft.job import job, optional_path
 from caft.stages.pca import select_pca
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     select_pca(
         variant=snakemake.wildcards.variant,
         task=snakemake.wildcards.task,

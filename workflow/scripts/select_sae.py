@@ -6,7 +6,7 @@ from caft.ablation.selection import SelectorConfig
 from caft.job import job, optional_path
 from caft.stages.sae import select_sae
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     inputs = snakemake.input
     select_sae(
         variant=snakemake.wildcards.variant,

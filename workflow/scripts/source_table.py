@@ -5,5 +5,5 @@ from pathlib import Path
 from caft.job import job
 from caft.stages.data import source_table
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     source_table(snakemake.wildcards.source, snakemake.params.spec, snakemake.params.table, Path(snakemake.output[0]))

@@ -6,7 +6,7 @@ from caft.finetune.survey import SurveyCriteria
 from caft.job import job
 from caft.stages.diagnostics import survey
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     out = snakemake.output
     survey(
         SurveyCriteria.from_config(snakemake.params.criteria),

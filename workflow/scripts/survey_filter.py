@@ -6,7 +6,7 @@ from caft.finetune.survey import SurveyCriteria
 from caft.job import job
 from caft.stages.diagnostics import survey_filter
 
-with job(snakemake.log[0], snakemake.threads):
+with job(snakemake):
     survey_filter(
         SurveyCriteria.from_config(snakemake.params.criteria),
         [Path(p) for p in snakemake.input.metrics],
