@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from caft.sae_pipeline import ACTIVATIONS_FORMAT, task_answers
 
+from caft.artifacts import load_tensors
 from caft.directions.attribution import attribution_scores, exact_effects, rank_scores
-from caft.directions.moments import load_tensors
-from caft.directions.saes import SaeTrainConfig, load_local_sae, train_sae
+from caft.directions.saes import ACTIVATIONS_FORMAT, SaeTrainConfig, load_local_sae, train_sae
 from caft.model.loading import ModelSpec, load_model
-from caft.model.prompts import encode_prompts
+from caft.model.prompts import encode_prompts, task_answers
 
 BASE = Path("results/models/base")
 TRAIN = Path("results/data/gender/train.parquet")

@@ -15,9 +15,10 @@ import argparse
 import time
 from pathlib import Path
 
-from caft.pipeline import load_checkpoint, set_threads
+import torch
 
 from caft.data.corpus import CorpusConfig, generate_corpus
+from caft.model.loading import load_checkpoint
 
 BASE = Path("results/models/base")
 SETTINGS = {
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     model, tokenizer = load_checkpoint(BASE)
     seconds = {}
     for name, sampling in SETTINGS.items():

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from caft.pipeline import load_checkpoint, set_threads
 
 from caft.finetune.evaluation import predict, summarize
+from caft.model.loading import load_checkpoint
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     model, tokenizer = load_checkpoint(args.model)
     tables = {split: pd.read_parquet(args.data / f"{split}.parquet") for split in ("val", "ood")}
     examples = sum(len(t) for t in tables.values())

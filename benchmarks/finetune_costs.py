@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from caft.ablation.specs import InterventionSpec, ablation_hooks, random_directions
+from caft.ablation.ablate import ablation_hooks
+from caft.ablation.specs import InterventionSpec, random_directions
 from caft.finetune.training import TrainConfig, _loss, prepare_model
 from caft.model.loading import ModelSpec, hidden_size, load_model, num_layers
 from caft.model.prompts import encode_prompts, last_position_logits, letter_token_ids

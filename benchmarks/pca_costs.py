@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from caft.directions.moments import accumulate_differences, prompts_with_answers, run_decoder
+from caft.directions.moments import accumulate_differences, prompts_with_answers
+from caft.model.hooks import run_decoder
 from caft.model.loading import ModelSpec, load_model, num_layers
 from caft.model.prompts import encode_prompts
 

@@ -21,10 +21,14 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
-from caft.pipeline import centered, evaluate_run, finetune_run, set_threads
 
-from caft.ablation.specs import load_spec, save_spec
+from caft.ablation.specs import centered, load_spec, save_spec
+from caft.finetune.evaluation import EvaluationConfig
+from caft.finetune.training import TrainConfig
+from caft.model.loading import ModelSpec
+from caft.stages.finetune import evaluate, finetune
 
 
 def parse_value(text: str) -> object:
@@ -62,7 +66,7 @@ def main() -> None:
     parser.add_argument("--mode", default="project", help="interventions.mode: project, gradient or activation")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    set_threads(args.threads)
+    torch.set_num_threads(args.threads)
     config = yaml.safe_load(Path("config/config.yaml").read_text())
     section = copy.deepcopy(config["finetune"])
     for assignment in args.set:
@@ -74,12 +78,13 @@ def main() -> None:
         args.spec = out / "spec.safetensors"
     data = Path("results/data") / args.task
     key = {"experiment": args.name}
-    finetune_run(Path("results/models/base"), config["model"], data / "train.parquet", args.spec, section, args.kind,
-                 args.seed, key, out / "model", out / "train_log.jsonl", out / "run.json", mode=args.mode)
+    finetune(TrainConfig.from_config(section, args.kind), ModelSpec.from_config(config["model"]),
+             Path("results/models/base"), data / "train.parquet", args.spec, args.seed, key, out / "model",
+             out / "train_log.jsonl", out / "run.json", mode=args.mode)
     modes = ["deployed", "hooked"] if args.spec else ["deployed"]
-    evaluate_run(out / "model", config["model"]["dtype"], {s: data / f"{s}.parquet" for s in ("val", "ood")},
-                 args.spec, modes, args.answer, 32, key, out / "predictions.parquet", out / "metrics.parquet",
-                 precision=config["evaluation"]["precision"])
+    evaluate(EvaluationConfig(32, config["evaluation"]["precision"]), out / "model", config["model"]["dtype"],
+             {s: data / f"{s}.parquet" for s in ("val", "ood")}, args.spec, modes, args.answer, key,
+             out / "predictions.parquet", out / "metrics.parquet")
     shutil.rmtree(out / "model")
     metrics = pd.read_parquet(out / "metrics.parquet")
     run = json.loads((out / "run.json").read_text())

@@ -14,13 +14,11 @@ import torch
 from transformers import PretrainedConfig
 
 from caft.ablation.ablate import LatentAblation
-from caft.model.hooks import block_hooks
 from caft.directions.attribution import attribution_scores, exact_effects, rank_scores, validate_estimates
-from caft.model.hooks import capture_residuals
-from caft.model.prompts import token_mask
 from caft.errors import ConfigError, DataError
+from caft.model.hooks import block_hooks, capture_residuals
 from caft.model.loading import ModelSpec, decoder_layers, load_model
-from caft.model.prompts import encode_prompts, last_position_logits, letter_token_ids
+from caft.model.prompts import encode_prompts, last_position_logits, letter_token_ids, token_mask
 
 TOY_WIDTH = 16
 TOY_LAYERS = 3

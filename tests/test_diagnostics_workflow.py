@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from caft.ablation.specs import load_spec
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config, untracked_code
+from tests.workflow_helpers import (
+    TINY_CONFIG,
+    make_workflow_copy,
+    snakemake,
+    summary_plan,
+    untracked_code,
+    write_config,
+)
 
 TASKS = ("gender", "verbs_sports_1")
 

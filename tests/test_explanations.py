@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from caft.stages.autointerp import best_ranked
 
 from caft.errors import ConfigError, DataError, ModelLoadError
 from caft.interpret.clients import LocalHFClient
@@ -37,6 +36,7 @@ from caft.interpret.explanations import (
     token_summary,
     windows_text,
 )
+from caft.stages.autointerp import best_ranked
 
 NAN = math.nan
 

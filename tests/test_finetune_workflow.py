@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from caft.artifacts import read_parquet_metadata
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config, untracked_code
+from tests.workflow_helpers import (
+    TINY_CONFIG,
+    make_workflow_copy,
+    snakemake,
+    summary_plan,
+    untracked_code,
+    write_config,
+)
 
 SEEDS = (0, 1)
 

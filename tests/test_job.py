@@ -116,3 +116,16 @@ def test_stages_never_import_other_stages():
     for stage in (ROOT / "src" / "caft" / "stages").glob("*.py"):
         others = {m for m in imported_modules(stage) if m.startswith("caft.stages")}
         assert not others, f"{stage.name} imports {sorted(others)}: shared code belongs in the library"
+
+
+def test_benchmarks_import_what_the_package_has():
+    """The benchmark scripts are not run by the suite: their package imports must still resolve."""
+    import ast
+    import importlib
+
+    for script in (ROOT / "benchmarks").glob("*.py"):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("caft"):
+                module = importlib.import_module(node.module)
+                missing = [a.name for a in node.names if not hasattr(module, a.name)]
+                assert not missing, f"{script.name}: {node.module} has no {missing}"

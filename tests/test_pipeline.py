@@ -10,9 +10,9 @@ import torch
 
 from caft.ablation.specs import MEANS_FORMAT, centered, random_directions
 from caft.artifacts import load_tensors, save_tensors
+from caft.errors import DataError
 from caft.model.hooks import capture_residuals
 from caft.stages.base import residual_means
-from caft.errors import DataError
 
 DOCS = ["the doctor said he would call", "she met the nurse", "a b c"]
 

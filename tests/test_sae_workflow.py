@@ -12,9 +12,15 @@ import yaml
 from sae_lens import SAE
 
 from caft.ablation.specs import MEANS_FORMAT, load_spec
-from caft.artifacts import read_parquet_metadata
-from caft.artifacts import load_tensors
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config, untracked_code
+from caft.artifacts import load_tensors, read_parquet_metadata
+from tests.workflow_helpers import (
+    TINY_CONFIG,
+    make_workflow_copy,
+    snakemake,
+    summary_plan,
+    untracked_code,
+    write_config,
+)
 
 MANUAL = "sae:\n  layers:\n    0: [1, 5]\n    1: [3]\n  notes: tiny SAE selection\n"
 

@@ -1,4 +1,4 @@
-"""Task construction follows DESIGN §2: split sizes, balance, OOD swaps, no leaks, determinism."""
+"""Task construction follows docs/method.md: split sizes, balance, OOD swaps, no leaks, determinism."""
 
 import numpy as np
 import pandas as pd

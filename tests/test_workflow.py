@@ -10,7 +10,15 @@ import yaml
 
 from caft.artifacts import read_parquet_metadata
 from caft.data.tasks import SPLITS
-from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config, untracked_code
+from tests.workflow_helpers import (
+    ROOT,
+    TINY_CONFIG,
+    make_workflow_copy,
+    snakemake,
+    summary_plan,
+    untracked_code,
+    write_config,
+)
 
 PAIRS = ("verbs_sports", "pronouns_verbs")
 

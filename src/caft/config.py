@@ -7,7 +7,7 @@ covers what a schema cannot: names that must refer to configured sources, one ta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import yaml
 
@@ -36,6 +36,17 @@ SOURCE_KEYS = {
     "local": {"from", "path", "file"},
     "huggingface": {"from", "dataset", "config_name", "split", "revision"},
 }
+
+
+class SectionConfig:
+    """A frozen dataclass built from its config section: `from_config` names the section (`SECTION`) in
+    the error for an unknown key. Every stage takes one of these, never the raw section."""
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> Self:
+        return dataclass_from_section(cls, section, cls.SECTION)
 
 
 def dataclass_from_section(cls: type[T], section: dict[str, Any], where: str) -> T:

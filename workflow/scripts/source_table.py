@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+from caft.data.sources import SourceSpec
 from caft.job import job
 from caft.stages.data import source_table
 
 with job(snakemake):
-    source_table(snakemake.wildcards.source, snakemake.params.spec, snakemake.params.table, Path(snakemake.output[0]))
+    name = snakemake.wildcards.source
+    source_table(name, SourceSpec.from_config(name, snakemake.params.spec), snakemake.params.table,
+                 Path(snakemake.output[0]))

@@ -22,7 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ from yaml.constructor import ConstructorError
 
 from caft.ablation.specs import InterventionSpec, orthonormal_basis
 from caft.artifacts import write_json
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
 
 METHODS: tuple[str, ...] = ("pca", "sae")
@@ -41,30 +41,30 @@ JSON_KEYS: tuple[str, ...] = ("method", "selector", "task", "seed", "layers", "p
 
 
 @dataclass(frozen=True)
-class SelectorConfig:
+class SelectorConfig(SectionConfig):
     """What one selector variant reads: `top_k` for ``top``, the manual counts per layer for ``random``."""
+
+    SECTION: ClassVar[str] = "selection"
 
     top_k: int | None = None
     counts: dict[int, int] | None = None
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> SelectorConfig:
-        cfg = dataclass_from_section(cls, section, "selection")
+        cfg = super().from_config(section)
         counts = None if cfg.counts is None else {int(layer): int(n) for layer, n in cfg.counts.items()}
         return cls(top_k=cfg.top_k, counts=counts)
 
 
 @dataclass(frozen=True)
-class AutoSelectConfig:
+class AutoSelectConfig(SectionConfig):
     """The `selection.auto` thresholds on the explanations."""
+
+    SECTION: ClassVar[str] = "selection.auto"
 
     min_relevance: float
     min_score: float | None = None
     max_per_layer: int | None = None
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> AutoSelectConfig:
-        return dataclass_from_section(cls, section, "selection.auto")
 
 
 def _is_int(value: Any) -> bool:

@@ -1,9 +1,9 @@
-"""The generic text corpus (DESIGN §3 "corpus"): text for top-activating windows and SAE training.
+"""The generic text corpus: text for top-activating windows and SAE training.
 
 Interpretation dashboards show where a direction fires on *generic* text, and SAEs need a broad
 activation distribution, so the corpus should cover many genres and topics — not only the tasks'
 concepts (gender, professions, grammar, sentiment, sports) but everything else a direction might
-carry instead. The machines have no web corpus offline (DESIGN §4), so the built-in default
+carry instead. The machines have no web corpus offline, so the built-in default
 (``from: generated``) samples continuations of :data:`GENERATION_PROMPTS` from the base model itself:
 in-distribution text for that model, available everywhere, deterministic for a seed. Users with real
 text point ``from: local`` at ``.txt`` / ``.jsonl`` / ``.parquet`` files, or ``from: huggingface`` at
@@ -241,7 +241,7 @@ def _is_int(value: Any) -> bool:
 def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The BOS id the tokenizer puts first when encoding text, or None if it adds none.
 
-    Downstream stages mask this position (DESIGN §5: BOS has a huge norm on Gemma).
+    Downstream stages mask this position: BOS has a huge residual norm on Gemma.
     """
     ids = tokenizer("a").input_ids
     bos = tokenizer.bos_token_id
@@ -253,7 +253,7 @@ def _sampling_seed(seed: int, device: torch.device) -> Iterator[None]:
     """Seed the generators that sampling on ``device`` uses, and restore them afterwards.
 
     Only the CPU generator (and the model's own CUDA device's) is touched: ``torch.manual_seed`` would
-    also reseed every CUDA device, a global side effect (DESIGN §5).
+    also reseed every CUDA device, a global side effect.
     """
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []

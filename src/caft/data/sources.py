@@ -1,6 +1,6 @@
 """Source tables: the built-in generator, a local directory, or a Hugging Face dataset id.
 
-Every source ends up in the public schema of the paper's data (DESIGN §2): ``frames`` tables
+Every source ends up in the public schema of the paper's data: ``frames`` tables
 (``text`` with ``$PROFESSION$``/``$PRONOUN$`` placeholders, ``category``) for gender-style tasks and
 ``questions`` tables (``question``, ``correct``, ``incorrect``) for double multiple choice.
 """
@@ -8,6 +8,8 @@ Every source ends up in the public schema of the paper's data (DESIGN §2): ``fr
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +29,52 @@ FRAME_PLACEHOLDERS = ("$PROFESSION$", "$PRONOUN$")
 LOCAL_SUFFIXES = (".csv", ".parquet", ".jsonl")
 
 
-def load_source(name: str, spec: dict[str, Any], table: str, base_dir: str | Path = ".") -> pd.DataFrame:
-    """Load source ``name`` as described by its config ``spec`` and return a validated, deduplicated table."""
+@dataclass(frozen=True)
+class SourceSpec:
+    """One `sources.<name>` section: where a table comes from (`origin`, the config's ``from``) and that
+    route's keys — ``builtin``: `generator`, `rows`, `seed`; ``local``: `path`, `file`; ``huggingface``:
+    `dataset`, `split`, `config_name`, `revision`."""
+
+    origin: str
+    generator: str | None = None
+    rows: int | None = None
+    seed: int = 0
+    path: str | None = None
+    file: str | None = None
+    dataset: str | None = None
+    split: str = "train"
+    config_name: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def from_config(cls, name: str, section: Mapping[str, Any]) -> SourceSpec:
+        values = dict(section)
+        origin = values.pop("from", None)
+        if origin not in ORIGINS:
+            raise ConfigError(f"sources.{name}.from must be builtin, local or huggingface, got {origin!r}")
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"sources.{name}: unknown key(s) {unknown}")
+        return cls(origin=origin, **{key: value for key, value in values.items() if value is not None})
+
+
+ORIGINS = ("builtin", "local", "huggingface")
+
+
+def load_source(name: str, spec: SourceSpec | Mapping[str, Any], table: str, base_dir: str | Path = ".") -> pd.DataFrame:
+    """Load source ``name`` as `spec` (or its config section) describes and return a validated,
+    deduplicated table."""
     if table not in REQUIRED_COLUMNS:
         raise ConfigError(f"source '{name}': table kind must be one of {sorted(REQUIRED_COLUMNS)}, got '{table}'")
-    origin = spec.get("from")
-    if origin == "builtin":
+    if not isinstance(spec, SourceSpec):
+        spec = SourceSpec.from_config(name, spec)
+    if spec.origin == "builtin":
         raw, where = _read_builtin(name, spec), f"built-in generator '{name}'"
-    elif origin == "local":
+    elif spec.origin == "local":
         path = _local_file(name, spec, Path(base_dir))
         raw, where = _read_local(path), str(path)
-    elif origin == "huggingface":
-        raw, where = _read_huggingface(name, spec), f"Hugging Face dataset '{spec.get('dataset')}'"
     else:
-        raise ConfigError(f"sources.{name}.from must be builtin, local or huggingface, got {origin!r}")
+        raw, where = _read_huggingface(name, spec), f"Hugging Face dataset '{spec.dataset}'"
     return validate_table(raw, table, where)
 
 
@@ -91,17 +125,17 @@ def _check_frames(frame: pd.DataFrame, where: str) -> None:
             raise DataError(f"{where}: row {row} must contain {placeholder} exactly once: {frame.at[row, 'text']!r}")
 
 
-def _read_builtin(name: str, spec: dict[str, Any]) -> pd.DataFrame:
+def _read_builtin(name: str, spec: SourceSpec) -> pd.DataFrame:
     from caft.data.builtin import generate_source
 
-    return generate_source(spec.get("generator", name), seed=int(spec.get("seed", 0)), rows=spec.get("rows"))
+    return generate_source(spec.generator or name, seed=int(spec.seed), rows=spec.rows)
 
 
-def _local_file(name: str, spec: dict[str, Any], base_dir: Path) -> Path:
-    if "path" not in spec:
+def _local_file(name: str, spec: SourceSpec, base_dir: Path) -> Path:
+    if spec.path is None:
         raise ConfigError(f"sources.{name}: a local source needs 'path' (a directory)")
-    directory = base_dir / spec["path"]
-    stem = spec.get("file", name)
+    directory = base_dir / spec.path
+    stem = spec.file or name
     candidates = [directory / f"{stem}{suffix}" for suffix in LOCAL_SUFFIXES]
     found = [p for p in candidates if p.is_file()]
     if not found:
@@ -123,17 +157,15 @@ def _read_local(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {err}") from err
 
 
-def _read_huggingface(name: str, spec: dict[str, Any]) -> pd.DataFrame:
+def _read_huggingface(name: str, spec: SourceSpec) -> pd.DataFrame:
     import datasets
 
-    dataset_id = spec.get("dataset")
+    dataset_id = spec.dataset
     if not dataset_id:
         raise ConfigError(f"sources.{name}: a huggingface source needs 'dataset' (a hub id)")
-    split = spec.get("split", "train")
+    split = spec.split
     try:
-        loaded = datasets.load_dataset(
-            dataset_id, name=spec.get("config_name"), split=split, revision=spec.get("revision")
-        )
+        loaded = datasets.load_dataset(dataset_id, name=spec.config_name, split=split, revision=spec.revision)
     except Exception as err:  # datasets raises many unrelated types for "not reachable / not found"
         raise DataError(
             f"source '{name}': could not load Hugging Face dataset '{dataset_id}' (split '{split}'): {err}. "

@@ -1,4 +1,4 @@
-"""Task construction: D_amb (``train``), D_val (``val``) and D_OOD (``ood``) splits, as in DESIGN §2.
+"""Task construction: D_amb (``train``), D_val (``val``) and D_OOD (``ood``) splits, as docs/method.md describes.
 
 Randomness comes from one generator per purpose (:func:`purpose_rng`), so changing how one thing is
 drawn never shifts another, and nothing touches a global RNG.
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.errors import DataError
 
 SPLITS = ("train", "val", "ood", "skyline")
@@ -44,18 +44,16 @@ def other_letter(letter: str) -> str:
 
 
 @dataclass(frozen=True)
-class FrameTaskConfig:
+class FrameTaskConfig(SectionConfig):
     """A gender-style task: which frames, which professions carry the stereotype, how to split."""
+
+    SECTION: ClassVar[str] = "frame task"
 
     source: str
     male_profession: str = "doctor"
     female_profession: str = "nurse"
     train_fraction: float = 0.8
     seed: int = 42
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> FrameTaskConfig:
-        return dataclass_from_section(cls, section, "frame task")
 
 
 def build_frame_task(frames: pd.DataFrame, cfg: FrameTaskConfig) -> dict[str, pd.DataFrame]:
@@ -124,17 +122,15 @@ def _gender_prompt(frame: str, profession: str, pronoun: str, distractor: str, t
 
 
 @dataclass(frozen=True)
-class McmcSplitConfig:
+class McmcSplitConfig(SectionConfig):
     """How a pair of question sources becomes D_amb / D_val / D_OOD."""
+
+    SECTION: ClassVar[str] = "mcmc.splits"
 
     max_examples: int = 2000
     train_fraction: float = 0.7
     val_fraction: float = 0.5
     seed: int = 42
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> McmcSplitConfig:
-        return dataclass_from_section(cls, section, "mcmc.splits")
 
 
 def build_mcmc_task(

@@ -1,4 +1,4 @@
-"""SAE attribution patching over D_amb (DESIGN §1, step 1), and its check against exact ablations.
+"""SAE attribution patching over D_amb, and its check against exact ablations.
 
 For a prompt, the metric is m = logit(correct letter) − logit(other letter) at the last position (prompts
 are left-padded, so that is position −1 of every row). With h_L the output of decoder block L (the
@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from caft.ablation.ablate import LatentAblation, check_sae, decoder_rows
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
 from caft.model.hooks import block_hooks, check_layers, residuals_for_grad
 from caft.model.loading import hidden_size
@@ -45,8 +45,10 @@ SCORE_COLUMNS = ("layer", "latent", "effect", "mean_activation", "firing_rate")
 
 
 @dataclass(frozen=True)
-class AttributionConfig:
+class AttributionConfig(SectionConfig):
     """The `attribution` section: whose gradients, how many prompts, the top pool and the exact check."""
+
+    SECTION: ClassVar[str] = "attribution"
 
     model: str
     batch_size: int
@@ -54,10 +56,6 @@ class AttributionConfig:
     validate_top: int
     max_prompts: int | None
     validate_prompts: int
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> AttributionConfig:
-        return dataclass_from_section(cls, section, "attribution")
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from caft.artifacts import load_tensors, save_tensors
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
 from caft.model.hooks import capture_residuals, check_layers, run_decoder
 from caft.model.loading import hidden_size, num_layers
@@ -39,17 +39,15 @@ _MOMENT_NAME = re.compile(r"^layer_(\d+)\.(count|sum|outer)$")
 
 
 @dataclass(frozen=True)
-class PcaMomentsConfig:
+class PcaMomentsConfig(SectionConfig):
     """The `pca` keys the difference moments depend on (not `components`: refitting must not rerun the models)."""
+
+    SECTION: ClassVar[str] = "pca"
 
     layers: str | list[int]
     include_bos: bool
     batch_size: int
     pretune_seed: int
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> PcaMomentsConfig:
-        return dataclass_from_section(cls, section, "pca")
 
 
 class StreamingMoments:

@@ -1,4 +1,4 @@
-"""The oracle bound: directions of the spurious concept fitted *with its labels* (DESIGN §6).
+"""The oracle bound: directions of the spurious concept fitted *with its labels*.
 
 CAFT must find the unwanted concept without labels. To know what the best linear erasure of that
 concept could do at all, this module fits it with labels, and the workflow trains with it ablated
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from caft.ablation.specs import InterventionSpec
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.data.tasks import purpose_rng
 from caft.errors import DataError
 from caft.model.hooks import capture_residuals, run_decoder
@@ -39,8 +39,10 @@ ERASERS = ("mean-diff", "leace")
 
 
 @dataclass(frozen=True)
-class OracleConfig:
+class OracleConfig(SectionConfig):
     """The `oracle` section: where and on whose residuals the shortcut's label is fitted and erased."""
+
+    SECTION: ClassVar[str] = "oracle"
 
     layers: str | list[int]
     model: str
@@ -48,10 +50,6 @@ class OracleConfig:
     max_examples: int
     batch_size: int
     seed: int
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> OracleConfig:
-        return dataclass_from_section(cls, section, "oracle")
 
 
 def decorrelated_pool(train: pd.DataFrame, skyline: pd.DataFrame, intended: str, spurious: str, seed: int,

@@ -1,4 +1,4 @@
-"""Principal components of the per-token activation differences tuned − base (DESIGN §1, step 1).
+"""Principal components of the per-token activation differences tuned − base.
 
 As in the reference: eigendecomposition (`torch.linalg.eigh`, float64) of each layer's covariance,
 eigenvalues descending, top k (20) eigenvectors kept as unit columns.
@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 
 from caft.artifacts import load_tensors, save_tensors
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.directions.moments import StreamingMoments
 from caft.errors import ConfigError, DataError
 
@@ -33,14 +33,12 @@ SUMMARY_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class PcaComponentsConfig:
+class PcaComponentsConfig(SectionConfig):
     """How many top components per layer `pca_components` keeps."""
 
-    components: int
+    SECTION: ClassVar[str] = "pca"
 
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> PcaComponentsConfig:
-        return dataclass_from_section(cls, section, "pca")
+    components: int
 
 
 def top_components(

@@ -1,4 +1,4 @@
-"""Sparse autoencoders per layer (DESIGN §3 "saes"): train with sae-lens, load pretrained, save atomically.
+"""Sparse autoencoders per layer: train with sae-lens, load pretrained, save atomically.
 
 Pretrained SAEs (Gemma Scope for the paper profile) go through the real ``SAE.from_pretrained``; the
 offline default model has none, so we train them with sae-lens's own ``SAETrainer`` on activations

@@ -1,4 +1,4 @@
-"""Top-activating token windows of candidate directions or latents on a text corpus (DESIGN §1, step 2).
+"""Top-activating token windows of candidate directions or latents on a text corpus.
 
 Two independent halves:
 
@@ -24,14 +24,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
 from caft.model.hooks import capture_residuals, check_layers, run_decoder
 from caft.model.prompts import token_mask
@@ -49,18 +49,16 @@ WINDOW_COLUMNS = ("layer", "component", "sign", "rank", "doc", "start", "token_i
 
 
 @dataclass(frozen=True)
-class WindowsConfig:
+class WindowsConfig(SectionConfig):
     """The `windows` section: window length, how many top and uniformly drawn windows per candidate."""
+
+    SECTION: ClassVar[str] = "windows"
 
     window: int
     per_component: int
     random_per_component: int
     seed: int
     batch_size: int
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> WindowsConfig:
-        return dataclass_from_section(cls, section, "windows")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Logit-based evaluation of a task split: one forward pass per prompt, no generation (DESIGN §1 step 5).
+"""Logit-based evaluation of a task split: one forward pass per prompt, no generation.
 
 Every example is scored at its last prompt position. Two accuracies are kept because they answer
 different questions: ``correct_full`` (argmax over the whole vocabulary is the correct letter, the
@@ -15,8 +15,8 @@ hooked and test-only modes, and calls it bare for the deployed mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from numbers import Integral
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from caft.config import MCMC_ANSWER_COLUMNS, dataclass_from_section
+from caft.config import MCMC_ANSWER_COLUMNS, SectionConfig
 from caft.errors import ConfigError, DataError
 from caft.model.prompts import LETTERS, encode_prompts, last_position_logits, letter_token_ids
 
@@ -34,15 +34,13 @@ TIE = "tie"
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(SectionConfig):
     """The `evaluation` section: batch size and the forward pass's precision."""
+
+    SECTION: ClassVar[str] = "evaluation"
 
     batch_size: int
     precision: str = "float32"
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> EvaluationConfig:
-        return dataclass_from_section(cls, section, "evaluation")
 
 
 def answer_column(task_kind: str, intended: int | None) -> str:

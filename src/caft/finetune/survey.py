@@ -1,4 +1,4 @@
-"""The task survey and the paper's filter (DESIGN §6): which tasks can show a CAFT effect on this model.
+"""The task survey and the paper's filter: which tasks can show a CAFT effect on this model.
 
 Per task, two runs of the same recipe: no intervention (does the model prefer the shortcut?) and the
 skyline (is the intended rule learnable from the training examples at this budget?). The paper keeps
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from caft.artifacts import atomic_path
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.errors import DataError
 
 METRIC = "acc_2way"
@@ -27,16 +27,14 @@ CONDITIONS = ("none", "skyline")
 
 
 @dataclass(frozen=True)
-class SurveyCriteria:
+class SurveyCriteria(SectionConfig):
     """Thresholds of the filter, on deployed A-vs-B OOD accuracy averaged over the survey's seeds."""
+
+    SECTION: ClassVar[str] = "survey criteria"
 
     max_none_ood: float = 0.9
     min_none_val: float = 0.9
     min_skyline_ood: float = 0.9
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> SurveyCriteria:
-        return dataclass_from_section(cls, section, "survey criteria")
 
 
 def deployed_accuracy(aggregated: pd.DataFrame, task: str, method: str, split: str) -> tuple[float, float, int]:

@@ -1,4 +1,4 @@
-"""Aggregate per-run metrics into the results tables and the OOD plot (DESIGN §1 step 5, §3).
+"""Aggregate per-run metrics into the results tables and the OOD plot.
 
 Input: one row per (task, method, selector, mode, split, seed) with the metrics of
 :func:`caft.finetune.evaluation.summarize`. Output: mean ± standard error over seeds per condition, as the

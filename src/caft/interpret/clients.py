@@ -1,4 +1,4 @@
-"""LLM clients for latent explanations (DESIGN §1 step 2): an explainer writes explanations, a
+"""LLM clients for latent explanations: an explainer writes explanations, a
 simulator predicts activations from them.
 
 Two things are asked of an LLM, so the protocol has two methods:

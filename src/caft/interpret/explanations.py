@@ -1,4 +1,4 @@
-"""Latent explanations (DESIGN §1 step 2): explainer prompt, answer parsing, simulation score, relevance.
+"""Latent explanations: explainer prompt, answer parsing, simulation score, relevance.
 
 - *Explain*: `explainer_messages` shows an LLM the top windows with their most active tokens marked
   ``<<like this>>``; `parse_explanation` pulls one clean sentence out of whatever it answers.
@@ -24,13 +24,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from caft.config import dataclass_from_section
+from caft.config import SectionConfig
 from caft.errors import CaftError, ConfigError, DataError, ModelLoadError
 from caft.interpret.clients import LLMClient, Message
 
@@ -87,8 +87,10 @@ Candidate = tuple[tuple[int, int, str], list["Window"], list["Window"]]
 
 
 @dataclass(frozen=True)
-class ExplainConfig:
+class ExplainConfig(SectionConfig):
     """The `explanations` keys one explain job reads (`pca_components` or `sae_latents` by method)."""
+
+    SECTION: ClassVar[str] = "explanations"
 
     client: dict[str, Any]
     max_windows: int
@@ -96,10 +98,6 @@ class ExplainConfig:
     max_tokens: int
     pca_components: int | None = None
     sae_latents: int | None = None
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> ExplainConfig:
-        return dataclass_from_section(cls, section, "explanations")
 
 
 class SimulationError(CaftError):

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from caft.artifacts import provenance, write_parquet
-from caft.data.sources import load_source
+from caft.data.sources import SourceSpec, load_source
 from caft.data.tasks import FrameTaskConfig, McmcSplitConfig, build_frame_task, build_mcmc_task
 
 log = logging.getLogger(__name__)
 
 
-def source_table(name: str, spec: dict[str, Any], table: str, out_path: Path) -> None:
+def source_table(name: str, spec: SourceSpec, table: str, out_path: Path) -> None:
     """One source table in the public schema: loaded, validated and deduplicated."""
     write_parquet(load_source(name, spec, table), out_path, provenance("source_table", spec, source=name))
 
