@@ -113,19 +113,28 @@ def fit_eraser(residuals: dict[int, torch.Tensor], labels: np.ndarray, eraser: s
                             positions=positions)
 
 
+def _class_means(h: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean residual of the examples with and without the label, in float64."""
+    x = h.to(torch.float64)
+    return x[z].mean(0), x[~z].mean(0)
+
+
 def label_accuracy(residuals: dict[int, torch.Tensor], labels: np.ndarray) -> dict[int, float]:
     """How well the nearest class mean reads the label at each layer (in-sample): how present the concept is."""
     z = torch.as_tensor(labels)
     accuracy = {}
     for layer, h in residuals.items():
-        x = h.to(torch.float64)
-        direction = x[z].mean(0) - x[~z].mean(0)
-        midpoint = (x[z].mean(0) + x[~z].mean(0)) / 2
-        accuracy[layer] = float((((x - midpoint) @ direction > 0) == z).double().mean())
+        with_label, without = _class_means(h, z)
+        scores = (h.to(torch.float64) - (with_label + without) / 2) @ (with_label - without)
+        accuracy[layer] = float(((scores > 0) == z).double().mean())
     return accuracy
 
 
 def class_mean_gap(residuals: dict[int, torch.Tensor], labels: np.ndarray) -> dict[int, float]:
     """|mean(h | label) − mean(h | not label)| per layer: zero after an eraser removed the label linearly."""
     z = torch.as_tensor(labels)
-    return {layer: float((h[z].double().mean(0) - h[~z].double().mean(0)).norm()) for layer, h in residuals.items()}
+    gaps = {}
+    for layer, h in residuals.items():
+        with_label, without = _class_means(h, z)
+        gaps[layer] = float((with_label - without).norm())
+    return gaps
