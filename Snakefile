@@ -19,15 +19,19 @@ report: "workflow/report/workflow.rst"
 # Key-naming messages first, then Snakemake's validate() (which also fills schema defaults).
 SOURCE_TABLES = check_config(config, Path(workflow.basedir) / "config/schema.yaml")
 validate(config, "config/schema.yaml")
-# Layer indices against the base model's shape, read without loading it: a bad index fails here, not in
-# the job that reaches it.
-MODEL_SHAPE = base_model_shape(config["model"], Path("results/models/base"))
-if MODEL_SHAPE:
-    check_layer_indices(config, MODEL_SHAPE[0], config["model"]["name"])
 
 
 include: "rules/common.smk"
 include: "rules/paths.smk"
+
+
+# Layer indices against the base model's shape, read without loading it: a bad index fails here, not in
+# the job that reaches it.
+MODEL_SHAPE = base_model_shape(config["model"], Path(BASE_MODEL))
+if MODEL_SHAPE:
+    check_layer_indices(config, MODEL_SHAPE[0], config["model"]["name"])
+
+
 include: "rules/tasks.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"

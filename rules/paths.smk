@@ -5,8 +5,6 @@ functions fill them with ``.format(...)``, so a path cannot drift between its pr
 docs/artifacts.md describes what each file holds.
 """
 
-RESULTS = "results"
-
 # data
 SOURCE_TABLE = "results/data/sources/{source}.parquet"
 SPLIT = "results/data/{dataset}/{split}.parquet"

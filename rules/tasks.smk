@@ -65,14 +65,18 @@ def training_key(task, method):
     return task_dataset(task) if method == NO_INTERVENTION else task
 
 
+def run_file(task, method, selector, seed, name):
+    """A file of the run that trains `task` under (method, selector, seed), shared by both intended indices
+    when there is no intervention."""
+    return run_path(training_key(task, method), method, selector, seed, name)
+
+
 def pretuned_checkpoint(task):
     """The no-intervention run of seed `pca.pretune_seed`: PCA's tuned model, and the gradients of
     attribution and the residuals of the oracle when they use the pretuned model (reused, never retrained).
     """
     seed = config["pca"]["pretune_seed"]
-    return run_path(
-        training_key(task, NO_INTERVENTION), NO_INTERVENTION, NO_INTERVENTION, seed, "model"
-    )
+    return run_file(task, NO_INTERVENTION, NO_INTERVENTION, seed, "model")
 
 
 def split_condition(condition):

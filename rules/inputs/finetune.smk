@@ -1,12 +1,6 @@
 """Input functions and param pickers of rules/finetune.smk."""
 
 
-def run_dir(task, method, selector, seed):
-    return RUN_DIR.format(
-        task=training_key(task, method), method=method, selector=selector, seed=seed
-    )
-
-
 def condition_spec(task, method, selector, seed):
     """The intervention spec of a condition (random selectors draw per training seed); None without one."""
     if method in UNHOOKED:
@@ -57,7 +51,7 @@ def evaluate_inputs(wildcards):
     selector = NO_INTERVENTION if wildcards.evaluation == "test-only" else wildcards.selector
     dataset = task_dataset(wildcards.task)
     inputs = {
-        "model": f"{run_dir(wildcards.task, method, selector, wildcards.seed)}/model",
+        "model": run_file(wildcards.task, method, selector, wildcards.seed, "model"),
         "val": split_path(dataset, "val"),
         "ood": split_path(dataset, "ood"),
     }
