@@ -85,6 +85,8 @@ rule survey:
         runtime=10,
     params:
         concepts=survey_concepts(),
-        criteria=config_keys("survey", "max_none_ood", "min_none_val", "min_skyline_ood"),
+        criteria=config_keys(
+            "survey", "max_none_ood", "min_none_val", "min_skyline_ood", "min_skyline_val"
+        ),
     script:
         script_of("survey")

@@ -61,3 +61,14 @@ def test_a_filtered_task_without_its_skyline_is_an_error():
     missing = {key: value for key, value in RESULTS.items() if key[:2] != ("v_s_1", "skyline")}
     with pytest.raises(DataError, match="no skyline result"):
         survey_table(aggregated(missing), CONCEPTS, CRITERIA)
+
+
+def test_a_skyline_right_on_ood_but_wrong_on_val_learned_the_inverse_shortcut_and_is_not_eligible():
+    """Seen on Gemma 3 270M with the anti-correlated skyline: val 0.0, OOD 1.0 (the model avoided the
+    option with the spurious question's correct answer): that is no proof the intended rule is learnable."""
+    inverse = {**RESULTS, ("v_s_1", "skyline", "val"): 0.0, ("v_s_1", "skyline", "ood"): 1.0}
+    table = survey_table(aggregated(inverse), CONCEPTS, CRITERIA).set_index("task")
+    assert not table.loc["v_s_1", "eligible"]
+    lenient = SurveyCriteria(max_none_ood=0.9, min_none_val=0.9, min_skyline_ood=0.9, min_skyline_val=0.0)
+    assert survey_table(aggregated(inverse), CONCEPTS, lenient).set_index("task").loc["v_s_1", "eligible"]
+    assert eligibility(table.reset_index(), CRITERIA)["criteria"]["skyline_val_at_least"] == 0.9

@@ -139,9 +139,13 @@ def build_mcmc_task(
     """Permute, dedupe, truncate to a common length, pair by index and split 70/15/15.
 
     D_amb and D_val are fully ambiguous (one option holds both correct answers); in D_OOD each option
-    holds one correct and one wrong answer. The skyline split applies D_OOD's construction to D_amb's
-    questions (so the two questions disagree on every example; the intended index picks the answer
-    column to train on). Both intended indices of a pair share these splits.
+    holds one correct and one wrong answer. The skyline split pairs D_amb's questions so that the two
+    rules are decorrelated: half of its examples (seeded) are built like D_amb (the questions agree),
+    half like D_OOD (they disagree), so whether the other question's correct answer sits in an option
+    says nothing about the label; the intended index picks the answer column to train on. (D_OOD's
+    construction alone would anti-correlate them, and "avoid the option with the other question's
+    correct answer" would be a shortcut as good as the spurious rule.) Both intended indices of a pair
+    share these splits.
     """
     a = _prepare(table_a, cfg.seed, name_a)
     b = _prepare(table_b, cfg.seed, name_b)
@@ -153,8 +157,10 @@ def build_mcmc_task(
     if empty:
         raise DataError(f"mcmc pair {name_a}|{name_b}: {n} paired questions leave split(s) {empty} empty")
     bounds["skyline"] = bounds["train"]
+    agreeing = {split: np.full(hi - lo, split in ("train", "val")) for split, (lo, hi) in bounds.items()}
+    agreeing["skyline"] = purpose_rng(cfg.seed, f"skyline:{name_a}|{name_b}").permutation(n_train) < n_train // 2
     splits = {
-        split: _pair_split(a.iloc[lo:hi], b.iloc[lo:hi], ambiguous=split in ("train", "val"),
+        split: _pair_split(a.iloc[lo:hi], b.iloc[lo:hi], agreeing[split],
                            rng=purpose_rng(cfg.seed, f"letters:{name_a}|{name_b}:{split}"))
         for split, (lo, hi) in bounds.items()
     }
@@ -167,13 +173,19 @@ def _prepare(table: pd.DataFrame, seed: int, name: str) -> pd.DataFrame:
     return permuted.drop_duplicates("question").reset_index(drop=True)
 
 
-def _pair_split(a: pd.DataFrame, b: pd.DataFrame, ambiguous: bool, rng: np.random.Generator) -> pd.DataFrame:
-    letter_a = balanced_letters(len(a), rng)
+def _pair_split(a: pd.DataFrame, b: pd.DataFrame, agreeing: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Pair row i of `a` and `b` into one prompt; where `agreeing[i]`, one option holds both correct
+    answers, else each option holds one. Qa's letter is balanced within the agreeing and the disagreeing
+    rows separately, so Qb's letter is balanced too."""
+    letter_a = np.empty(len(a), dtype=object)
+    for group in (agreeing, ~agreeing):
+        letter_a[group] = balanced_letters(int(group.sum()), rng)
     rows = []
-    for (qa, ca, ia), (qb, cb, ib), la in zip(
+    for (qa, ca, ia), (qb, cb, ib), la, ambiguous in zip(
         a[["question", "correct", "incorrect"]].itertuples(index=False),
         b[["question", "correct", "incorrect"]].itertuples(index=False),
         letter_a,
+        agreeing,
     ):
         holds_a = (ca, cb) if ambiguous else (ca, ib)
         other = (ia, ib) if ambiguous else (ia, cb)
@@ -181,7 +193,7 @@ def _pair_split(a: pd.DataFrame, b: pd.DataFrame, ambiguous: bool, rng: np.rando
         lb = la if ambiguous else other_letter(la)
         prompt = (f"Question: {qa} | {qb}\nA. {options[0][0]}, {options[0][1]}\n"
                   f"B. {options[1][0]}, {options[1][1]}\nAnswer:")
-        rows.append((prompt, la, other_letter(la), qa, qb, la, lb, ambiguous))
+        rows.append((prompt, la, other_letter(la), qa, qb, la, lb, bool(ambiguous)))
     return pd.DataFrame(rows, columns=["prompt", "target", "other", "question_a", "question_b",
                                        "answer_a", "answer_b", "ambiguous"])
 
