@@ -406,8 +406,8 @@ class SaeSourceConfig:
         unknown = sorted(set(values) - {"release", "sae_id", "path", "train"})
         if unknown:
             raise ConfigError(f"saes: unknown key(s) {unknown}")
-        train = SaeTrainConfig.from_config(values.pop("train")) if source == "train" and "train" in values else None
-        values.pop("train", None)
+        train = values.pop("train", None)
+        train = SaeTrainConfig.from_config(train) if source == "train" and train is not None else None
         return cls(source=source, train=train, **values)
 
 
