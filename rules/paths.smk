@@ -20,6 +20,8 @@ PCA_MOMENTS = "results/{dataset}/pca/moments.safetensors"
 PCA_COMPONENTS = "results/{dataset}/pca/components.safetensors"
 PCA_SUMMARY = "results/{dataset}/pca/components.parquet"
 PCA_WINDOWS = "results/{dataset}/pca/windows.parquet"
+PCA_PROFILES = "results/{dataset}/pca/profiles.parquet"
+"""Per component: activation histogram, quantiles, logit effects and D_amb examples (dashboard cards)."""
 
 # SAEs and their latents
 SAE_ACTIVATIONS = "results/saes/activations.safetensors"
@@ -27,6 +29,7 @@ SAE_DIR = "results/saes/layer_{layer}"
 SAE_REPORT = "results/saes/reports/layer_{layer}.parquet"
 SAE_SCORES = "results/{dataset}/sae/scores.parquet"
 SAE_WINDOWS = "results/{dataset}/sae/windows.parquet"
+SAE_PROFILES = "results/{dataset}/sae/profiles.parquet"
 
 # per task: explanations, dashboards, selections, intervention specs
 EXPLANATIONS = "results/{task}/{imethod}/explanations.parquet"

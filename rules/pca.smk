@@ -57,9 +57,11 @@ rule pca_windows:
         base=rules.base_model.output[0],
         corpus=rules.corpus.output[0],
         components=rules.pca_components.output.components,
+        train=split_path("{dataset}", "train"),
         code=library_code("pca_windows"),
     output:
-        PCA_WINDOWS,
+        windows=PCA_WINDOWS,
+        profiles=PCA_PROFILES,
     log:
         log_path("pca_windows", "{dataset}"),
     benchmark:

@@ -87,9 +87,11 @@ rule sae_windows:
         base=rules.base_model.output[0],
         corpus=rules.corpus.output[0],
         scores=rules.sae_attribution.output[0],
+        train=split_path("{dataset}", "train"),
         code=library_code("sae_windows"),
     output:
-        SAE_WINDOWS,
+        windows=SAE_WINDOWS,
+        profiles=SAE_PROFILES,
     log:
         log_path("sae_windows", "{dataset}"),
     benchmark:

@@ -12,7 +12,7 @@ import pytest
 
 from caft.ablation.selection import Selection
 from caft.errors import DataError
-from caft.interpret.dashboard import card_anchor, render_dashboard, write_dashboard
+from caft.interpret.dashboard import card_anchor, card_data, render_dashboard, write_dashboard
 
 NAN = math.nan
 VOID = {"meta", "br", "hr", "img", "input", "link"}
@@ -83,7 +83,7 @@ class TagChecker(HTMLParser):
 
 
 def card_html(html: str, layer: int, component: int) -> str:
-    pattern = rf'<details class="card[^"]*" id="{card_anchor(layer, component)}">.*?</details>'
+    pattern = rf'<details class="card[^"]*" id="{card_anchor(layer, component)}"[^>]*>.*?</details>'
     match = re.search(pattern, html, re.S)
     assert match, f"no card for layer {layer} component {component}"
     return match.group(0)
@@ -132,7 +132,9 @@ def test_both_signs_ordered_by_rank(tables: tuple[pd.DataFrame, pd.DataFrame]) -
 def test_tokens_escaped_masked_coloured(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     windows, summary = tables
     html = render_dashboard("t", windows, summary, SELECTIONS)
-    assert "<script>alert" not in html and html.count("<script") == 1  # only the page's own script
+    # only the page's own script and its JSON data, in which "<" is escaped
+    assert "<script>alert" not in html and html.count("<script") == 2
+    assert html.count('<script type="application/json" id="caft-cards">') == 1
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "a&amp;b" in html
     assert '<span class="t m" title="masked">&lt;bos&gt;</span>' in html
     assert ">␣</span>" in html and ">↵</span>" in html and "> The</span>" in html
@@ -225,3 +227,51 @@ def test_text_fields_get_their_own_wrapping_line(tables: tuple[pd.DataFrame, pd.
     assert '<span class="f"><b>explained_variance_ratio</b> 0.3</span>' in card
     html = render_dashboard("t", windows, summary, {})
     assert "overflow-wrap:anywhere" in html and ".f.x{display:block" in html
+
+
+def profiles_for(summary: pd.DataFrame) -> pd.DataFrame:
+    """A profiles table (`caft.directions.profiles.card_profiles` columns) with recognisable numbers."""
+    rows = []
+    for layer, component in zip(summary["layer"], summary["component"]):
+        rows.append({
+            "layer": layer, "component": component, "tokens": 100, "density": 0.5, "mean": 0.1 * component,
+            "std": 1.0, "min": -2.0, "max": 3.0 + component, "quantile_levels": [0.5, 0.9],
+            "quantiles": [0.0, 1.5], "hist_edges": [-2.0, 0.0, 3.0 + component], "hist_counts": [40, 60],
+            "promoted": ["▁he", "<b>"], "promoted_logits": [2.5, 1.0], "suppressed": ["▁she", "x"],
+            "suppressed_logits": [-3.0, -1.0], "ab_logit_diff": 0.25 * layer,
+            "example_rows": [4], "example_tokens": [["<bos>", "▁The", "▁nurse"]],
+            "example_values": [[NAN, 0.5, -1.0]],
+        })
+    return pd.DataFrame(rows)
+
+
+def test_profiles_histogram_effects_examples_and_embedded_numbers(tables) -> None:
+    windows, summary = tables
+    summary = summary.assign(simulation_score=[NAN] + [0.5] * (len(summary) - 1))
+    profiles = profiles_for(summary)
+    html = render_dashboard("t", windows, summary, SELECTIONS, profiles=profiles)
+    checker = TagChecker()
+    checker.feed(html)
+    assert checker.stack == []
+    card = card_html(html, 7, 1)
+    assert card.count("<rect") == 2 and card.count('stroke-dasharray="2,2"') == 2  # 2 bins, 2 quantile lines
+    assert card.count("window peak") == 4  # 2 positive + 2 negative top windows as ticks
+    assert "A−B logit difference 1.75" in card and "<code> he</code> 2.5" in card and "&lt;b&gt;" in card
+    assert "D_amb row 4" in card and 'title="-1">' in card
+    assert "q0.9 1.5" in card and "range [-2, 4]" in card
+    # empty fields are left out of the header, present ones shown
+    assert "simulation_score" not in card_html(html, 3, 0) and "simulation_score</b> 0.5" in card_html(html, 3, 1)
+    # the embedded numbers are the inputs
+    data = card_data(html)
+    assert [(c["layer"], c["id"]) for c in data] == list(zip(summary["layer"], summary["component"]))
+    by_key = {(c["layer"], c["id"]): c for c in data}
+    for row in profiles.to_dict("records"):
+        got = by_key[row["layer"], row["component"]]["profile"]
+        for key in ("tokens", "density", "max", "quantiles", "hist_counts", "promoted", "ab_logit_diff"):
+            assert got[key] == row[key]
+    assert by_key[3, 2]["selections"] == ["manual", "random"]
+    assert by_key[3, 0]["fields"]["simulation_score"] is None
+    # the manual selection starts ticked, sort keys are the numeric fields
+    assert 'class="pick" title="tick for the selection YAML (key x)" checked>' in card_html(html, 3, 2)
+    assert "checked>" not in card_html(html, 3, 1).split("</summary>")[0].replace('id="desc" checked', "")
+    assert '<option value="explained_variance_ratio">' in html and '<option value="explanation">' not in html

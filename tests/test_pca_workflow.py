@@ -9,6 +9,7 @@ import pytest
 from safetensors import safe_open
 
 from caft.ablation.specs import load_spec
+from caft.interpret.dashboard import card_data
 from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, untracked_code
 
 MANUAL = "pca:\n  layers:\n    0: [0, 2]\n    1: [1]\n  notes: tiny test selection\n"
@@ -49,6 +50,17 @@ def test_pca_artifacts(pca_chain):
     assert set(windows["sign"]) == {"positive", "negative", "random"}
     html = (results / "gender/pca/dashboard.html").read_text()
     assert 'id="L0-C2"' in html and "manual" in html and "http://" not in html
+    # the cards' profiles: one per component, the numbers on the page equal the artifact's
+    profiles = pd.read_parquet(results / "gender/pca/profiles.parquet")
+    assert list(zip(profiles["layer"], profiles["component"])) == list(zip(summary["layer"], summary["component"]))
+    corpus_tokens = int((corpus["n_tokens"] - 1).sum())  # every token but BOS
+    assert (profiles["tokens"] == corpus_tokens).all() and profiles["example_rows"].map(len).eq(3).all()
+    assert profiles["hist_counts"].map(sum).eq(corpus_tokens).all()  # the tiny corpus fits the sample
+    cards = {(c["layer"], c["id"]): c["profile"] for c in card_data(html)}
+    for row in profiles.to_dict("records"):
+        page = cards[row["layer"], row["component"]]
+        assert page["max"] == row["max"] and page["quantiles"] == list(row["quantiles"])
+        assert page["promoted"] == list(row["promoted"]) and page["ab_logit_diff"] == row["ab_logit_diff"]
 
 
 def test_selections_and_specs(pca_chain):

@@ -13,6 +13,7 @@ from sae_lens import SAE
 
 from caft.ablation.specs import MEANS_FORMAT, load_spec
 from caft.artifacts import load_tensors, read_parquet_metadata
+from caft.interpret.dashboard import card_data
 from tests.workflow_helpers import (
     TINY_CONFIG,
     make_workflow_copy,
@@ -86,6 +87,15 @@ def test_windows_and_dashboard(sae_chain):
     assert (windows.query("sign == 'random'").groupby(["layer", "latent"]).size() == 1).all()
     html = (results / "dashboard.html").read_text()
     assert "training report" in html and "exact ablation" in html and "http://" not in html
+    profiles = pd.read_parquet(results / "profiles.parquet")
+    assert set(zip(profiles["layer"], profiles["latent"])) == top
+    assert profiles["density"].between(0, 1).all()
+    assert (profiles["hist_counts"].map(sum) <= profiles["tokens"] * profiles["density"] + 0.5).all()  # active only
+    cards = {(c["layer"], c["id"]): c for c in card_data(html)}
+    for row in profiles.to_dict("records"):
+        card = cards[row["layer"], row["latent"]]
+        assert card["fields"]["corpus_density"] == row["density"] == card["profile"]["density"]
+        assert card["profile"]["suppressed"] == list(row["suppressed"])
     first = scores.sort_values("rank").iloc[0]
     assert f'id="L{first["layer"]}-C{first["latent"]}"' in html
 

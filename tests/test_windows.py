@@ -11,7 +11,6 @@ import torch
 
 from caft.directions.windows import (
     ActivationBatch,
-    FiringRates,
     component_activations,
     projection_scores,
     sae_scores,
@@ -217,14 +216,6 @@ def test_pc_windows_on_tiny_model(tiny_model) -> None:
             assert row.peak == pytest.approx(peak, abs=1e-6)
     with pytest.raises(ConfigError, match="no directions"):
         list(component_activations(model, tokenizer, docs, [0, 1], {0: directions[0]}, batch_size=2))
-
-
-def test_firing_rates_count_active_unmasked_tokens() -> None:
-    rates = FiringRates()
-    batches = [batch([0, 1], [[1.0, 0.0, 2.0], [0.0]], m=2), batch([2], [[-1.0, 3.0]], m=2)]
-    assert list(rates.observe(batches)) == batches  # passes batches through unchanged
-    # 6 unmasked tokens; latent c is (c + 1) * value, so both latents fire on the 3 positive values
-    np.testing.assert_allclose(rates.rates()[0], [3 / 6, 3 / 6])
 
 
 def test_sae_scores_are_the_selected_latents_in_order(sae_factory) -> None:

@@ -23,6 +23,7 @@ def pca_dashboard_inputs(wildcards):
     return (
         {
             "windows": PCA_WINDOWS.format(dataset=dataset),
+            "profiles": PCA_PROFILES.format(dataset=dataset),
             "summary": PCA_SUMMARY.format(dataset=dataset),
         }
         | dashboard_selections(wildcards.task, "pca")

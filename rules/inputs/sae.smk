@@ -34,6 +34,7 @@ def sae_dashboard_inputs(wildcards):
     return (
         {
             "windows": SAE_WINDOWS.format(dataset=dataset),
+            "profiles": SAE_PROFILES.format(dataset=dataset),
             "scores": SAE_SCORES.format(dataset=dataset),
             "reports": [SAE_REPORT.format(layer=layer) for layer in sae_layers()],
         }

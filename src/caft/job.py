@@ -71,6 +71,9 @@ def job(smk: Any) -> Iterator[logging.Logger]:
             log.error("%s", err)
             print(f"ERROR: {err}", file=stderr)
             raise SystemExit(1) from None
+        except Exception:
+            log.exception("unexpected error (a bug: please report it with this log)")
+            raise
         finally:
             sys.stderr = stderr
 

@@ -11,6 +11,7 @@ with job(snakemake):
     pca_dashboard(
         snakemake.wildcards.task,
         Path(inputs.windows),
+        Path(inputs.profiles),
         Path(inputs.summary),
         {name: Path(inputs[name]) for name in KNOWN_BADGES if name in inputs.keys()},
         Path(snakemake.output[0]),

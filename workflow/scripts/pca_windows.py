@@ -13,5 +13,7 @@ with job(snakemake):
         Path(inputs.base),
         Path(inputs.corpus),
         Path(inputs.components),
-        Path(snakemake.output[0]),
+        Path(inputs.train),
+        Path(snakemake.output.windows),
+        Path(snakemake.output.profiles),
     )

@@ -11,6 +11,7 @@ with job(snakemake):
     sae_dashboard(
         snakemake.wildcards.task,
         Path(inputs.windows),
+        Path(inputs.profiles),
         Path(inputs.scores),
         [Path(path) for path in inputs.reports],
         {name: Path(inputs[name]) for name in KNOWN_BADGES if name in inputs.keys()},

@@ -14,5 +14,7 @@ with job(snakemake):
         Path(inputs.corpus),
         Path(inputs.scores),
         layer_inputs(inputs),
-        Path(snakemake.output[0]),
+        Path(inputs.train),
+        Path(snakemake.output.windows),
+        Path(snakemake.output.profiles),
     )

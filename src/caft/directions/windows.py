@@ -59,6 +59,9 @@ class WindowsConfig(SectionConfig):
     random_per_component: int
     seed: int
     batch_size: int
+    profile_sample: int = 8192
+    task_examples: int = 3
+    logit_tokens: int = 8
 
 
 @dataclass(frozen=True)
@@ -106,26 +109,6 @@ def sae_scores(saes: Mapping[int, Any], latents: Mapping[int, Sequence[int]]) ->
         return (z.to_dense() if z.is_sparse else z)[..., ids[layer].to(z.device)]
 
     return score
-
-
-class FiringRates:
-    """Fraction of unmasked tokens on which each latent is active (> 0), counted as batches stream past
-    on their way to `top_windows`: the corpus' activation density, without a second pass."""
-
-    def __init__(self) -> None:
-        self.active: dict[int, np.ndarray] = {}
-        self.tokens: dict[int, int] = {}
-
-    def observe(self, batches: Iterable[ActivationBatch]) -> Iterator[ActivationBatch]:
-        for batch in batches:
-            for layer, values in batch.values.items():
-                self.tokens[layer] = self.tokens.get(layer, 0) + int((~np.isnan(values[..., 0])).sum())
-                active = (values > 0).sum(axis=(0, 1))
-                self.active[layer] = self.active.get(layer, 0) + active
-            yield batch
-
-    def rates(self) -> dict[int, np.ndarray]:
-        return {layer: active / max(self.tokens[layer], 1) for layer, active in self.active.items()}
 
 
 def latent_activations(
@@ -350,6 +333,32 @@ def _random_keys(docs: np.ndarray, starts: np.ndarray, window: int, m: int, laye
     return keys
 
 
+REPLACEMENT = "\ufffd"
+"""What a tokenizer decodes an incomplete UTF-8 sequence to (a byte-fallback token on its own)."""
+MAX_BYTES = 4
+
+
+def decode_tokens(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int],
+                  single: Mapping[int, str] | None = None) -> list[str]:
+    """Each token's text, with byte-fallback runs decoded together: a character split over 2–4 byte
+    tokens is given to the run's first token and the others get "" (decoded alone, each would be "�").
+
+    ``single`` caches ``tokenizer.decode([id])`` for ids already decoded."""
+    alone = [single[i] if single is not None and i in single else tokenizer.decode([i]) for i in ids]
+    out = list(alone)
+    position = 0
+    while position < len(ids):
+        if REPLACEMENT in alone[position]:
+            for end in range(position + 2, min(position + MAX_BYTES, len(ids)) + 1):
+                joined = tokenizer.decode(list(ids[position:end]))
+                if REPLACEMENT not in joined:
+                    out[position:end] = [joined] + [""] * (end - position - 1)
+                    position = end - 1
+                    break
+        position += 1
+    return out
+
+
 def _peak(sign: str, key: float, values: np.ndarray) -> float:
     """The window's max ("positive", "random") or min ("negative"); the key of a top window is its peak."""
     if sign == "positive":
@@ -383,7 +392,7 @@ def _window_frame(
                         "doc": int(top.doc[component, rank]),
                         "start": int(top.start[component, rank]),
                         "token_ids": ids,
-                        "tokens": [text[i] for i in ids],
+                        "tokens": decode_tokens(tokenizer, ids, text),
                         "values": values.astype(float).tolist(),
                         "peak": _peak(sign, top.key[component, rank], values),
                     })

@@ -1,13 +1,18 @@
 """Self-contained HTML dashboards for auditing candidate directions: layers → components (or SAE
-latents) → their top windows on the generic corpus, tokens coloured by the direction's value.
+latents) → their top windows on the generic corpus, tokens coloured by the direction's value, and,
+from the windows stage's profiles, the activation histogram with its quantiles, the tokens the
+direction promotes and suppresses through the unembedding, and where it fires on D_amb prompts.
 
-One file, inline CSS and a few lines of vanilla JS (expand/collapse, open the card a link points
-to); no external resources, so it can be opened offline, mailed, or archived with the results. The
+One file, inline CSS and vanilla JS (search, layer filter, sort, keyboard navigation, ticking cards
+and copying them as a manual-selection YAML); the numbers are also embedded as JSON
+(``<script type="application/json" id="caft-cards">``) so tools and tests read the page without
+scraping. No external resources, so it opens offline, mails, and archives with the results. The
 output is deterministic (no timestamps), so an unchanged input gives a byte-identical file.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,6 +65,16 @@ details.rand{margin:.3em 0}details.rand>summary{cursor:pointer;color:#555;font-s
 .t{border-radius:2px}.t.m{color:#aaa;background:#eee}
 .none{color:#999;font-style:italic}
 .legend span.t{padding:0 .3em;margin-right:.6em}
+.bar{position:sticky;top:0;z-index:2;background:#fafafa;padding:.4em 0;border-bottom:1px solid #ddd}
+.bar input[type=search]{width:22em}.bar label{margin-left:.8em}#count{margin-left:.8em;color:#555}
+#yaml{display:block;width:100%;max-width:60em;height:7em;margin-top:.3em;font-family:ui-monospace,monospace}
+#yaml[hidden]{display:none}
+details.card.focus{outline:2px solid #1565c0}
+.pick{margin-right:.4em;transform:scale(1.2)}
+.prof{display:flex;flex-wrap:wrap;gap:1.2em;margin:.4em 0;font-size:.85em}
+.prof svg{background:#fff;border:1px solid #eee}.prof .lg li{list-style:none}
+.prof ul{margin:.1em 0;padding-left:0}.prof code{background:#f1f1f1;padding:0 .2em}
+.ex{margin:.3em 0}.ex h4{margin:.3em 0}
 table.report{border-collapse:collapse;font-size:.85em;margin:.4em 0}
 table.report td,table.report th{border:1px solid #ddd;padding:.15em .5em;text-align:right}
 """
@@ -70,8 +85,64 @@ function openTarget(){
   for(;el;el=el.parentElement){if(el.tagName==="DETAILS")el.open=true;}
   if(t)t.scrollIntoView();
 }
-function setAll(open){document.querySelectorAll("details.card").forEach(function(d){d.open=open;});}
+function setAll(open){visible().forEach(function(d){d.open=open;});}
 window.addEventListener("hashchange",openTarget);openTarget();
+var cards=Array.prototype.slice.call(document.querySelectorAll("details.card")),focusAt=-1;
+cards.forEach(function(c,i){c.dataset.order=i;c.origin=c.parentElement;});
+function visible(){return cards.filter(function(c){return c.style.display!=="none";});}
+function num(c,key){var v=parseFloat(c.dataset["f_"+key]);return isNaN(v)?null:v;}
+function apply(){
+  var q=document.getElementById("q").value.toLowerCase().trim(),layer=document.getElementById("layer").value,
+      ticked=document.getElementById("ticked").checked,key=document.getElementById("sort").value,
+      desc=document.getElementById("desc").checked,shown=0;
+  cards.forEach(function(c){
+    var ok=(!q||c.dataset.text.indexOf(q)>=0)&&(layer===""||c.dataset.layer===layer)&&
+           (!ticked||c.querySelector("input.pick").checked);
+    c.style.display=ok?"":"none";if(ok)shown++;});
+  var flat=document.getElementById("sorted");
+  if(key===""){cards.forEach(function(c){c.origin.appendChild(c);});
+    document.querySelectorAll("details.layer").forEach(function(l){l.style.display="";});flat.style.display="none";}
+  else{var order=cards.slice().sort(function(a,b){var x=num(a,key),y=num(b,key);
+      if(x===null&&y===null)return a.dataset.order-b.dataset.order;if(x===null)return 1;if(y===null)return -1;
+      return desc?y-x:x-y;});
+    order.forEach(function(c){flat.appendChild(c);});flat.style.display="";
+    document.querySelectorAll("details.layer").forEach(function(l){l.style.display="none";});}
+  document.getElementById("count").textContent=shown+" of "+cards.length+" cards";
+}
+function selectionYaml(){
+  var byLayer={},method=document.body.dataset.method;
+  cards.forEach(function(c){if(c.querySelector("input.pick").checked){
+    (byLayer[c.dataset.layer]=byLayer[c.dataset.layer]||[]).push(parseInt(c.dataset.id,10));}});
+  var layers=Object.keys(byLayer).map(Number).sort(function(a,b){return a-b;});
+  var lines=["# manual selection ticked in "+document.title,method+":","  layers:"];
+  layers.forEach(function(l){lines.push("    "+l+": ["+byLayer[l].sort(function(a,b){return a-b;}).join(", ")+"]");});
+  if(!layers.length)lines[2]="  layers: {}";
+  lines.push('  notes: "ticked on the dashboard"');return lines.join("\\n")+"\\n";
+}
+function copySelection(){
+  var box=document.getElementById("yaml");box.value=selectionYaml();box.hidden=false;box.select();
+  if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(box.value).catch(function(){});}
+  else{try{document.execCommand("copy");}catch(e){}}
+}
+function move(step){
+  var shown=visible();if(!shown.length)return;
+  var at=shown.indexOf(cards[focusAt]);at=Math.max(0,Math.min(shown.length-1,at<0?0:at+step));
+  if(focusAt>=0)cards[focusAt].classList.remove("focus");
+  focusAt=cards.indexOf(shown[at]);shown[at].classList.add("focus");shown[at].scrollIntoView({block:"nearest"});
+}
+document.addEventListener("keydown",function(e){
+  var typing=e.target.tagName==="INPUT"&&e.target.type!=="checkbox"||e.target.tagName==="TEXTAREA";
+  if(e.key==="Escape"){e.target.blur();return;}if(typing||e.ctrlKey||e.metaKey||e.altKey)return;
+  var c=cards[focusAt];
+  if(e.key==="j"){move(1);}else if(e.key==="k"){move(-1);}
+  else if(e.key==="/"){document.getElementById("q").focus();}
+  else if(e.key==="x"&&c){var box=c.querySelector("input.pick");box.checked=!box.checked;}
+  else if(e.key==="o"&&c){c.open=!c.open;}else{return;}
+  e.preventDefault();
+});
+["q","layer","sort","ticked","desc"].forEach(function(id){
+  var el=document.getElementById(id);el.addEventListener("input",apply);el.addEventListener("change",apply);});
+apply();
 """
 
 
@@ -88,6 +159,7 @@ def render_dashboard(
     id_column: str = "component",
     card_fields: Sequence[str] | None = None,
     tables: Sequence[tuple[str, pd.DataFrame]] = (),
+    profiles: pd.DataFrame | None = None,
 ) -> str:
     """The dashboard of one task as an HTML string.
 
@@ -100,6 +172,8 @@ def render_dashboard(
     uniform sample for simulation scoring) go in a collapsed section. `selections` maps a selector
     name to its selection; each card gets a badge per selector that chose it. `tables` are (title,
     frame) sections shown above the cards, e.g. the SAE training report and the attribution check.
+    `profiles` (`caft.directions.profiles.card_profiles`, keyed by layer and `id_column`) adds each
+    card's histogram, logit effects and D_amb examples.
     """
     _require(windows, ["layer", id_column, *WINDOW_COLUMNS[1:]], "windows")
     _require(summary, ["layer", id_column], "summary")
@@ -133,13 +207,18 @@ def render_dashboard(
             for ident in ids:
                 chosen.setdefault((layer, ident), []).append(name)
     signs = [sign for sign in SIGNS if (windows["sign"] == sign).any()]
+    profile_of = _profiles_by_card(profiles, id_column)
+    method = "sae" if id_column == "latent" else "pca"
 
     records = summary.to_dict("records")
     by_layer: dict[int, list[str]] = {}
+    data = []
     for key, record in zip(keys, records):
+        profile = profile_of.get(key)
         by_layer.setdefault(key[0], []).append(
-            _card(key, record, fields, grouped.get(key), signs, chosen.get(key, []), id_column)
+            _card(key, record, fields, grouped.get(key), signs, chosen.get(key, []), id_column, profile)
         )
+        data.append(_card_data(key, record, fields, chosen.get(key, []), profile))
     layers_html = "".join(
         f'<details class="layer" open id="L{layer}"><summary>Layer {layer} '
         f'<span class="f">({len(cards)} cards)</span></summary>{"".join(cards)}</details>'
@@ -147,18 +226,28 @@ def render_dashboard(
     )
     body = (
         f"<h1>{escape(title)}</h1>"
-        f'<div><button onclick="setAll(true)">expand all</button> '
-        f'<button onclick="setAll(false)">collapse all</button></div>'
         f"{_legend(selections, len(keys), len(windows))}"
         f"{''.join(_table(title, frame) for title, frame in tables)}"
         f"{_index(keys, chosen, selections)}"
+        f"{_toolbar(fields, summary, sorted(by_layer))}"
+        f'<div id="sorted" style="display:none"></div>'
         f"{layers_html}"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{CSS}</style></head>"
-        f"<body>{body}<script>{JS}</script></body></html>\n"
+        f'<body data-method="{method}">{body}'
+        f'<script type="application/json" id="caft-cards">{_json(data)}</script>'
+        f"<script>{JS}</script></body></html>\n"
     )
+
+
+def card_data(html: str) -> list[dict[str, Any]]:
+    """The cards' numbers embedded in a dashboard page (what tools and tests read instead of the HTML)."""
+    match = re.search(r'<script type="application/json" id="caft-cards">(.*?)</script>', html, re.S)
+    if match is None:
+        raise DataError("the page has no embedded card data (caft-cards)")
+    return json.loads(match.group(1))
 
 
 def write_dashboard(html: str, path: str | Path) -> None:
@@ -258,22 +347,198 @@ def _card(
     signs: Sequence[str],
     names: Sequence[str],
     id_column: str,
+    profile: Mapping[str, Any] | None = None,
 ) -> str:
     layer, ident = key
     shown = "".join(_field(f, record[f]) for f in fields)
-    head = f'<span class="cid">{escape(id_column)} {ident}</span>{_badges(names)}{shown}'
+    ticked = " checked" if "manual" in names else ""
+    head = (
+        f'<input type="checkbox" class="pick" title="tick for the selection YAML (key x)"{ticked}>'
+        f'<span class="cid">L{layer} · {escape(id_column)} {ident}</span>{_badges(names)}{shown}'
+    )
     body = NO_WINDOWS if windows is None else _card_windows(windows, signs, key, id_column)
+    if profile is not None:
+        body = _profile_html(profile, windows) + body + _examples_html(profile)
     selected = " sel" if names else ""
+    numbers = "".join(
+        f' data-f_{escape(f)}="{float(record[f]):.6g}"' for f in fields if _is_number(record[f])
+    )
     return (
-        f'<details class="card{selected}" id="{card_anchor(layer, ident)}">'
+        f'<details class="card{selected}" id="{card_anchor(layer, ident)}" data-layer="{layer}" '
+        f'data-id="{ident}" data-text="{escape(_search_text(record, fields, windows, profile))}"{numbers}>'
         f"<summary>{head}</summary>{body}</details>"
     )
 
 
 def _field(name: str, value: Any) -> str:
-    """A card field; text (an explanation) on a line of its own, so long sentences wrap under the numbers."""
+    """A card field; text (an explanation) on a line of its own, so long sentences wrap under the
+    numbers. Missing values are left out: the header shows what is known."""
+    if _missing(value):
+        return ""
     kind = "f x" if isinstance(value, str) else "f"
     return f'<span class="{kind}"><b>{escape(name)}</b> {_fmt(value)}</span>'
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float | np.floating) and math.isnan(value)) or value == ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) \
+        and math.isfinite(float(value))
+
+
+def _search_text(record: Mapping[str, Any], fields: Sequence[str], windows: pd.DataFrame | None,
+                 profile: Mapping[str, Any] | None) -> str:
+    """What the search box matches: text fields, the peak token of every top window, promoted tokens."""
+    parts = [str(record[f]) for f in fields if isinstance(record[f], str)]
+    if windows is not None:
+        for tokens, values in zip(windows["tokens"], windows["values"]):
+            finite = [(abs(v), t) for t, v in zip(tokens, _values(values)) if math.isfinite(v)]
+            if finite:
+                parts.append(max(finite, key=lambda pair: pair[0])[1])
+    if profile is not None:
+        parts += [str(t) for t in _plain(profile.get("promoted")) or []]
+    return " ".join(parts).lower()
+
+
+def _toolbar(fields: Sequence[str], summary: pd.DataFrame, layers: Sequence[int]) -> str:
+    numeric = [f for f in fields if pd.api.types.is_numeric_dtype(summary[f])]
+    sorts = "".join(f'<option value="{escape(f)}">{escape(f)}</option>' for f in numeric)
+    layer_options = "".join(f'<option value="{layer}">layer {layer}</option>' for layer in layers)
+    return (
+        '<div class="bar"><input type="search" id="q" placeholder="search explanations and tokens (/)"> '
+        f'<select id="layer"><option value="">all layers</option>{layer_options}</select> '
+        f'sort <select id="sort"><option value="">page order</option>{sorts}</select>'
+        '<label><input type="checkbox" id="desc" checked> descending</label>'
+        '<label><input type="checkbox" id="ticked"> ticked only</label> '
+        '<button onclick="setAll(true)">expand</button> <button onclick="setAll(false)">collapse</button> '
+        '<button id="copy" onclick="copySelection()">copy selection YAML</button><span id="count"></span>'
+        '<span class="wh"> keys: j/k next/previous card, o open, x tick, / search, Esc leave a field</span>'
+        '<textarea id="yaml" readonly hidden></textarea></div>'
+    )
+
+
+def _json(value: Any) -> str:
+    """JSON safe inside a <script> element (no "</" and no "<!--" can appear)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON: NaN and missing → null, numpy scalars and arrays → Python."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+PROFILE_FIELDS = ("tokens", "density", "mean", "std", "min", "max", "quantile_levels", "quantiles", "hist_edges",
+                  "hist_counts",
+                  "promoted", "promoted_logits", "suppressed", "suppressed_logits", "ab_logit_diff",
+                  "example_rows")
+
+
+def _card_data(key: tuple[int, int], record: Mapping[str, Any], fields: Sequence[str], names: Sequence[str],
+               profile: Mapping[str, Any] | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"layer": key[0], "id": key[1], "anchor": card_anchor(*key), "selections": list(names),
+                            "fields": {f: _plain(record[f]) for f in fields}}
+    if profile is not None:
+        data["profile"] = {f: _plain(profile[f]) for f in PROFILE_FIELDS if f in profile}
+    return data
+
+
+def _profiles_by_card(profiles: pd.DataFrame | None, id_column: str) -> dict[tuple[int, int], dict[str, Any]]:
+    if profiles is None:
+        return {}
+    _require(profiles, ["layer", id_column], "profiles")
+    return {(int(r["layer"]), int(r[id_column])): r for r in profiles.to_dict("records")}
+
+
+HIST_WIDTH, HIST_HEIGHT = 260, 70
+
+
+def _profile_html(profile: Mapping[str, Any], windows: pd.DataFrame | None) -> str:
+    """Histogram (quantiles dashed, top-window peaks as ticks), its numbers, and the logit effects."""
+    counts = [int(c) for c in _plain(profile.get("hist_counts")) or []]
+    edges = [float(e) for e in _plain(profile.get("hist_edges")) or []]
+    stats = (
+        f"{_fmt(profile.get('tokens'))} tokens · density {_fmt(profile.get('density'))} · "
+        f"mean {_fmt(profile.get('mean'))} ± {_fmt(profile.get('std'))} · "
+        f"range [{_fmt(profile.get('min'))}, {_fmt(profile.get('max'))}]"
+    )
+    quantiles = [float(q) for q in _plain(profile.get("quantiles")) or []]
+    levels = _plain(profile.get("quantile_levels")) or []
+    qtext = ", ".join(f"q{q:g} {_fmt(v)}" for q, v in zip(levels, quantiles))
+    peaks = [] if windows is None else [
+        (str(sign), float(peak)) for sign, peak in zip(windows["sign"], windows["peak"])
+        if sign in SIGNS and math.isfinite(float(peak))
+    ]
+    svg = _histogram_svg(counts, edges, quantiles, peaks) if counts and edges else NO_WINDOWS
+    effects = ""
+    if profile.get("promoted") is not None:
+        def tokens(names: Any, logits: Any) -> str:
+            return "".join(f"<li><code>{_token_text(str(t))}</code> {_fmt(float(v))}</li>"
+                           for t, v in zip(names, _plain(logits)))
+
+        effects = (
+            '<div class="lg"><b>logit effects</b> (unit step, direct path) · '
+            f"A−B logit difference {_fmt(profile.get('ab_logit_diff'))}"
+            f'<div class="signs"><div><i>promotes</i><ul>{tokens(profile["promoted"], profile["promoted_logits"])}'
+            f'</ul></div><div><i>suppresses</i><ul>{tokens(profile["suppressed"], profile["suppressed_logits"])}'
+            "</ul></div></div></div>"
+        )
+    return f'<div class="prof"><div>{svg}<div class="wh">{stats}</div><div class="wh">{qtext}</div></div>{effects}</div>'
+
+
+def _histogram_svg(counts: Sequence[int], edges: Sequence[float], quantiles: Sequence[float],
+                   peaks: Sequence[tuple[str, float]]) -> str:
+    low, high = edges[0], edges[-1]
+    span = (high - low) or 1.0
+    top = max(counts) or 1
+
+    def x(value: float) -> float:
+        return (min(max(value, low), high) - low) / span * HIST_WIDTH
+
+    width = HIST_WIDTH / len(counts)
+    bars = "".join(
+        f'<rect x="{i * width:.1f}" y="{HIST_HEIGHT - 10 - c / top * (HIST_HEIGHT - 14):.1f}" width="{width:.1f}" '
+        f'height="{c / top * (HIST_HEIGHT - 14):.1f}" fill="#90a4ae"><title>[{edges[i]:.3g}, {edges[i + 1]:.3g}): '
+        f"{c}</title></rect>"
+        for i, c in enumerate(counts)
+    )
+    lines = "".join(
+        f'<line x1="{x(q):.1f}" x2="{x(q):.1f}" y1="0" y2="{HIST_HEIGHT - 10}" stroke="#555" '
+        f'stroke-dasharray="2,2"><title>quantile {q:.4g}</title></line>'
+        for q in quantiles
+    )
+    ticks = "".join(
+        f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{HIST_HEIGHT - 9}" y2="{HIST_HEIGHT}" '
+        f'stroke="rgb({SIGN_RGB[sign]})"><title>{SIGN_TITLES[sign]} window peak {v:.4g}</title></line>'
+        for sign, v in peaks
+    )
+    return (f'<svg width="{HIST_WIDTH}" height="{HIST_HEIGHT}" role="img" aria-label="activation histogram">'
+            f"{bars}{lines}{ticks}</svg>")
+
+
+def _examples_html(profile: Mapping[str, Any]) -> str:
+    """The candidate's activation on each token of a few D_amb prompts (coloured like the windows)."""
+    rows = _plain(profile.get("example_rows"))
+    if not rows:
+        return ""
+    all_values = [v for values in _plain(profile["example_values"]) for v in values if v is not None]
+    scale = max((abs(v) for v in all_values if math.isfinite(v)), default=0.0)
+    items = "".join(
+        f'<div class="w"><div class="wh">D_amb row {row}</div><div class="tok">'
+        + "".join(_token(str(t), math.nan if v is None else float(v), scale) for t, v in zip(tokens, values))
+        + "</div></div>"
+        for row, tokens, values in zip(rows, profile["example_tokens"], _plain(profile["example_values"]))
+    )
+    return f'<details class="ex"><summary>on D_amb training prompts ({len(rows)})</summary>{items}</details>'
 
 
 def _card_windows(windows: pd.DataFrame, signs: Sequence[str], key: tuple[int, int], id_column: str) -> str:
@@ -328,11 +593,13 @@ _SPACES = re.compile(r"^ +$")
 
 def _token_text(token: str) -> str:
     """Visible, escaped token text: SentencePiece ▁ is a space; whitespace-only tokens show ␣ per
-    space (else they would be invisible), newlines ↵, tabs ⇥, the empty token ∅."""
+    space (else they would be invisible), newlines ↵, tabs ⇥. The empty text is a byte-fallback
+    continuation (`caft.directions.windows.decode_tokens` gives the character to the run's first token)
+    and shows nothing."""
     text = token.replace("\u2581", " ").replace("\r\n", "↵").replace("\n", "↵").replace("\r", "↵")
     text = text.replace("\t", "⇥")
     if not text:
-        return "∅"
+        return ""
     if _SPACES.match(text):
         text = "␣" * len(text)
     return escape(text)

@@ -26,7 +26,8 @@ from caft.directions.moments import (
     save_moments,
 )
 from caft.directions.pca import PcaComponentsConfig, fit_pca, load_components, save_components
-from caft.directions.windows import WindowsConfig, component_activations, top_windows
+from caft.directions.profiles import ActivationProfiles, card_profiles, logit_effects, training_examples
+from caft.directions.windows import WindowsConfig, component_activations, projection_scores, top_windows
 from caft.errors import ConfigError
 from caft.interpret.dashboard import render_dashboard, write_dashboard
 from caft.interpret.explanations import with_explanations
@@ -57,16 +58,26 @@ def pca_components(cfg: PcaComponentsConfig, moments_path: Path, components_path
     write_parquet(summary, summary_path, record)
 
 
-def pca_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, components_path: Path, out_path: Path) -> None:
-    """Most positive and most negative corpus windows of every component, on the base model."""
+def pca_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, components_path: Path, train_split: Path,
+                out_path: Path, profiles_path: Path) -> None:
+    """Most positive and most negative corpus windows of every component, on the base model, and each
+    component's card profile (activation histogram, logit effects, D_amb examples)."""
     model, tokenizer = load_checkpoint(base_dir)
     components, _ = load_components(components_path)
+    layers = sorted(components)
     docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
-    activations = component_activations(model, tokenizer, docs, sorted(components), components, cfg.batch_size,
-                                        progress=True)
-    windows = top_windows(activations, tokenizer, window=cfg.window, per_component=cfg.per_component,
-                          random_per_component=cfg.random_per_component, seed=cfg.seed)
-    write_parquet(windows, out_path, provenance("pca_windows", cfg))
+    profiles = ActivationProfiles(cfg.profile_sample, cfg.seed)
+    activations = component_activations(model, tokenizer, docs, layers, components, cfg.batch_size, progress=True)
+    windows = top_windows(profiles.observe(activations), tokenizer, window=cfg.window,
+                          per_component=cfg.per_component, random_per_component=cfg.random_per_component,
+                          seed=cfg.seed)
+    cards = card_profiles(
+        profiles.frame(), logit_effects(model, tokenizer, components, cfg.logit_tokens),
+        training_examples(model, tokenizer, train_split, projection_scores(components), layers, cfg),
+    )
+    record = provenance("pca_windows", cfg)
+    write_parquet(windows, out_path, record)
+    write_parquet(cards, profiles_path, record)
 
 
 def select_pca(variant: str, task: str, cfg: SelectorConfig, summary_path: Path, manual_path: Path | None,
@@ -95,7 +106,8 @@ def pca_spec(selection_path: Path, components_path: Path, out_path: Path, center
     save_spec(centered(projection_spec(Selection.load(selection_path), components), centers_path), out_path)
 
 
-def pca_dashboard(task: str, windows_path: Path, summary_path: Path, selection_paths: dict[str, Path],
+def pca_dashboard(task: str, windows_path: Path, profiles_path: Path, summary_path: Path,
+                  selection_paths: dict[str, Path],
                   out_path: Path, explanations_path: Path | None = None) -> None:
     """One self-contained HTML page: layers → components → windows, with each selector's choices and,
     when given, each end's explanation, simulation score and relevance."""
@@ -104,5 +116,6 @@ def pca_dashboard(task: str, windows_path: Path, summary_path: Path, selection_p
     html = render_dashboard(
         f"PCA directions — {task}", pd.read_parquet(windows_path), summary, selections,
         card_fields=["eigenvalue", "explained_variance_ratio", "global_rank", *explained],
+        profiles=pd.read_parquet(profiles_path),
     )
     write_dashboard(html, out_path)

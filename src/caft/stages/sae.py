@@ -40,8 +40,8 @@ from caft.directions.saes import (
     save_sae,
     train_sae,
 )
+from caft.directions.profiles import ActivationProfiles, card_profiles, logit_effects, training_examples
 from caft.directions.windows import (
-    FiringRates,
     WindowsConfig,
     latent_activations,
     residual_rows,
@@ -154,28 +154,37 @@ def sae_attribution(cfg: AttributionConfig, model_dir: Path, train_split: Path, 
 
 
 def sae_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, scores_path: Path,
-                sae_dirs: Mapping[int, Path], out_path: Path) -> None:
-    """Top-activating corpus windows of the top latents, and each one's corpus firing rate."""
+                sae_dirs: Mapping[int, Path], train_split: Path, out_path: Path, profiles_path: Path) -> None:
+    """Top-activating corpus windows of the top latents, each one's corpus firing rate, and its card
+    profile (histogram of active values, decoder-row logit effects, D_amb examples)."""
     model, tokenizer = load_checkpoint(base_dir)
     scores = pd.read_parquet(scores_path)
     top = scores[scores["top"]].sort_values(["layer", "latent"])
     latents = {int(layer): group["latent"].astype(int).tolist() for layer, group in top.groupby("layer")}
     saes = load_sae_folders({layer: sae_dirs[layer] for layer in latents}, model.device)
     docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
-    density = FiringRates()
-    batches = latent_activations(model, tokenizer, docs, sae_scores(saes, latents), sorted(latents), cfg.batch_size,
-                                 progress=True)
-    windows = top_windows(density.observe(batches), tokenizer, window=cfg.window, per_component=cfg.per_component,
+    score_fn = sae_scores(saes, latents)
+    profiles = ActivationProfiles(cfg.profile_sample, cfg.seed, active_only=True)
+    batches = latent_activations(model, tokenizer, docs, score_fn, sorted(latents), cfg.batch_size, progress=True)
+    windows = top_windows(profiles.observe(batches), tokenizer, window=cfg.window, per_component=cfg.per_component,
                           signs=("positive",), random_per_component=cfg.random_per_component, seed=cfg.seed)
-    to_latent = {(layer, column): latent for layer, ids in latents.items() for column, latent in enumerate(ids)}
-    windows["component"] = [to_latent[int(layer), int(c)] for layer, c in zip(windows["layer"], windows["component"])]
-    windows = windows.rename(columns={"component": "latent"})
-    rates = density.rates()
-    densities = pd.DataFrame(
-        [(layer, latent, float(rates[layer][column])) for (layer, column), latent in to_latent.items()],
-        columns=["layer", "latent", "corpus_density"],
+    decoders = {layer: saes[layer].W_dec.detach().float()[ids].T.cpu() for layer, ids in latents.items()}
+    cards = card_profiles(
+        profiles.frame(), logit_effects(model, tokenizer, decoders, cfg.logit_tokens),
+        training_examples(model, tokenizer, train_split, score_fn, sorted(latents), cfg),
     )
-    write_parquet(windows, out_path, provenance("sae_windows", cfg, densities=densities.to_dict("list")))
+    to_latent = {(layer, column): latent for layer, ids in latents.items() for column, latent in enumerate(ids)}
+    windows, cards = (_latent_ids(frame, to_latent) for frame in (windows, cards))
+    record = provenance("sae_windows", cfg)
+    write_parquet(windows, out_path, record)
+    write_parquet(cards, profiles_path, record)
+
+
+def _latent_ids(frame: pd.DataFrame, to_latent: Mapping[tuple[int, int], int]) -> pd.DataFrame:
+    """Score-function columns → SAE latent ids (column ``component`` → ``latent``)."""
+    frame = frame.copy()
+    frame["component"] = [to_latent[int(layer), int(c)] for layer, c in zip(frame["layer"], frame["component"])]
+    return frame.rename(columns={"component": "latent"})
 
 
 def _sae_widths(scores: pd.DataFrame) -> dict[int, int]:
@@ -226,13 +235,14 @@ def sae_spec(method: str, selection_path: Path, sae_dirs: Mapping[int, Path], ou
     save_spec(spec, out_path)
 
 
-def sae_dashboard(task: str, windows_path: Path, scores_path: Path, report_paths: list[Path],
+def sae_dashboard(task: str, windows_path: Path, profiles_path: Path, scores_path: Path, report_paths: list[Path],
                   selection_paths: dict[str, Path], out_path: Path, explanations_path: Path | None = None) -> None:
     """Latents with the largest attribution effects, their windows, explanations and selection status,
     plus the SAE training report and the check of the attribution estimate against exact ablation."""
     selections = {name: Selection.load(path) for name, path in selection_paths.items()}
     scores = pd.read_parquet(scores_path)
-    densities = pd.DataFrame(read_parquet_metadata(windows_path)["densities"])
+    profiles = pd.read_parquet(profiles_path)
+    densities = profiles[["layer", "latent", "density"]].rename(columns={"density": "corpus_density"})
     summary = scores[scores["top"]].merge(densities, on=["layer", "latent"], how="left").sort_values("rank")
     summary, explained = with_explanations(summary, explanations_path, "latent")
     report = pd.concat([pd.read_parquet(path) for path in report_paths], ignore_index=True)
@@ -243,6 +253,6 @@ def sae_dashboard(task: str, windows_path: Path, scores_path: Path, report_paths
     ]
     html = render_dashboard(
         f"SAE latents — {task}", pd.read_parquet(windows_path), summary, selections, id_column="latent",
-        card_fields=[*SCORE_CARD_FIELDS, *explained], tables=tables,
+        card_fields=[*SCORE_CARD_FIELDS, *explained], tables=tables, profiles=profiles,
     )
     write_dashboard(html, out_path)
