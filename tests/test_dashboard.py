@@ -275,3 +275,16 @@ def test_profiles_histogram_effects_examples_and_embedded_numbers(tables) -> Non
     assert 'class="pick" title="tick for the selection YAML (key x)" checked>' in card_html(html, 3, 2)
     assert "checked>" not in card_html(html, 3, 1).split("</summary>")[0].replace('id="desc" checked', "")
     assert '<option value="explained_variance_ratio">' in html and '<option value="explanation">' not in html
+
+
+def test_quantile_windows_are_an_open_section_weakest_first(tables) -> None:
+    windows, summary = tables
+    bands = pd.DataFrame([{**window(3, 0, "positive", rank), "sign": "quantile", "doc": 70 + rank,
+                           "peak": 0.5 * (rank + 1)} for rank in (1, 0)])
+    html = render_dashboard("t", pd.concat([windows, bands], ignore_index=True), summary, SELECTIONS)
+    card = card_html(html, 3, 0)
+    assert '<details class="rand" open><summary>below the top: 2 activating windows' in card
+    section = card[card.index("below the top"):]
+    assert re.findall(r'<div class="wh">#(\d+) · doc (\d+)', section)[:2] == [("0", "70"), ("1", "71")]
+    assert "below the top" not in card_html(html, 3, 1)
+    assert "quantile" not in card_html(html, 7, 0)

@@ -131,13 +131,41 @@ def test_random_windows_are_uniform_over_seeds(tokenizer) -> None:
     assert all(35 <= count <= 85 for count in counts.values()), counts
 
 
+def test_quantile_windows_span_the_activating_windows_weakest_first(tokenizer) -> None:
+    rng = np.random.default_rng(0)
+    rows = [[NAN, *rng.normal(size=39).tolist()] for _ in range(30)]  # 30 docs x 10 windows of 4 tokens
+    docs = list(range(30))
+    frame = top_windows([batch(docs, rows)], tokenizer, window=4, signs=("positive",), quantile_per_component=4,
+                        seed=2)
+    bands = frame[frame["sign"] == "quantile"]
+    assert bands["rank"].tolist() == [0, 1, 2, 3]
+    peaks = bands["peak"].tolist()
+    assert peaks == sorted(peaks) and min(peaks) > 0  # activating windows only, weakest first
+    top_peak = frame[frame["sign"] == "positive"]["peak"].max()
+    assert max(peaks) <= top_peak
+    # they are bands of a 40-window pool: from low to high, not all near the top
+    every = [max(v for v in row[start:start + 4] if not math.isnan(v)) for row in rows for start in range(0, 40, 4)]
+    positive = np.array([p for p in every if p > 0])
+    assert (positive < peaks[0]).mean() < 0.3 and (positive < peaks[-1]).mean() > 0.7
+    streamed = top_windows([batch(docs[:7], rows[:7]), batch(docs[7:], rows[7:])], tokenizer, window=4,
+                           signs=("positive",), quantile_per_component=4, seed=2)
+    pd.testing.assert_frame_equal(frame, streamed)
+    # no activating window: no quantile windows; the random sample is unchanged by the option
+    negative = top_windows([batch([0], [[NAN, -1, -2, -3]])], tokenizer, window=4, quantile_per_component=4)
+    assert "quantile" not in set(negative["sign"])
+    without = top_windows([batch(docs, rows)], tokenizer, window=4, random_per_component=3, seed=2)
+    with_bands = top_windows([batch(docs, rows)], tokenizer, window=4, random_per_component=3, seed=2,
+                             quantile_per_component=4)
+    pd.testing.assert_frame_equal(without, with_bands[with_bands["sign"] != "quantile"].reset_index(drop=True))
+
+
 def test_top_windows_rejects_bad_settings(tokenizer) -> None:
     with pytest.raises(ConfigError, match="signs"):
         top_windows([], tokenizer, signs=("up",))
     with pytest.raises(ConfigError, match="positive"):
         top_windows([], tokenizer, window=0)
     for bad in ({"random_per_component": -1}, {"seed": -2}, {"seed": True}, {"random_per_component": 1.5}):
-        with pytest.raises(ConfigError, match="random_per_component and seed must be non-negative integers"):
+        with pytest.raises(ConfigError, match="random_per_component, quantile_per_component and seed must be non-negative integers"):
             top_windows([], tokenizer, **bad)
     assert top_windows([], tokenizer).empty
 

@@ -45,6 +45,10 @@ ScoreFn = Callable[[int, torch.Tensor], torch.Tensor]
 SIGNS: tuple[str, ...] = ("positive", "negative")
 RANDOM = "random"
 """The sign of the uniformly sampled windows (`top_windows`' ``random_per_component``)."""
+QUANTILE = "quantile"
+"""The sign of the windows below the top, one per band of peak (`top_windows`' ``quantile_per_component``)."""
+POOL_PER_QUANTILE = 10
+"""Activating windows drawn uniformly per quantile window, among which the bands are cut."""
 WINDOW_COLUMNS = ("layer", "component", "sign", "rank", "doc", "start", "token_ids", "tokens", "values", "peak")
 
 
@@ -60,6 +64,7 @@ class WindowsConfig(SectionConfig):
     seed: int
     batch_size: int
     profile_sample: int = 8192
+    quantile_per_component: int = 4
     task_examples: int = 3
     logit_tokens: int = 8
 
@@ -270,10 +275,15 @@ def top_windows(
     signs: Sequence[str] = SIGNS,
     random_per_component: int = 0,
     seed: int = 0,
+    quantile_per_component: int = 0,
 ) -> pd.DataFrame:
     """The top ``per_component`` windows per (layer, component, sign), one row each, plus
     ``random_per_component`` windows per (layer, component) drawn uniformly without replacement from all
-    windows with an unmasked token (sign "random", ranked by their random key; seeded by ``seed``).
+    windows with an unmasked token (sign "random", ranked by their random key; seeded by ``seed``), plus
+    ``quantile_per_component`` windows spanning the activating ones (sign "quantile"): of a uniform
+    sample of `POOL_PER_QUANTILE` × as many windows whose peak is above 0, the ones at evenly spaced
+    ranks of their peak, rank 0 the weakest — examples from the lower quantiles, as simulation scoring
+    and dashboards need beside the top.
 
     Columns: `layer`, `component` (column of the score function's output), `sign`, `rank` (0 = best),
     `doc`, `start`, `token_ids`, `tokens` (each id decoded alone), `values` (NaN where masked), `peak`
@@ -285,23 +295,31 @@ def top_windows(
     unknown = set(signs) - set(SIGNS)
     if unknown or not signs:
         raise ConfigError(f"signs must be a non-empty subset of {SIGNS}, got {list(signs)}")
-    if not _is_count(random_per_component) or not _is_count(seed):
+    if not _is_count(random_per_component) or not _is_count(seed) or not _is_count(quantile_per_component):
         raise ConfigError(
-            f"random_per_component and seed must be non-negative integers, got {random_per_component!r} and {seed!r}"
+            "random_per_component, quantile_per_component and seed must be non-negative integers, got "
+            f"{random_per_component!r}, {quantile_per_component!r} and {seed!r}"
         )
-    kept_signs = [*signs, RANDOM] if random_per_component else list(signs)
+    sizes = {sign: per_component for sign in signs}
+    if random_per_component:
+        sizes[RANDOM] = random_per_component
+    if quantile_per_component:
+        sizes[QUANTILE] = POOL_PER_QUANTILE * quantile_per_component
     tops: dict[tuple[int, str], _RunningTop] = {}
     for batch in activations:
         docs, starts, lengths, token_ids, values = _windows(batch, window)
         for layer, layer_values in values.items():
             masked = np.isnan(layer_values)
             m = layer_values.shape[2]
-            for sign in kept_signs:
-                size = random_per_component if sign == RANDOM else per_component
+            for sign, size in sizes.items():
                 top = tops.setdefault((layer, sign), _RunningTop(m, size, window))
                 key = _window_keys(sign, layer_values, masked, docs, starts, window, layer, seed)
                 top.push(key, docs, starts, lengths, layer_values, token_ids)
-    return _window_frame(tops, tokenizer, kept_signs)
+    if quantile_per_component:
+        for key, pool in tops.items():
+            if key[1] == QUANTILE:
+                _keep_bands(pool, quantile_per_component)
+    return _window_frame(tops, tokenizer, list(sizes))
 
 
 def _is_count(value: Any) -> bool:
@@ -315,11 +333,34 @@ def _window_keys(sign: str, values: np.ndarray, masked: np.ndarray, docs: np.nda
         return np.where(masked, -np.inf, values).max(axis=1, initial=-np.inf)
     if sign == "negative":
         return -np.where(masked, np.inf, values).min(axis=1, initial=np.inf)
+    if sign == QUANTILE:
+        key = -_random_keys(docs, starts, window, values.shape[2], layer, seed, stream=1)
+        peak = np.where(masked, -np.inf, values).max(axis=1, initial=-np.inf)
+        return np.where(peak > 0, key, -np.inf)
     key = -_random_keys(docs, starts, window, values.shape[2], layer, seed)
     return np.where(masked.all(axis=1), -np.inf, key)
 
 
-def _random_keys(docs: np.ndarray, starts: np.ndarray, window: int, m: int, layer: int, seed: int) -> np.ndarray:
+def _keep_bands(pool: _RunningTop, count: int) -> None:
+    """Reduce a pool of activating windows to ``count`` at evenly spaced ranks of their peak, weakest
+    first (fewer when the pool is smaller); the others' keys become -inf, so they are not kept."""
+    peaks = np.where(pool.key > -np.inf, np.nanmax(np.where(np.isnan(pool.values), -np.inf, pool.values), axis=2),
+                     np.inf)
+    order = np.argsort(peaks, axis=1, kind="stable")
+    kept = np.full(pool.key.shape, False)
+    for row, n in enumerate((pool.key > -np.inf).sum(axis=1)):
+        if n:
+            picks = np.unique(np.round((np.arange(count) + 0.5) / count * (n - 1)).astype(int))
+            kept[row, order[row, picks]] = True
+    rank = np.argsort(np.where(kept, peaks, np.inf), axis=1, kind="stable")
+    rows = np.arange(pool.key.shape[0])[:, None]
+    for name in ("values", "token_ids", "length", "doc", "start"):
+        setattr(pool, name, getattr(pool, name)[rows, rank])
+    pool.key = np.where(np.take_along_axis(kept, rank, axis=1), 0.0, -np.inf)
+
+
+def _random_keys(docs: np.ndarray, starts: np.ndarray, window: int, m: int, layer: int, seed: int,
+                 stream: int = 0) -> np.ndarray:
     """Uniform [0, 1) key [N, m] of each window and component: row ``start // window`` of one draw
     ``default_rng([seed, layer, doc]).random((windows in doc, m))``. A document always arrives whole in
     one batch, so every window gets the same key however the corpus is batched; keeping the k smallest
@@ -328,7 +369,7 @@ def _random_keys(docs: np.ndarray, starts: np.ndarray, window: int, m: int, laye
     position = starts // window
     for doc in np.unique(docs):
         rows = np.flatnonzero(docs == doc)
-        rng = np.random.default_rng([seed, layer, int(doc)])
+        rng = np.random.default_rng([seed, layer, int(doc)] + ([stream] if stream else []))
         keys[rows] = rng.random((int(position[rows].max()) + 1, m))[position[rows]]
     return keys
 
@@ -365,7 +406,7 @@ def _peak(sign: str, key: float, values: np.ndarray) -> float:
         return float(key)
     if sign == "negative":
         return -float(key)
-    return float(np.nanmax(values))
+    return float(np.nanmax(values))  # random and quantile windows: the window's max
 
 
 def _window_frame(

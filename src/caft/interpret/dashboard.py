@@ -30,6 +30,8 @@ from caft.errors import DataError
 SIGNS: tuple[str, ...] = ("positive", "negative")
 RANDOM = "random"
 """Sign of the uniformly sampled windows (`caft.directions.windows.RANDOM`): shown collapsed below a card's top windows."""
+QUANTILE = "quantile"
+"""Sign of the windows below the top, weakest first (`caft.directions.windows.QUANTILE`)."""
 SIGN_TITLES = {"positive": "most positive", "negative": "most negative"}
 WINDOW_COLUMNS: tuple[str, ...] = ("layer", "sign", "rank", "doc", "start", "tokens", "values", "peak")
 SIGN_RGB = {"positive": "255,140,0", "negative": "30,110,255"}  # orange / blue
@@ -185,9 +187,9 @@ def render_dashboard(
     duplicates = sorted({key for key in keys if keys.count(key) > 1})
     if duplicates:
         raise DataError(f"dashboard summary: (layer, {id_column}) {duplicates[0]} appears more than once")
-    bad_signs = sorted(set(windows["sign"]) - {*SIGNS, RANDOM})
+    bad_signs = sorted(set(windows["sign"]) - {*SIGNS, RANDOM, QUANTILE})
     if bad_signs:
-        raise DataError(f"dashboard windows: sign must be one of {[*SIGNS, RANDOM]}, got {bad_signs}")
+        raise DataError(f"dashboard windows: sign must be one of {[*SIGNS, RANDOM, QUANTILE]}, got {bad_signs}")
     methods = sorted({selection.method for selection in selections.values()})
     if len(methods) > 1:
         raise DataError(f"dashboard selections mix methods {methods}; one dashboard shows one method")
@@ -550,6 +552,11 @@ def _card_windows(windows: pd.DataFrame, signs: Sequence[str], key: tuple[int, i
         items = _windows_html(windows, sign, scale, key, id_column)
         sections.append(f'<div class="sign {sign}"><h4>{SIGN_TITLES[sign]}</h4>{items or NO_WINDOWS}</div>')
     body = f'<div class="signs">{"".join(sections)}</div>' if sections else ""
+    bands = _windows_html(windows, QUANTILE, scale, key, id_column)
+    if bands:
+        count = int((windows["sign"] == QUANTILE).sum())
+        body += (f'<details class="rand" open><summary>below the top: {count} activating windows at evenly '
+                 f"spaced quantiles of their peak, weakest first</summary>{bands}</details>")
     sample = _windows_html(windows, RANDOM, scale, key, id_column)
     if sample:
         count = int((windows["sign"] == RANDOM).sum())

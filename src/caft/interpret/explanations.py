@@ -79,6 +79,7 @@ UNKNOWN = "unknown"
 
 TOP_SIGNS: tuple[str, ...] = ("positive", "negative")
 RANDOM = "random"
+QUANTILE = "quantile"
 """Signs of the windows table (`caft.directions.windows`): top windows of each end, and the uniform random sample."""
 EXPLAINER_MAX_TOKENS = 80
 SCORE_COLUMNS: tuple[str, ...] = ("explanation", "simulation_score", "relevance_explanation", "relevance_windows")
@@ -535,9 +536,11 @@ def _candidates(windows: pd.DataFrame, id_column: str) -> list[Candidate]:
     missing = [column for column in needed if column not in windows.columns]
     if missing:
         raise DataError(f"windows table lacks column(s) {missing} (has {list(windows.columns)})")
-    unknown = sorted(set(windows["sign"]) - {*TOP_SIGNS, RANDOM})
+    unknown = sorted(set(windows["sign"]) - {*TOP_SIGNS, RANDOM, QUANTILE})
     if unknown:
-        raise DataError(f"windows table: column 'sign' must be one of {[*TOP_SIGNS, RANDOM]}, got {unknown}")
+        raise DataError(
+            f"windows table: column 'sign' must be one of {[*TOP_SIGNS, RANDOM, QUANTILE]}, got {unknown}")
+    windows = windows[windows["sign"] != QUANTILE]  # for the dashboards; the scoring sample is "random"
     out = []
     for (layer, ident), group in windows.sort_values("rank", kind="stable").groupby(["layer", id_column]):
         signs = [sign for sign in TOP_SIGNS if (group["sign"] == sign).any()]

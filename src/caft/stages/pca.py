@@ -70,7 +70,7 @@ def pca_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, component
     activations = component_activations(model, tokenizer, docs, layers, components, cfg.batch_size, progress=True)
     windows = top_windows(profiles.observe(activations), tokenizer, window=cfg.window,
                           per_component=cfg.per_component, random_per_component=cfg.random_per_component,
-                          seed=cfg.seed)
+                          seed=cfg.seed, quantile_per_component=cfg.quantile_per_component)
     cards = card_profiles(
         profiles.frame(), logit_effects(model, tokenizer, components, cfg.logit_tokens),
         training_examples(model, tokenizer, train_split, projection_scores(components), layers, cfg),

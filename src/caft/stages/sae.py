@@ -167,7 +167,8 @@ def sae_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, scores_pa
     profiles = ActivationProfiles(cfg.profile_sample, cfg.seed, active_only=True)
     batches = latent_activations(model, tokenizer, docs, score_fn, sorted(latents), cfg.batch_size, progress=True)
     windows = top_windows(profiles.observe(batches), tokenizer, window=cfg.window, per_component=cfg.per_component,
-                          signs=("positive",), random_per_component=cfg.random_per_component, seed=cfg.seed)
+                          signs=("positive",), random_per_component=cfg.random_per_component, seed=cfg.seed,
+                          quantile_per_component=cfg.quantile_per_component)
     decoders = {layer: saes[layer].W_dec.detach().float()[ids].T.cpu() for layer, ids in latents.items()}
     cards = card_profiles(
         profiles.frame(), logit_effects(model, tokenizer, decoders, cfg.logit_tokens),
