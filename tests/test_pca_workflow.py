@@ -47,7 +47,7 @@ def test_pca_artifacts(pca_chain):
     with safe_open(results / "gender/pca/components.safetensors", "pt") as handle:
         assert handle.get_tensor("layer_0").shape == (32, 4)
     windows = pd.read_parquet(results / "gender/pca/windows.parquet")
-    assert set(windows["sign"]) == {"positive", "negative", "random"}
+    assert set(windows["sign"]) == {"positive", "negative", "random", "quantile"}
     html = (results / "gender/pca/dashboard.html").read_text()
     assert 'id="L0-C2"' in html and "manual" in html and "http://" not in html
     # the cards' profiles: one per component, the numbers on the page equal the artifact's
