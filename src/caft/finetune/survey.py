@@ -137,8 +137,18 @@ def plot_survey(table: pd.DataFrame, criteria: SurveyCriteria, path: str | Path)
     ax.errorbar(table["none_ood"], table["skyline_ood"], xerr=table["none_ood_sem"].fillna(0),
                 yerr=table["skyline_ood_sem"].fillna(0), fmt="none", ecolor="black", elinewidth=0.6)
     ax.scatter(table["none_ood"], table["skyline_ood"], c=colours, edgecolors="black", zorder=3)
+    # tasks within 0.1 of each other share one label (one "task (none, skyline)" per line), so none is
+    # drawn over another
+    spots: dict[tuple[float, float], list[tuple[float, float, str]]] = {}
     for row in table.itertuples(index=False):
-        ax.annotate(row.task, (row.none_ood, row.skyline_ood), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        spot = (round(row.none_ood, 1), round(row.skyline_ood, 1))
+        spots.setdefault(spot, []).append((row.none_ood, row.skyline_ood, row.task))
+    for points in spots.values():
+        points.sort(key=lambda point: (-point[1], point[2]))
+        x, y = max(p[0] for p in points), max(p[1] for p in points)
+        label = "\n".join(f"{task} ({none:.2f}, {sky:.2f})" for none, sky, task in points)
+        ax.annotate(label, (x, y), fontsize=7, xytext=(8, 0), textcoords="offset points",
+                    va="top" if y > 0.7 else "center")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("no intervention: OOD accuracy (A vs B)")
