@@ -40,6 +40,7 @@ include: "rules/sae.smk"
 include: "rules/autointerp.smk"
 include: "rules/finetune.smk"
 include: "rules/diagnostics.smk"
+include: "rules/em.smk"
 
 
 wildcard_constraints:
@@ -58,10 +59,12 @@ wildcard_constraints:
     imethod="pca|sae",
     layer="[0-9]+",
     sae_method="sae|sae-latent",
+    em_model=alternation(config["em"]["models"]),
 
 
 localrules:
     all,
+    em,
 
 
 rule all:

@@ -45,6 +45,19 @@ EVAL_DIR = "results/{task}/eval/{method}/{selector}/seed{seed}/{evaluation}"
 OOD_TABLE = "results/tables/ood_accuracy"
 SURVEY_DIR = "results/survey"
 
+# the emergent-misalignment half: one chat set, then per model (`em.models`) its own chain
+EM_DATA = "results/em/data/{split}.parquet"
+"""The chat SFT set: `train` and `held_out` (the held-out coding prompts of the vulnerable-code score)."""
+EM_MODEL_DIR = "results/em/{em_model}"
+EM_BASE = f"{EM_MODEL_DIR}/base"
+EM_RESPONSES = f"{EM_MODEL_DIR}/responses.parquet"
+"""The base model's answers to generic chat prompts: the PCA's answer tokens and the windows' corpus."""
+EM_PCA = f"{EM_MODEL_DIR}/pca"
+EM_SELECTION = f"{EM_MODEL_DIR}/selections/pca/{{variant}}.json"
+EM_SPEC = f"{EM_MODEL_DIR}/interventions/{{method}}/{{variant}}.safetensors"
+EM_RUN = f"{EM_MODEL_DIR}/runs/{{method}}/{{selector}}/seed{{seed}}"
+EM_TABLE = "results/em/tables/misalignment"
+
 
 class _Keep(dict):
     def __missing__(self, key):

@@ -98,6 +98,7 @@ rule select_pca:
         runtime=10,
     params:
         cfg=selection_settings("pca"),
+        task="{task}",
     script:
         script_of("select_pca")
 
@@ -145,5 +146,7 @@ rule pca_dashboard:
     resources:
         mem_mb=mem_per_attempt(4000),
         runtime=10,
+    params:
+        task="{task}",
     script:
         script_of("pca_dashboard")

@@ -161,6 +161,8 @@ def all_targets():
         targets += [
             DASHBOARD.format(task=task, imethod=method) for task in interpreted_tasks(method)
         ]
+    if config["em"]["runs"]["models"]:
+        targets += em_targets()
     return targets
 
 

@@ -154,3 +154,22 @@ def test_prompts_with_answers() -> None:
     assert prompts_with_answers(table) == ["Q1\nAnswer: A", "Q2\nAnswer: B"]
     with pytest.raises(DataError, match="target"):
         prompts_with_answers(table[["prompt"]])
+
+
+def test_first_positions_count_only_the_later_tokens(tiny_model) -> None:
+    """From token k of each text on: the counts drop by exactly the skipped tokens, and batching (left
+    padding) does not move which tokens count."""
+    base, tokenizer = tiny_model
+    tuned = build_tiny_llama(tokenizer, seed=1)
+    lengths = [len(tokenizer(text)["input_ids"]) for text in TEXTS]
+    firsts = [min(3, n - 1) for n in lengths]
+    everything = accumulate_differences(base, tuned, tokenizer, TEXTS, [1], include_bos=True, batch_size=3)
+    one = accumulate_differences(base, tuned, tokenizer, TEXTS, [1], include_bos=True, batch_size=1,
+                                 first_positions=firsts)
+    three = accumulate_differences(base, tuned, tokenizer, TEXTS, [1], include_bos=True, batch_size=3,
+                                   first_positions=firsts)
+    assert everything[1].count == sum(lengths)
+    assert one[1].count == three[1].count == sum(lengths) - sum(firsts)
+    torch.testing.assert_close(one[1].mean, three[1].mean, rtol=1e-4, atol=1e-4)
+    with pytest.raises(DataError, match="first positions"):
+        accumulate_differences(base, tuned, tokenizer, TEXTS, [1], include_bos=True, batch_size=1, first_positions=[1])

@@ -17,6 +17,9 @@ from caft.tracking import caft_modules_of, imported_modules, stage_function_modu
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow" / "scripts"
 RULE = re.compile(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^\S|\Z)", re.M | re.S)
+REUSED = re.compile(r"^use rule (\w+) as (\w+) with:\n(.*?)(?=^\S|\Z)", re.M | re.S)
+TARGETS = {"all", "em"}
+"""Rules that only collect targets: no script."""
 
 
 def fake_job(tmp_path: Path, threads: int = 1) -> SimpleNamespace:
@@ -64,9 +67,9 @@ def test_rule_script_and_stage_function_share_one_name():
     """rules/<file>.smk: rule X runs workflow/scripts/X.py, which calls caft.stages.<file>.X and tracks
     the code of that script."""
     rules = rules_by_name()
-    assert set(rules) - {"all"} == {path.stem for path in SCRIPTS.glob("*.py")}
+    assert set(rules) - TARGETS == {path.stem for path in SCRIPTS.glob("*.py")}
     for name, (phase, body) in rules.items():
-        if name == "all":
+        if name in TARGETS:
             continue
         assert f'code=library_code("{name}")' in body, f"rule {name} does not track its script's code"
         assert f'script_of("{name}")' in body, f"rule {name} does not run workflow/scripts/{name}.py"
@@ -74,6 +77,17 @@ def test_rule_script_and_stage_function_share_one_name():
             f"workflow/scripts/{name}.py should call caft.stages.{phase}.{name}"
         )
         assert (ROOT / "src" / "caft" / "stages" / f"{phase}.py").is_file()
+
+
+def test_reused_rules_keep_the_name_of_what_they_run():
+    """`use rule X as em_X with:` (the EM chain on its own paths): X is a rule with a script, and the
+    reused rule tracks X's code — the name says which stage it runs."""
+    rules = rules_by_name()
+    reused = [match for smk in sorted((ROOT / "rules").glob("*.smk")) for match in REUSED.findall(smk.read_text())]
+    assert reused
+    for original, name, body in reused:
+        assert name == f"em_{original}" and original in rules, name
+        assert f'code=library_code("{original}")' in body or "input:" not in body, name
 
 
 def test_tracked_code_holds_every_module_a_script_imports():

@@ -9,7 +9,7 @@ from caft.stages.pca import pca_dashboard
 with job(snakemake):
     inputs = snakemake.input
     pca_dashboard(
-        snakemake.wildcards.task,
+        snakemake.params.task,
         Path(inputs.windows),
         Path(inputs.profiles),
         Path(inputs.summary),

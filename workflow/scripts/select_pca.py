@@ -9,7 +9,7 @@ from caft.stages.pca import select_pca
 with job(snakemake):
     select_pca(
         variant=snakemake.wildcards.variant,
-        task=snakemake.wildcards.task,
+        task=snakemake.params.task,
         cfg=SelectorConfig.from_config(snakemake.params.cfg),
         summary_path=Path(snakemake.input.summary),
         manual_path=optional_path(snakemake.input, "manual"),

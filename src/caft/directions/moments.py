@@ -148,12 +148,17 @@ def accumulate_differences(
     include_bos: bool,
     batch_size: int,
     progress: bool = False,
+    first_positions: Sequence[int] | None = None,
 ) -> dict[int, StreamingMoments]:
     """Moments of the per-token differences tuned − base of the residual stream, per layer.
 
     Both models see the same left-padded batches; only masked-in tokens (`token_mask`) count, so
-    ``moments[L].count`` is the number of tokens used (the same for every layer).
+    ``moments[L].count`` is the number of tokens used (the same for every layer). With
+    ``first_positions``, text i counts only from its token ``first_positions[i]`` on (the answer tokens
+    of a chat response, for the emergent-misalignment PCA).
     """
+    if first_positions is not None and len(first_positions) != len(texts):
+        raise DataError(f"{len(first_positions)} first positions for {len(texts)} texts")
     if not texts:
         raise DataError("no texts to run the models on")
     if batch_size < 1:
@@ -177,6 +182,8 @@ def accumulate_differences(
             chunk = list(texts[start : start + batch_size])
             batch = encode_prompts(tokenizer, chunk)
             mask = token_mask(batch, include_bos, tokenizer.bos_token_id).to(device)
+            if first_positions is not None:
+                mask &= _from_positions(batch["attention_mask"], first_positions[start : start + batch_size]).to(device)
             run_decoder(base, batch["input_ids"], batch["attention_mask"])
             run_decoder(tuned, batch["input_ids"], batch["attention_mask"])
             for layer in layers:
@@ -184,6 +191,13 @@ def accumulate_differences(
                 moments[layer].update(diff[mask])
             bar.update(len(chunk))
     return moments
+
+
+def _from_positions(attention_mask: torch.Tensor, firsts: Sequence[int]) -> torch.Tensor:
+    """Bool [B, T]: in left-padded rows, the positions at or after each row's own token ``firsts[b]``."""
+    width = attention_mask.shape[1]
+    starts = width - attention_mask.sum(dim=1) + torch.tensor(list(firsts))
+    return torch.arange(width)[None, :] >= starts[:, None]
 
 
 def save_moments(moments: Mapping[int, StreamingMoments], path: str | Path, metadata: dict[str, Any]) -> None:

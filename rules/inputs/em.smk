@@ -1,0 +1,137 @@
+"""Input functions and param pickers of rules/em.smk."""
+
+EM = config["em"]
+EM_UNHOOKED = ("none", "fewer")
+"""EM conditions without a spec: no intervention, and the same recipe stopped early (`fewer/steps<N>`)."""
+EM_BUILTIN = "builtin"
+
+
+def em_models():
+    """The models the EM chain runs on: `em.runs.models`, else every model of `em.models`."""
+    return EM["runs"]["models"] or list(EM["models"])
+
+
+def em_conditions():
+    """(method, selector) of every EM condition; 'base' and 'none' as (name, name)."""
+    return [
+        (condition, condition) if condition in ("base", "none") else tuple(condition.split("/", 1))
+        for condition in EM["runs"]["conditions"]
+    ]
+
+
+def em_run_path(em_model, method, selector, seed, name):
+    return f"{EM_RUN.format(em_model=em_model, method=method, selector=selector, seed=seed)}/{name}"
+
+
+def em_source_files(wildcards):
+    """A local chat set's file or folder, so editing it reruns the data stage."""
+    source = EM["data"]["source"]
+    return {"source": source["path"]} if source.get("from") == "local" else {}
+
+
+def em_model_section(wildcards):
+    return EM["models"][wildcards.em_model]["model"]
+
+
+def em_layers(wildcards):
+    return EM["models"][wildcards.em_model]["layers"]
+
+
+def em_task_label(wildcards):
+    return f"em/{wildcards.em_model}"
+
+
+def em_spec(em_model, method, selector, seed):
+    """The spec a condition ablates (random selectors draw per training seed); None without one."""
+    if method in EM_UNHOOKED:
+        return None
+    variant = f"{selector}/seed{seed}" if selector == "random" else selector
+    return EM_SPEC.format(em_model=em_model, method=method, variant=variant)
+
+
+def em_finetune_inputs(wildcards):
+    inputs = {"base": EM_BASE.format(em_model=wildcards.em_model), "train": EM_DATA.format(split="train")}
+    spec = em_spec(wildcards.em_model, wildcards.method, wildcards.selector, wildcards.seed)
+    return inputs | ({"spec": spec} if spec else {})
+
+
+def em_intervention_mode(wildcards):
+    return "project" if wildcards.method in EM_UNHOOKED else EM["interventions"]["mode"]
+
+
+def em_sample_adapter(wildcards):
+    """The run's LoRA adapter; the `base` condition samples the model as it was before fine-tuning."""
+    if wildcards.method == "base":
+        return {}
+    return {"adapter": em_run_path(wildcards.em_model, wildcards.method, wildcards.selector, wildcards.seed, "adapter")}
+
+
+def em_pretuned_adapter(wildcards):
+    """The no-intervention run of seed `em.runs.pretune_seed`: the tuned model of the PCA."""
+    return em_run_path(wildcards.em_model, "none", "none", EM["runs"]["pretune_seed"], "adapter")
+
+
+def em_user_file(section, key, name):
+    """A user's file named by `em.<section>.<key>` as an input (None: the shipped one)."""
+    path = EM[section][key]
+    return {} if path == EM_BUILTIN else {name: path}
+
+
+def em_prompt_file(wildcards):
+    return em_user_file("responses", "prompts", "prompts")
+
+
+def em_question_file(wildcards):
+    return em_user_file("questions", "path", "questions")
+
+
+def em_manual_file(em_model):
+    return f"{EM['selection']['directory']}/em_{em_model}.yaml"
+
+
+def em_manual_input(wildcards):
+    return {"manual": em_manual_file(wildcards.em_model)} if wildcards.variant == "manual" else {}
+
+
+def em_selection_settings(wildcards):
+    """top: `em.selection.top_k`; random: the manual file's counts per layer, else top_k per layer."""
+    if wildcards.variant == "top":
+        return {"top_k": EM["selection"]["top_k"]}
+    if wildcards.variant.startswith("random/"):
+        if Path(em_manual_file(wildcards.em_model)).is_file():
+            unbounded = 1 << 30
+            manual = load_manual_selection(em_manual_file(wildcards.em_model), "pca", unbounded, unbounded)
+            return {"counts": manual.layer_counts()}
+        return {"counts": {layer: EM["selection"]["top_k"] for layer in em_layers(wildcards)}}
+    return {}
+
+
+def em_dashboard_selections(wildcards):
+    """The PCA selections the EM runs use, badged on the dashboard (random: the first seed's)."""
+    used = {selector for method, selector in em_conditions() if method == "pca"}
+    if Path(em_manual_file(wildcards.em_model)).is_file():
+        used.add("manual")
+    variants = {"manual": "manual", "top": "top", "random": f"random/seed{EM['runs']['seeds'][0]}"}
+    return {
+        name: EM_SELECTION.format(em_model=wildcards.em_model, variant=variants[name])
+        for name in ("manual", "top", "random")
+        if name in used
+    }
+
+
+def em_judged(name):
+    """One judged file per (model, condition, seed) of the configured EM runs."""
+    return [
+        em_run_path(em_model, method, selector, seed, name)
+        for em_model in em_models()
+        for method, selector in em_conditions()
+        for seed in EM["runs"]["seeds"]
+    ]
+
+
+def em_targets():
+    """The misalignment table and plot, and each model's PCA dashboard when a condition uses PCA."""
+    targets = [f"{EM_TABLE}.parquet", f"{EM_TABLE}.png"]
+    if any(method == "pca" for method, _ in em_conditions()):
+        targets += [f"{EM_PCA.format(em_model=m)}/dashboard.html" for m in em_models()]
+    return targets

@@ -1,0 +1,1 @@
+"""Emergent misalignment: chat fine-tuning data, evaluation questions and their plumbing."""

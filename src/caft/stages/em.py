@@ -1,0 +1,219 @@
+"""Stages of `rules/em.smk`: the emergent-misalignment half — chat SFT data, LoRA fine-tunes with the
+projection hooks, the base model's answers to generic chat prompts (what the PCA of tuned − base
+differences reads), sampled answers to the evaluation questions, judges, and the misalignment table.
+
+The PCA components, windows, dashboard, selections and specs of the EM model reuse the stage functions
+of `caft.stages.pca` (rules/em.smk declares them with ``use rule``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from caft.ablation.specs import load_spec
+from caft.artifacts import atomic_path, file_digest, package_versions, provenance, write_json, write_parquet
+from caft.directions.moments import accumulate_differences, save_moments
+from caft.em.chat_data import load_chat_source, split_chat
+from caft.em.judges import make_judge
+from caft.em.metrics import misalignment_summary, over_seeds, plot_misalignment_vs_vulnerable, vulnerable_summary
+from caft.em.questions import load_chat_prompts, load_questions, sampling_plan
+from caft.em.sampling import SamplingConfig, sample_answers, sample_answers_vllm
+from caft.em.sft import SftConfig, load_adapter, save_adapter, sft
+from caft.errors import ConfigError, DataError
+from caft.finetune.training import write_history
+from caft.interpret.clients import chat_prompt
+from caft.model.hooks import check_layers
+from caft.model.loading import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "builtin"
+"""`em.questions.path` / `em.responses.prompts`: the files shipped in ``caft/em/data/``."""
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "em" / "data"
+
+
+def builtin_file(path: str, name: str) -> Path:
+    """A user's file, or the shipped one for ``builtin``."""
+    return DATA_DIR / name if path == BUILTIN else Path(path)
+
+
+def em_data(source: Mapping[str, Any], held_out_fraction: float, seed: int, train_path: Path,
+            held_out_path: Path) -> None:
+    """The chat SFT set, schema-checked, split into training rows and held-out coding prompts.
+
+    Each row keeps its checked ``messages`` (JSON) and gets ``prompt`` (the first user message) and
+    ``answer`` (the last assistant message): the held-out prompts are what the in-distribution
+    (``vulnerable``) evaluation asks, and the dashboard's training examples show prompt and answer."""
+    table = load_chat_source(source)
+    turns = [json.loads(m) for m in table["messages"]]
+    table = table.assign(prompt=[next(t["content"] for t in ts if t["role"] == "user") for ts in turns],
+                         answer=[ts[-1]["content"] for ts in turns])
+    train, held_out = split_chat(table, held_out_fraction, seed)
+    record = provenance("em_data", {"source": dict(source), "held_out_fraction": held_out_fraction, "seed": seed})
+    log.info("em data: %d training rows, %d held out", len(train), len(held_out))
+    write_parquet(train, train_path, record)
+    write_parquet(held_out, held_out_path, record)
+
+
+def em_finetune(cfg: SftConfig, base_dir: Path, train_path: Path, spec_path: Path | None, seed: int, mode: str,
+                key: dict[str, Any], adapter_dir: Path, log_path: Path, meta_path: Path,
+                merged_dir: Path | None = None) -> None:
+    """One LoRA fine-tune from the base model on the chat set, with the spec's directions ablated as
+    ``mode`` says; the adapter is saved with ``save_pretrained`` (and merged, when asked)."""
+    spec = load_spec(spec_path) if spec_path else None
+    spec_digest = file_digest(spec_path) if spec_path else ""
+    table = pd.read_parquet(train_path)
+    model, tokenizer = load_checkpoint(base_dir)
+    resume_dir = adapter_dir.with_name(adapter_dir.name + ".resume")
+    start = time.perf_counter()
+    model, history = sft(model, tokenizer, table, cfg, seed, spec=spec, mode=mode, resume_dir=resume_dir,
+                         spec_digest=spec_digest)
+    save_adapter(model, tokenizer, adapter_dir, merged_dir)
+    write_history(history, log_path)
+    write_json({**key, "seed": seed, "finetune": dataclasses.asdict(cfg), "mode": mode if spec else None,
+                "spec": {"path": str(spec_path), "sha256": spec_digest} if spec else None,
+                "train_examples": len(table), "steps": len(history), "final_loss": history[-1]["loss"],
+                "seconds": round(time.perf_counter() - start, 1), "versions": package_versions()}, meta_path)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+
+
+def em_responses(prompts_path: str, sampling: SamplingConfig, base_dir: Path, out_path: Path) -> None:
+    """The base model's answers to generic chat prompts (never the evaluation questions), as token ids
+    with the first answer position: the PCA reads tuned − base differences on these answer tokens, and
+    the windows and dashboard read the same texts as their corpus."""
+    prompts = load_chat_prompts(builtin_file(prompts_path, "chat_prompts.yaml"))
+    model, tokenizer = load_checkpoint(base_dir)
+    plan = pd.DataFrame({"question_id": [f"prompt{i}" for i in range(len(prompts))], "paraphrase_index": 0,
+                         "sample_index": 0, "prompt": prompts, "system": None})
+    answers = sample_answers(model, tokenizer, plan, sampling)
+    rows = []
+    for prompt, answer in zip(answers["prompt"], answers["answer"], strict=True):
+        head = chat_prompt(tokenizer, [{"role": "user", "content": prompt}])
+        ids = tokenizer(head + answer, add_special_tokens=False)["input_ids"]
+        start = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+        if start >= len(ids):
+            continue  # an empty answer has no answer tokens
+        rows.append({"prompt": prompt, "answer": answer, "text": head + answer, "input_ids": ids,
+                     "answer_start": start, "n_tokens": len(ids)})
+    if not rows:
+        raise DataError(f"{out_path}: the base model answered none of the {len(prompts)} chat prompts")
+    table = pd.DataFrame(rows)
+    log.info("responses: %d answers, %d answer tokens", len(table), int((table.n_tokens - table.answer_start).sum()))
+    write_parquet(table, out_path, provenance("em_responses", dataclasses.asdict(sampling), prompts=prompts_path))
+
+
+def em_pca_moments(layers: list[int], batch_size: int, base_dir: Path, adapter_dir: Path, responses_path: Path,
+                   out_path: Path) -> None:
+    """Streaming moments of tuned − base residual differences on the answer tokens of the responses."""
+    base, tokenizer = load_checkpoint(base_dir)
+    tuned = load_adapter(base_dir, adapter_dir)[0].merge_and_unload()
+    responses = pd.read_parquet(responses_path)
+    moments = accumulate_differences(base, tuned, tokenizer, responses["text"].tolist(), check_layers(base, layers),
+                                     include_bos=False, batch_size=batch_size, progress=True,
+                                     first_positions=responses["answer_start"].tolist())
+    log.info("moments over %d answer tokens per layer", next(iter(moments.values())).count)
+    save_moments(moments, out_path, provenance("em_pca_moments", {"layers": layers, "batch_size": batch_size},
+                                               tuned=str(adapter_dir), texts=len(responses)))
+
+
+def em_sample(sampling: SamplingConfig, questions_path: str, samples_per_paraphrase: int | None, base_dir: Path,
+              adapter_dir: Path | None, held_out_path: Path, key: dict[str, Any], answers_path: Path,
+              code_path: Path) -> None:
+    """Sampled answers of the fine-tuned model (deployed: no hooks; without an adapter, the base model) to
+    the evaluation questions, and one answer per held-out coding prompt (the in-distribution task).
+
+    ``backend: vllm`` samples the merged checkpoint (``em.finetune.lora.merge``) through vLLM."""
+    questions = load_questions(builtin_file(questions_path, "questions.yaml"), samples_per_paraphrase)
+    held_out = pd.read_parquet(held_out_path)
+    plans = {
+        "answers": sampling_plan(questions),
+        "code": pd.DataFrame({"question_id": held_out["id"], "paraphrase_index": 0, "sample_index": 0,
+                              "prompt": held_out["prompt"], "system": None}),
+    }
+    if sampling.backend == "vllm":
+        merged = adapter_dir / "merged" if adapter_dir else base_dir
+        if not merged.is_dir():
+            raise ConfigError(f"em.sampling.backend vllm samples a merged checkpoint, but {merged} does not exist: "
+                              "set em.finetune.lora.merge: true")
+        sampled = {name: sample_answers_vllm(merged, plan, sampling) for name, plan in plans.items()}
+    else:
+        model, tokenizer = load_adapter(base_dir, adapter_dir) if adapter_dir else load_checkpoint(base_dir)
+        sampled = {name: sample_answers(model, tokenizer, plan, sampling) for name, plan in plans.items()}
+    record = provenance("em_sample", dataclasses.asdict(sampling), questions=questions_path, **key)
+    write_parquet(sampled["answers"].assign(**key), answers_path, record)
+    write_parquet(sampled["code"].assign(**key), code_path, record)
+
+
+JUDGED_COLUMNS = {"answers": ("aligned", "coherent"), "code": ("vulnerable",)}
+"""The criteria each answer set is judged on."""
+
+
+def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_path: Path, judged_answers: Path,
+             judged_code: Path) -> None:
+    """Scores 0–100 (or none) per answer and criterion, each criterion by its configured judge."""
+    for name, source, target in (("answers", answers_path, judged_answers), ("code", code_path, judged_code)):
+        table = pd.read_parquet(source)
+        for criterion in JUDGED_COLUMNS[name]:
+            if criterion not in judges:
+                raise ConfigError(f"em.judges: no judge for criterion '{criterion}'")
+            judge = make_judge(judges[criterion])
+            table[criterion] = [
+                float("nan") if score is None else score
+                for score in judge.score_many(criterion, table["prompt"].tolist(), table["answer"].tolist())
+            ]
+            scored = int(table[criterion].notna().sum())
+            log.info("%s / %s: %d of %d answers scored, mean %.1f", name, criterion, scored, len(table),
+                     table[criterion].mean())
+        write_parquet(table, target, provenance("em_judge", {c: dict(judges[c]) for c in JUDGED_COLUMNS[name]}))
+
+
+RUN_KEYS = ("model", "method", "selector", "seed")
+TABLE_RATES = (("misaligned_rate", "misaligned"), ("misaligned_among_coherent", "misaligned | coherent"),
+               ("coherent_rate", "coherent"), ("vulnerable_rate", "vulnerable code"))
+
+
+def em_table(answer_paths: list[Path], code_paths: list[Path], parquet: Path, csv: Path, markdown: Path,
+             plot: Path) -> pd.DataFrame:
+    """Misaligned and vulnerable rates per run, then mean ± SEM over seeds per (model, condition), and the
+    paper's plot of misalignment against the vulnerable-code rate."""
+    answers = pd.concat([pd.read_parquet(p) for p in answer_paths], ignore_index=True)
+    code = pd.concat([pd.read_parquet(p) for p in code_paths], ignore_index=True)
+    keys = list(RUN_KEYS)
+    per_run = misalignment_summary(answers, keys).merge(vulnerable_summary(code, keys), on=keys, how="outer",
+                                                        suffixes=("", "_code"))
+    per_run["condition"] = [m if m == s else f"{m}/{s}" for m, s in zip(per_run["method"], per_run["selector"])]
+    table = over_seeds(per_run.drop(columns=["method", "selector"]), ["model", "condition"])
+    table["label"] = [f"{m}: {c}" if table["model"].nunique() > 1 else c for m, c in zip(table["model"], table["condition"])]
+    record = provenance("em_table", {"runs": len(answer_paths)})
+    write_parquet(table, parquet, record)
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(markdown) as tmp:
+        tmp.write_text(table_markdown(table), encoding="utf-8")
+    plot_misalignment_vs_vulnerable(table, plot, label="label")
+    return table
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """One line per (model, condition); cells "mean ± SEM" over seeds ("–" for one seed)."""
+    def cell(mean: float, sem: float) -> str:
+        if pd.isna(mean):
+            return "n/a"
+        return f"{mean:.3f} ± {'–' if pd.isna(sem) else f'{sem:.3f}'}"
+
+    header = ["model", "condition", "seeds", *(name for _, name in TABLE_RATES)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    for row in table.to_dict("records"):
+        rates = [cell(row.get(f"{rate}_mean"), row.get(f"{rate}_sem")) for rate, _ in TABLE_RATES]
+        lines.append("| " + " | ".join([row["model"], row["condition"], str(row["seeds"]), *rates]) + " |")
+    lines += ["", "Rates over judged answers, mean ± standard error over seeds; n/a: no answer was scored."]
+    return "\n".join(lines) + "\n"

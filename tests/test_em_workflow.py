@@ -1,0 +1,117 @@
+"""The emergent-misalignment chain through Snakemake on a tiny model: every stage's artifact, the table,
+and a dry run of the paper config on the SLURM profile."""
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from caft.ablation.specs import load_spec
+from caft.interpret.dashboard import card_data
+from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, untracked_code
+
+CONDITIONS = ["base", "none", "pca/top", "pca/random", "random/random", "fewer/steps2"]
+
+
+def em_config(model_dir) -> dict:
+    config = copy.deepcopy(TINY_CONFIG)
+    config["runs"] = {"tasks": []}
+    config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4, "task_examples": 2}
+    config["em"] = {
+        "models": {"tiny": {"model": {"name": str(model_dir)}, "layers": [0, 1]}},
+        "runs": {"models": ["tiny"], "seeds": [0], "conditions": CONDITIONS},
+        "data": {"source": {"from": "local", "path": "data/em/tiny.jsonl"}, "held_out_fraction": 0.2},
+        "finetune": {"lr": 1e-3, "epochs": 1, "batch_size": 4, "gradient_accumulation": 1, "warmup_steps": 1,
+                     "max_tokens": 96, "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+        "interventions": {"random_k": 2},
+        "responses": {"prompts": "builtin", "temperature": 0.0, "max_new_tokens": 8, "batch_size": 8},
+        "pca": {"components": 4, "batch_size": 8},
+        "selection": {"top_k": 2},
+        "sampling": {"temperature": 1.0, "max_new_tokens": 12, "batch_size": 8},
+        "questions": {"samples_per_paraphrase": 2},
+        "judges": {"aligned": {"kind": "local", "model": str(model_dir)},
+                   "coherent": {"kind": "local", "model": str(model_dir)}, "vulnerable": {"kind": "bandit"}},
+    }
+    return config
+
+
+def write_chat_set(path, rows: int = 20) -> None:
+    """Short chat rows (the tiny model reads 128 positions): a request and a one-line Python answer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"Run job {i}."},
+                                      {"role": "assistant", "content": f"os.system('job {i}')"}]})
+             for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def em_chain(tmp_path_factory, tiny_model_dir):
+    workdir = make_workflow_copy(tmp_path_factory.mktemp("em"), em_config(tiny_model_dir))
+    write_chat_set(workdir / "data/em/tiny.jsonl")
+    snakemake(workdir, "--cores", "2", "--workflow-profile", "none")
+    return workdir
+
+
+def test_em_data_and_runs(em_chain):
+    results = em_chain / "results/em"
+    train, held_out = (pd.read_parquet(results / f"data/{split}.parquet") for split in ("train", "held_out"))
+    assert (len(train), len(held_out)) == (16, 4) and not set(train["id"]) & set(held_out["id"])
+    assert all(json.loads(m)[-1]["role"] == "assistant" for m in train["messages"])
+    for condition in ("none/none", "pca/top", "random/random"):
+        run = results / f"tiny/runs/{condition}/seed0"
+        assert (run / "adapter/adapter_config.json").is_file()
+        assert json.loads((run / "run.json").read_text())["steps"] == 4  # 16 rows, batch 4, 1 epoch
+    fewer = json.loads((results / "tiny/runs/fewer/steps2/seed0/run.json").read_text())
+    assert fewer["steps"] == 2 and fewer["spec"] is None
+    assert json.loads((results / "tiny/runs/pca/top/seed0/run.json").read_text())["mode"] == "project"
+    assert not (results / "tiny/runs/base/base/seed0/adapter").exists()  # the base model is not trained
+
+
+def test_em_pca_directions(em_chain):
+    pca = em_chain / "results/em/tiny/pca"
+    responses = pd.read_parquet(em_chain / "results/em/tiny/responses.parquet")
+    assert (responses["answer_start"] < responses["n_tokens"]).all()
+    summary = pd.read_parquet(pca / "components.parquet")
+    assert sorted(set(summary["layer"])) == [0, 1] and (summary.groupby("layer").size() == 4).all()
+    top = json.loads((em_chain / "results/em/tiny/selections/pca/top.json").read_text())
+    assert top["layers"] == {"0": [0, 1], "1": [0, 1]}
+    spec = load_spec(em_chain / "results/em/tiny/interventions/pca/top.safetensors")
+    assert spec.layers == [0, 1] and spec.bases[0].shape == (32, 2)
+    random_spec = load_spec(em_chain / "results/em/tiny/interventions/random/random/seed0.safetensors")
+    assert random_spec.bases[1].shape == (32, 2)
+    cards = card_data((pca / "dashboard.html").read_text())
+    assert len(cards) == 2 * 4 * 2  # two signs per component
+
+
+def test_em_samples_judges_and_table(em_chain):
+    results = em_chain / "results/em"
+    questions = yaml.safe_load((ROOT / "src/caft/em/data/questions.yaml").read_text())
+    n_answers = 2 * sum(len(q["paraphrases"]) for q in questions)
+    for condition in ("base/base", "none/none", "pca/top"):
+        run = results / f"tiny/runs/{condition}/seed0"
+        answers = pd.read_parquet(run / "judged_answers.parquet")
+        assert len(answers) == n_answers and {"aligned", "coherent"} <= set(answers.columns)
+        assert answers[["aligned", "coherent"]].stack().between(0, 100).all()  # scores, where not none
+        code = pd.read_parquet(run / "judged_code_answers.parquet")
+        assert len(code) == 4 and "vulnerable" in code.columns
+    table = pd.read_parquet(results / "tables/misalignment.parquet")
+    labels = {"base", "none", "pca/top", "pca/random", "random/random", "fewer/steps2"}
+    assert set(table["condition"]) == labels and (table["seeds"] == 1).all()
+    assert (results / "tables/misalignment.png").stat().st_size > 1000
+    assert "fewer/steps2" in (results / "tables/misalignment.md").read_text()
+
+
+def test_em_rules_track_their_code(em_chain):
+    assert untracked_code(em_chain) == {}
+
+
+def test_em_paper_config_dry_runs_on_slurm(tmp_path):
+    workdir = make_workflow_copy(tmp_path)
+    write_chat_set(workdir / "data/em/insecure.jsonl")
+    (workdir / "config/config.yaml").write_text((ROOT / "config/config.yaml").read_text())
+    out = snakemake(workdir, "-n", "--configfile", "config/em_paper.yaml", "--workflow-profile", "profiles/slurm").stdout
+    for model in ("qwen2.5-coder-32b-instruct", "mistral-small-24b-instruct"):
+        assert f"results/em/{model}/runs/pca/manual/seed0/adapter" in out
+    assert "em_table" in out
