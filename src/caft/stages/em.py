@@ -159,13 +159,16 @@ JUDGED_COLUMNS = {"answers": ("aligned", "coherent"), "code": ("vulnerable",)}
 
 def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_path: Path, judged_answers: Path,
              judged_code: Path) -> None:
-    """Scores 0–100 (or none) per answer and criterion, each criterion by its configured judge."""
+    """Scores 0–100 (or none) per answer and criterion, each criterion by its configured judge (criteria
+    with the same judge section share one judge: a local model is loaded once)."""
+    built: dict[str, Any] = {}
     for name, source, target in (("answers", answers_path, judged_answers), ("code", code_path, judged_code)):
         table = pd.read_parquet(source)
         for criterion in JUDGED_COLUMNS[name]:
             if criterion not in judges:
                 raise ConfigError(f"em.judges: no judge for criterion '{criterion}'")
-            judge = make_judge(judges[criterion])
+            section = json.dumps(dict(judges[criterion]), sort_keys=True)
+            judge = built[section] = built.get(section) or make_judge(judges[criterion])
             table[criterion] = [
                 float("nan") if score is None else score
                 for score in judge.score_many(criterion, table["prompt"].tolist(), table["answer"].tolist())
