@@ -180,7 +180,9 @@ def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_p
 
 
 RUN_KEYS = ("model", "method", "selector", "seed")
-TABLE_RATES = (("misaligned_rate", "misaligned"), ("misaligned_among_coherent", "misaligned | coherent"),
+UNSELECTED = ("base", "none")
+"""Conditions without a selector; their runs live under ``{name}/{name}``."""
+TABLE_RATES = (("misaligned_rate", "misaligned"), ("misaligned_among_coherent", "misaligned among coherent"),
                ("coherent_rate", "coherent"), ("vulnerable_rate", "vulnerable code"))
 
 
@@ -193,7 +195,7 @@ def em_table(answer_paths: list[Path], code_paths: list[Path], parquet: Path, cs
     keys = list(RUN_KEYS)
     per_run = misalignment_summary(answers, keys).merge(vulnerable_summary(code, keys), on=keys, how="outer",
                                                         suffixes=("", "_code"))
-    per_run["condition"] = [m if m == s else f"{m}/{s}" for m, s in zip(per_run["method"], per_run["selector"])]
+    per_run["condition"] = [m if m in UNSELECTED else f"{m}/{s}" for m, s in zip(per_run["method"], per_run["selector"])]
     table = over_seeds(per_run.drop(columns=["method", "selector"]), ["model", "condition"])
     table["label"] = [f"{m}: {c}" if table["model"].nunique() > 1 else c for m, c in zip(table["model"], table["condition"])]
     record = provenance("em_table", {"runs": len(answer_paths)})
