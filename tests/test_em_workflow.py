@@ -4,6 +4,7 @@ and a dry run of the paper config on the SLURM profile."""
 import copy
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -82,7 +83,7 @@ def test_em_pca_directions(em_chain):
     random_spec = load_spec(em_chain / "results/em/tiny/interventions/random/random/seed0.safetensors")
     assert random_spec.bases[1].shape == (32, 2)
     cards = card_data((pca / "dashboard.html").read_text())
-    assert len(cards) == 2 * 4 * 2  # two signs per component
+    assert sorted((c["layer"], c["id"]) for c in cards) == [(layer, c) for layer in (0, 1) for c in range(4)]
 
 
 def test_em_samples_judges_and_table(em_chain):
@@ -93,7 +94,8 @@ def test_em_samples_judges_and_table(em_chain):
         run = results / f"tiny/runs/{condition}/seed0"
         answers = pd.read_parquet(run / "judged_answers.parquet")
         assert len(answers) == n_answers and {"aligned", "coherent"} <= set(answers.columns)
-        assert answers[["aligned", "coherent"]].stack().between(0, 100).all()  # scores, where not none
+        scores = answers[["aligned", "coherent"]].to_numpy(float).ravel()
+        assert ((scores >= 0) & (scores <= 100))[~np.isnan(scores)].all()  # scores, where not none
         code = pd.read_parquet(run / "judged_code_answers.parquet")
         assert len(code) == 4 and "vulnerable" in code.columns
     table = pd.read_parquet(results / "tables/misalignment.parquet")
@@ -110,6 +112,8 @@ def test_em_rules_track_their_code(em_chain):
 def test_em_paper_config_dry_runs_on_slurm(tmp_path):
     workdir = make_workflow_copy(tmp_path)
     write_chat_set(workdir / "data/em/insecure.jsonl")
+    for model in ("qwen2.5-coder-32b-instruct", "mistral-small-24b-instruct"):  # written from each dashboard
+        (workdir / f"config/selections/em_{model}.yaml").write_text("pca:\n  layers:\n    10: [0]\n")
     (workdir / "config/config.yaml").write_text((ROOT / "config/config.yaml").read_text())
     out = snakemake(workdir, "-n", "--configfile", "config/em_paper.yaml", "--workflow-profile", "profiles/slurm").stdout
     for model in ("qwen2.5-coder-32b-instruct", "mistral-small-24b-instruct"):

@@ -6,6 +6,7 @@ covers what a schema cannot: names that must refer to configured sources, one ta
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -55,6 +56,25 @@ def dataclass_from_section(cls: type[T], section: dict[str, Any], where: str) ->
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
     return cls(**section)
+
+
+def keyed_section(section: Any, kind_key: str, allowed: dict[str, tuple[frozenset[str], frozenset[str]]],
+                  where: str) -> str:
+    """The kind of a section that picks its keys by one of them (``client:``, ``kind:``): checks the kind,
+    unknown and missing keys against ``allowed[kind] = (required, optional)``; returns the kind."""
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}")
+    kind = section.get(kind_key)
+    if kind not in allowed:
+        raise ConfigError(f"{where}: '{kind_key}' must be one of {sorted(allowed)}, got {kind!r}")
+    required, optional = allowed[kind]
+    unknown = sorted(set(section) - required - optional)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where} ({kind}): {unknown}; allowed: {sorted(required | optional)}")
+    missing = sorted(required - set(section))
+    if missing:
+        raise ConfigError(f"{where} ({kind}) lacks required key(s): {missing}")
+    return kind
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:

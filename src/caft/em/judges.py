@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from caft.config import keyed_section
 from caft.errors import ConfigError
 from caft.interpret import clients
 from caft.interpret.clients import LocalHFClient, Message, OpenAICompatibleClient, chat_prompt
@@ -263,20 +264,8 @@ def make_judge(section: Mapping[str, Any]) -> Judge:
     model: <directory, .gguf or 'embedded'>}`` (SmolLM2) or ``{kind: bandit}``. The LLM kinds take an
     optional ``prompts: {criterion: file}`` that replaces built-in prompts. The caller configures one
     judge per criterion. Unknown or missing keys are `ConfigError`s."""
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"judge section must be a mapping, got {type(section).__name__}")
-    kind = section.get("kind")
-    if kind not in JUDGE_KEYS:
-        raise ConfigError(f"judge section: 'kind' must be one of {sorted(JUDGE_KEYS)}, got {kind!r}")
-    required, optional = JUDGE_KEYS[kind]
-    unknown = sorted(set(section) - required - optional)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) in judge section ({kind}): {unknown}; allowed: {sorted(required | optional)}"
-        )
-    missing = sorted(required - set(section))
-    if missing:
-        raise ConfigError(f"judge section ({kind}) lacks required key(s): {missing}")
+    kind = keyed_section(section, "kind", JUDGE_KEYS, "judge section")
+    optional = JUDGE_KEYS[kind][1]
     if kind == "bandit":
         return BanditJudge()
     prompts = _prompt_overrides(section.get("prompts", {}), kind)

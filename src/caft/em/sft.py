@@ -37,6 +37,7 @@ from caft.finetune.training import (
     _linear_schedule,
     _resume,
     _save_resume,
+    optimizer_step,
     training_subset,
 )
 from caft.model.loading import load_checkpoint, save_checkpoint
@@ -206,12 +207,7 @@ def sft(
                 if not math.isfinite(loss):
                     raise TrainingError(f"non-finite loss {loss} at epoch {epoch + 1}, step {step + 1}; "
                                         "try a lower lr or precision float32")
-                if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                lr = optimizer_step(params, optimizer, scheduler, cfg.max_grad_norm)
                 state.history.append({"step": epoch * steps_per_epoch + step + 1, "epoch": epoch + 1, "loss": loss,
                                       "tokens": tokens, "lr": lr, "seconds": round(time.perf_counter() - start, 3)})
                 epoch_loss += loss * tokens

@@ -183,12 +183,7 @@ def train(
                 if not math.isfinite(mean_loss):
                     raise TrainingError(f"non-finite loss {mean_loss} at epoch {epoch + 1}, step {step + 1}; "
                                         "try a lower finetune.lr or precision float32")
-                if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                lr = optimizer_step(params, optimizer, scheduler, cfg.max_grad_norm)
                 record = {"step": epoch * steps_per_epoch + step + 1, "epoch": epoch + 1, "loss": mean_loss,
                           "accuracy": correct / len(batch_rows), "lr": lr,
                           "seconds": round(time.perf_counter() - start, 3)}
@@ -215,6 +210,18 @@ def _loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: p
     targets = targets.to(logits.device)
     loss = torch.nn.functional.cross_entropy(logits.float(), targets)
     return loss, int((logits.argmax(-1) == targets).sum())
+
+
+def optimizer_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, max_grad_norm: float | None) -> float:
+    """Clip (optionally), step the optimizer and the schedule, clear the gradients; the lr this step used."""
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return lr
 
 
 def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from caft.config import keyed_section
 from caft.errors import CaftError, ConfigError, ModelLoadError
 from caft.model.loading import ModelSpec, load_model, smollm2_gguf_path
 
@@ -343,20 +344,8 @@ def make_client(section: Mapping[str, Any]) -> LLMClient:
     """A client from a config section, e.g. ``{"client": "local", "model": "embedded"}`` (SmolLM2),
     ``{"client": "local", "model": "/path/dir-or.gguf"}`` or ``{"client": "openai", "base_url": ...,
     "model": ..., "api_key_env": "OPENAI_API_KEY"}``. Unknown or missing keys are `ConfigError`s."""
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"LLM client section must be a mapping, got {type(section).__name__}")
-    kind = section.get("client")
-    if kind not in CLIENT_KEYS:
-        raise ConfigError(f"LLM client section: 'client' must be one of {sorted(CLIENT_KEYS)}, got {kind!r}")
-    required, optional = CLIENT_KEYS[kind]
-    unknown = sorted(set(section) - required - optional)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) in LLM client section ({kind}): {unknown}; allowed: {sorted(required | optional)}"
-        )
-    missing = sorted(required - set(section))
-    if missing:
-        raise ConfigError(f"LLM client section ({kind}) lacks required key(s): {missing}")
+    kind = keyed_section(section, "client", CLIENT_KEYS, "LLM client section")
+    optional = CLIENT_KEYS[kind][1]
     options = {key: section[key] for key in optional if key in section}
     if kind == "openai":
         return OpenAICompatibleClient(base_url=section["base_url"], model=section["model"], **options)
