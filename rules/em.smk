@@ -278,9 +278,17 @@ rule em_table:
         code=library_code("em_table"),
     output:
         parquet=f"{EM_TABLE}.parquet",
-        csv=report(f"{EM_TABLE}.csv", caption="../workflow/report/em_table.rst", category="Emergent misalignment"),
+        csv=report(
+            f"{EM_TABLE}.csv",
+            caption="../workflow/report/em_table.rst",
+            category="Emergent misalignment",
+        ),
         markdown=f"{EM_TABLE}.md",
-        plot=report(f"{EM_TABLE}.png", caption="../workflow/report/em_plot.rst", category="Emergent misalignment"),
+        plot=report(
+            f"{EM_TABLE}.png",
+            caption="../workflow/report/em_plot.rst",
+            category="Emergent misalignment",
+        ),
     log:
         log_path("em_table"),
     benchmark:

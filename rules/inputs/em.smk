@@ -50,7 +50,10 @@ def em_spec(em_model, method, selector, seed):
 
 
 def em_finetune_inputs(wildcards):
-    inputs = {"base": EM_BASE.format(em_model=wildcards.em_model), "train": EM_DATA.format(split="train")}
+    inputs = {
+        "base": EM_BASE.format(em_model=wildcards.em_model),
+        "train": EM_DATA.format(split="train"),
+    }
     spec = em_spec(wildcards.em_model, wildcards.method, wildcards.selector, wildcards.seed)
     return inputs | ({"spec": spec} if spec else {})
 
@@ -63,7 +66,11 @@ def em_sample_adapter(wildcards):
     """The run's LoRA adapter; the `base` condition samples the model as it was before fine-tuning."""
     if wildcards.method == "base":
         return {}
-    return {"adapter": em_run_path(wildcards.em_model, wildcards.method, wildcards.selector, wildcards.seed, "adapter")}
+    return {
+        "adapter": em_run_path(
+            wildcards.em_model, wildcards.method, wildcards.selector, wildcards.seed, "adapter"
+        )
+    }
 
 
 def em_pretuned_adapter(wildcards):
@@ -100,7 +107,9 @@ def em_selection_settings(wildcards):
     if wildcards.variant.startswith("random/"):
         if Path(em_manual_file(wildcards.em_model)).is_file():
             unbounded = 1 << 30
-            manual = load_manual_selection(em_manual_file(wildcards.em_model), "pca", unbounded, unbounded)
+            manual = load_manual_selection(
+                em_manual_file(wildcards.em_model), "pca", unbounded, unbounded
+            )
             return {"counts": manual.layer_counts()}
         return {"counts": {layer: EM["selection"]["top_k"] for layer in em_layers(wildcards)}}
     return {}
