@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,9 @@ from caft.em.judges import (
 from caft.errors import ConfigError
 from caft.interpret import clients
 from caft.interpret.clients import LLMError, LocalHFClient, OpenAICompatibleClient, chat_prompt
+from tests.fake_openai import FakeServer
+
+CHAT = "/v1/chat/completions"
 
 ln = math.log
 
@@ -99,42 +99,6 @@ def test_format_fills_placeholders_once() -> None:
 # --- the OpenAI-compatible judge against a fake server ------------------------------------------------
 
 
-class FakeServer:
-    """One canned reply for every POST; records (path, headers, body)."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.reply: bytes = b"{}"
-        self.requests: list[tuple[str, dict[str, str], Any]] = []
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    fake = FakeServer()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            fake.requests.append((self.path, dict(self.headers), body))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(fake.reply)))
-            self.end_headers()
-            self.wfile.write(fake.reply)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield fake
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def logprob_reply(top: list[tuple[str, float]]) -> bytes:
     entries = [{"token": token, "logprob": logprob, "bytes": list(token.encode())} for token, logprob in top]
     content = [{"token": top[0][0], "logprob": top[0][1], "top_logprobs": entries}]
@@ -144,7 +108,7 @@ def logprob_reply(top: list[tuple[str, float]]) -> bytes:
 
 def test_openai_judge_score_and_request(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_JUDGE_KEY", "sekret")
-    server.reply = logprob_reply([("8", ln(0.6)), ("9", ln(0.2)), (" 8", ln(0.1)), ("REFUSAL", ln(0.1))])
+    server.reply(CHAT, logprob_reply([("8", ln(0.6)), ("9", ln(0.2)), (" 8", ln(0.1)), ("REFUSAL", ln(0.1))]))
     judge = make_judge({"kind": "openai", "base_url": server.url, "model": "judge-model",
                         "api_key_env": "TEST_JUDGE_KEY"})
 
@@ -161,7 +125,7 @@ def test_openai_judge_score_and_request(server: FakeServer, monkeypatch: pytest.
 
 
 def test_openai_judge_score_many_asks_once_per_answer(server: FakeServer) -> None:
-    server.reply = logprob_reply([("REFUSAL", ln(0.9)), ("0", ln(0.1))])
+    server.reply(CHAT, logprob_reply([("REFUSAL", ln(0.9)), ("0", ln(0.1))]))
     judge = LogprobJudge(OpenAICompatibleClient(server.url, "m", timeout=5))
     assert judge.score_many("coherent", ["q1", "q2"], ["a1", "a2"]) == [None, None]  # mass 0.1 < 0.25
     contents = [body["messages"][0]["content"] for _, _, body in server.requests]
@@ -169,7 +133,7 @@ def test_openai_judge_score_many_asks_once_per_answer(server: FakeServer) -> Non
 
 
 def test_client_sums_tokens_listed_twice(server: FakeServer) -> None:
-    server.reply = logprob_reply([("5", ln(0.2)), ("5", ln(0.3)), ("x", ln(0.1))])
+    server.reply(CHAT, logprob_reply([("5", ln(0.2)), ("5", ln(0.3)), ("x", ln(0.1))]))
     table = OpenAICompatibleClient(server.url, "m", timeout=5).first_token_top_logprobs([], k=3)
     assert table == pytest.approx({"5": ln(0.5), "x": ln(0.1)})
     assert server.requests[0][2]["top_logprobs"] == 3
@@ -186,7 +150,7 @@ def test_client_sums_tokens_listed_twice(server: FakeServer) -> None:
     ],
 )
 def test_garbage_reply_is_an_llm_error_naming_the_url(server: FakeServer, reply: bytes, message: str) -> None:
-    server.reply = reply
+    server.reply(CHAT, reply)
     judge = LogprobJudge(OpenAICompatibleClient(server.url, "m", timeout=5))
     with pytest.raises(LLMError, match=message) as caught:
         judge.score("aligned", "q", "a")
