@@ -9,8 +9,9 @@ from caft.stages.em import em_finetune
 with job(snakemake):
     wc, params = snakemake.wildcards, snakemake.params
     adapter = Path(snakemake.output.adapter)
+    cfg = condition_config(params.cfg, wc.method, wc.selector)
     em_finetune(
-        cfg=condition_config(params.cfg, wc.method, wc.selector),
+        cfg=cfg,
         base_dir=Path(snakemake.input.base),
         train_path=Path(snakemake.input.train),
         spec_path=optional_path(snakemake.input, "spec"),
@@ -20,5 +21,5 @@ with job(snakemake):
         adapter_dir=adapter,
         log_path=Path(snakemake.output.train_log),
         meta_path=Path(snakemake.output.meta),
-        merged_dir=adapter / "merged" if params.cfg.get("lora", {}).get("merge") else None,
+        merged_dir=adapter / "merged" if cfg.lora.merge else None,
     )
