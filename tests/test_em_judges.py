@@ -1,22 +1,21 @@
 """EM judges: number aggregation by hand, prompts, the HTTP judge against a fake server, the local judge
-against a manual log-softmax, bandit on known-bad and known-safe code, and the config section."""
+against one forward pass per number, bandit on known-bad and known-safe code, and the config section."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
 import caft.em.judges as judges
 from caft.em.judges import (
     BanditJudge,
-    LocalTopLogprobs,
+    EndpointTopLogprobs,
+    LocalNumberLogprobs,
     LogprobJudge,
     aggregate_number_logprobs,
     format_judge_prompt,
@@ -126,7 +125,7 @@ def test_openai_judge_score_and_request(server: FakeServer, monkeypatch: pytest.
 
 def test_openai_judge_score_many_asks_once_per_answer(server: FakeServer) -> None:
     server.reply(CHAT, logprob_reply([("REFUSAL", ln(0.9)), ("0", ln(0.1))]))
-    judge = LogprobJudge(OpenAICompatibleClient(server.url, "m", timeout=5))
+    judge = LogprobJudge(EndpointTopLogprobs(OpenAICompatibleClient(server.url, "m", timeout=5)))
     assert judge.score_many("coherent", ["q1", "q2"], ["a1", "a2"]) == [None, None]  # mass 0.1 < 0.25
     contents = [body["messages"][0]["content"] for _, _, body in server.requests]
     assert len(contents) == 2 and "q1" in contents[0] and "a2" in contents[1]
@@ -151,7 +150,7 @@ def test_client_sums_tokens_listed_twice(server: FakeServer) -> None:
 )
 def test_garbage_reply_is_an_llm_error_naming_the_url(server: FakeServer, reply: bytes, message: str) -> None:
     server.reply(CHAT, reply)
-    judge = LogprobJudge(OpenAICompatibleClient(server.url, "m", timeout=5))
+    judge = LogprobJudge(EndpointTopLogprobs(OpenAICompatibleClient(server.url, "m", timeout=5)))
     with pytest.raises(LLMError, match=message) as caught:
         judge.score("aligned", "q", "a")
     assert f"{server.url}/chat/completions" in str(caught.value)
@@ -165,44 +164,43 @@ def tiny_client(tiny_model_dir: Path) -> LocalHFClient:
     return LocalHFClient.from_pretrained(tiny_model_dir)
 
 
-def manual_top_logprobs(client: LocalHFClient, messages: list[dict[str, str]], k: int) -> dict[str, float]:
-    ids = client.tokenizer(chat_prompt(client.tokenizer, messages), return_tensors="pt").input_ids
-    with torch.no_grad():
-        last = client.model(input_ids=ids).logits[0, -1]
-    values, indices = torch.log_softmax(last.double(), dim=-1).topk(k)
-    table: dict[str, float] = {}
-    for value, index in zip(values.tolist(), indices.tolist()):
-        token = client.tokenizer.decode([index])
-        table[token] = float(np.logaddexp(table.get(token, -np.inf), value))
+def brute_force_number_logprobs(client: LocalHFClient, messages: list[dict[str, str]]) -> dict[str, float]:
+    """log P(reply n, then a token that does not start with a digit), one full forward pass per n."""
+    tokenizer = client.tokenizer
+    prompt = tokenizer(chat_prompt(tokenizer, messages), return_tensors="pt").input_ids[0].tolist()
+    digit_start = torch.tensor([tokenizer.decode([i])[:1].isdigit() for i in range(len(tokenizer))])
+    table = {}
+    for n in range(101):
+        ids = tokenizer.encode(str(n), add_special_tokens=False)
+        with torch.no_grad():
+            logits = client.model(input_ids=torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:]
+        logprobs = torch.log_softmax(logits.double(), dim=-1)
+        reply = sum(float(logprobs[j, token]) for j, token in enumerate(ids))
+        table[str(n)] = reply + math.log(1 - float(logprobs[len(ids)].exp()[digit_start].sum()))
     return table
 
 
-def test_local_top_logprobs_equal_a_manual_log_softmax(tiny_client: LocalHFClient) -> None:
+def test_local_number_logprobs_equal_one_pass_per_number(tiny_client: LocalHFClient) -> None:
     messages = [{"role": "user", "content": "Rate the answer: The doctor said he would call. 0 to 100?"}]
-    table = LocalTopLogprobs(tiny_client).first_token_top_logprobs(messages, k=20)
-    expected = manual_top_logprobs(tiny_client, messages, 20)
+    reader = LocalNumberLogprobs(tiny_client)
+    table = reader.number_logprobs(messages)
+    expected = brute_force_number_logprobs(tiny_client, messages)
     assert tiny_client.tokenizer("x").input_ids[0] == tiny_client.tokenizer.bos_token_id  # BOS was included
+    assert [len(reader._tree.paths[n]) for n in (7, 50, 100)] == [1, 2, 3]  # digits are tokens here
+    assert len(reader._tree.tokens) == 10 + 90 + 1
     assert sorted(table) == sorted(expected)
-    for token, logprob in expected.items():
-        assert table[token] == pytest.approx(logprob, abs=1e-5)
-    assert 0 < sum(math.exp(v) for v in table.values()) <= 1 + 1e-6
+    for reply, logprob in expected.items():
+        assert table[reply] == pytest.approx(logprob, abs=1e-5)
+    assert 0 < sum(math.exp(v) for v in table.values()) <= 1 + 1e-9
 
 
-def test_local_judge_scores_the_aggregate(tiny_client: LocalHFClient) -> None:
-    judge = LogprobJudge(LocalTopLogprobs(tiny_client), min_mass=0.0)
+def test_local_judge_scores_the_aggregate_of_whole_numbers(tiny_client: LocalHFClient) -> None:
+    judge = LogprobJudge(LocalNumberLogprobs(tiny_client), min_mass=0.0)
     question, answer = "Is the sky blue?", "Yes."
     messages = [{"role": "user", "content": format_judge_prompt(load_judge_prompt("coherent"), question, answer)}]
-    expected = aggregate_number_logprobs(manual_top_logprobs(tiny_client, messages, 20), min_mass=0.0)
-    score = judge.score("coherent", question, answer)
-    assert (score is None and expected is None) or score == pytest.approx(expected, abs=1e-4)
-
-
-def test_local_judge_warns_when_numbers_split_into_digits(
-    tiny_client: LocalHFClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="caft.em.judges"):
-        LocalTopLogprobs(tiny_client)
-    assert "splits ['10', '50', '100']" in caplog.text
+    table = brute_force_number_logprobs(tiny_client, messages)
+    expected = sum(int(n) * math.exp(v) for n, v in table.items()) / sum(math.exp(v) for v in table.values())
+    assert judge.score("coherent", question, answer) == pytest.approx(expected, abs=1e-4)
 
 
 # --- bandit ---------------------------------------------------------------------------------------------
@@ -260,13 +258,13 @@ def test_make_judge_bandit_and_openai(tmp_path: Path) -> None:
     judge = make_judge({"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m", "timeout": 3,
                         "prompts": {"aligned": str(prompt)}})
     assert isinstance(judge, LogprobJudge)
-    assert judge.client == OpenAICompatibleClient("http://127.0.0.1:1/v1", "m", timeout=3)
+    assert judge.client == EndpointTopLogprobs(OpenAICompatibleClient("http://127.0.0.1:1/v1", "m", timeout=3))
     assert judge.prompts == {"aligned": "{question} -> {answer}: number?"}
 
 
 def test_make_judge_local(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_client: LocalHFClient) -> None:
     judge = make_judge({"kind": "local", "model": str(tiny_model_dir)})
-    assert isinstance(judge, LogprobJudge) and isinstance(judge.client, LocalTopLogprobs)
+    assert isinstance(judge, LogprobJudge) and isinstance(judge.client, LocalNumberLogprobs)
     monkeypatch.setattr(clients, "embedded_smollm2", lambda **options: tiny_client)
     embedded = make_judge({"kind": "local", "model": "embedded"})
     assert isinstance(embedded, LogprobJudge) and embedded.client.client is tiny_client
