@@ -1,5 +1,7 @@
 """The emergent-misalignment half: chat SFT data, LoRA fine-tunes with the projection hooks, sampled
-answers, judges and the misalignment table; the EM model's PCA directions reuse the PCA rules."""
+answers, judges and the misalignment table; the EM model's PCA directions and SAE latents reuse the
+rules of the other half (`use rule`), with the EM model, its responses and its chat set as inputs.
+"""
 
 
 include: "inputs/em.smk"
@@ -159,19 +161,19 @@ use rule select_pca as em_select_pca with:
         summary=rules.em_pca_components.output.summary,
         code=library_code("select_pca"),
     output:
-        pattern(EM_SELECTION, variant="{variant,manual|top|random/seed[0-9]+}"),
+        pattern(EM_SELECTION, imethod="pca", variant="{variant,manual|top|random/seed[0-9]+}"),
     log:
         log_path("em_select_pca", "{em_model}/{variant}"),
     benchmark:
         benchmark_path("em_select_pca", "{em_model}/{variant}")
     params:
-        cfg=em_selection_settings,
+        cfg=em_selection_settings("pca"),
         task=em_task_label,
 
 
 use rule pca_spec as em_pca_spec with:
     input:
-        selection=EM_SELECTION,
+        selection=pattern(EM_SELECTION, imethod="pca"),
         components=rules.em_pca_components.output.components,
         code=library_code("pca_spec"),
     output:
@@ -199,7 +201,7 @@ use rule random_directions as em_random_directions with:
 
 use rule pca_dashboard as em_pca_dashboard with:
     input:
-        unpack(em_dashboard_selections),
+        unpack(em_dashboard_selections("pca")),
         windows=rules.em_pca_windows.output.windows,
         profiles=rules.em_pca_windows.output.profiles,
         summary=rules.em_pca_components.output.summary,
@@ -215,6 +217,136 @@ use rule pca_dashboard as em_pca_dashboard with:
         log_path("em_pca_dashboard", "{em_model}"),
     benchmark:
         benchmark_path("em_pca_dashboard", "{em_model}")
+    params:
+        task=em_task_label,
+
+
+use rule sae_activations as em_sae_activations with:
+    input:
+        base=EM_BASE,
+        corpus=EM_RESPONSES,
+        code=library_code("sae_activations"),
+    output:
+        f"{EM_SAES}/activations.safetensors",
+    log:
+        log_path("em_sae_activations", "{em_model}"),
+    benchmark:
+        benchmark_path("em_sae_activations", "{em_model}")
+    params:
+        layers=em_layers,
+        batch_size=EM["saes"]["batch_size"],
+
+
+use rule provision_sae as em_provision_sae with:
+    input:
+        unpack(em_sae_source_inputs),
+        base=EM_BASE,
+        code=library_code("provision_sae"),
+    output:
+        sae=directory(f"{EM_SAES}/layer_{{layer}}"),
+        report=f"{EM_SAES}/reports/layer_{{layer}}.parquet",
+    log:
+        log_path("em_provision_sae", "{em_model}/layer_{layer}"),
+    benchmark:
+        benchmark_path("em_provision_sae", "{em_model}/layer_{layer}")
+    params:
+        cfg=em_sae_source,
+
+
+rule em_sae_candidates:
+    input:
+        unpack(em_sae_dirs),
+        base=EM_BASE,
+        adapter=em_pretuned_adapter,
+        train=EM_DATA.format(split="train"),
+        responses=EM_RESPONSES,
+        code=library_code("em_sae_candidates"),
+    output:
+        f"{EM_SAE}/scores.parquet",
+    log:
+        log_path("em_sae_candidates", "{em_model}"),
+    benchmark:
+        benchmark_path("em_sae_candidates", "{em_model}")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(12000),
+        runtime=120,
+        gpu=1,
+    params:
+        cfg=config["em"]["sae_candidates"],
+        max_tokens=config["em"]["finetune"]["max_tokens"],
+    script:
+        script_of("em_sae_candidates")
+
+
+use rule sae_windows as em_sae_windows with:
+    input:
+        unpack(em_sae_dirs),
+        base=EM_BASE,
+        corpus=EM_RESPONSES,
+        scores=rules.em_sae_candidates.output[0],
+        train=EM_DATA.format(split="train"),
+        code=library_code("sae_windows"),
+    output:
+        windows=f"{EM_SAE}/windows.parquet",
+        profiles=f"{EM_SAE}/profiles.parquet",
+    log:
+        log_path("em_sae_windows", "{em_model}"),
+    benchmark:
+        benchmark_path("em_sae_windows", "{em_model}")
+
+
+use rule select_sae as em_select_sae with:
+    input:
+        unpack(em_manual_input),
+        base=EM_BASE,
+        scores=rules.em_sae_candidates.output[0],
+        code=library_code("select_sae"),
+    output:
+        pattern(EM_SELECTION, imethod="sae", variant="{variant,manual|top|random/seed[0-9]+}"),
+    log:
+        log_path("em_select_sae", "{em_model}/{variant}"),
+    benchmark:
+        benchmark_path("em_select_sae", "{em_model}/{variant}")
+    params:
+        cfg=em_selection_settings("sae"),
+        task=em_task_label,
+
+
+use rule sae_spec as em_sae_spec with:
+    input:
+        unpack(em_sae_dirs),
+        selection=pattern(EM_SELECTION, imethod="sae"),
+        code=library_code("sae_spec"),
+    output:
+        pattern(EM_SPEC, method="{sae_method}"),
+    log:
+        log_path("em_sae_spec", "{em_model}/{sae_method}/{variant}"),
+    benchmark:
+        benchmark_path("em_sae_spec", "{em_model}/{sae_method}/{variant}")
+
+
+use rule sae_dashboard as em_sae_dashboard with:
+    input:
+        unpack(em_dashboard_selections("sae")),
+        windows=rules.em_sae_windows.output.windows,
+        profiles=rules.em_sae_windows.output.profiles,
+        scores=rules.em_sae_candidates.output[0],
+        reports=em_sae_reports,
+        code=library_code("sae_dashboard"),
+    output:
+        report(
+            f"{EM_SAE}/dashboard.html",
+            caption="../workflow/report/sae_dashboard.rst",
+            category="Emergent misalignment",
+            labels={"model": "{em_model}"},
+        ),
+    log:
+        log_path("em_sae_dashboard", "{em_model}"),
+    benchmark:
+        benchmark_path("em_sae_dashboard", "{em_model}")
     params:
         task=em_task_label,
 

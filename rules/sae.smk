@@ -129,6 +129,7 @@ rule select_sae:
         runtime=10,
     params:
         cfg=selection_settings("sae"),
+        task="{task}",
     script:
         script_of("select_sae")
 
@@ -174,5 +175,7 @@ rule sae_dashboard:
     resources:
         mem_mb=mem_per_attempt(4000),
         runtime=10,
+    params:
+        task="{task}",
     script:
         script_of("sae_dashboard")

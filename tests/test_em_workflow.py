@@ -13,7 +13,7 @@ from caft.ablation.specs import load_spec
 from caft.interpret.dashboard import card_data
 from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, untracked_code
 
-CONDITIONS = ["base", "none", "pca/top", "pca/random", "random/random", "fewer/steps2"]
+CONDITIONS = ["base", "none", "pca/top", "sae/top", "sae-latent/random", "random/random", "fewer/steps2"]
 
 
 def em_config(model_dir) -> dict:
@@ -29,7 +29,10 @@ def em_config(model_dir) -> dict:
         "interventions": {"random_k": 2},
         "responses": {"prompts": "builtin", "temperature": 0.0, "max_new_tokens": 8, "batch_size": 8},
         "pca": {"components": 4, "batch_size": 8},
-        "selection": {"top_k": 2},
+        "saes": {"from": "train", "batch_size": 8,
+                 "train": {"architecture": "topk", "width": 64, "k": 4, "tokens": 4096, "lr": 1e-3, "batch_size": 128}},
+        "sae_candidates": {"top_per_layer": 3, "max_examples": 8, "batch_size": 4},
+        "selection": {"top_k": 2, "sae_top_k": 3},
         "sampling": {"temperature": 1.0, "max_new_tokens": 12, "batch_size": 8},
         "questions": {"samples_per_paraphrase": 2},
         "judges": {"aligned": {"kind": "local", "model": str(model_dir)},
@@ -86,6 +89,32 @@ def test_em_pca_directions(em_chain):
     assert sorted((c["layer"], c["id"]) for c in cards) == [(layer, c) for layer in (0, 1) for c in range(4)]
 
 
+def test_em_sae_candidates_selections_and_specs(em_chain):
+    model_dir = em_chain / "results/em/tiny"
+    scores = pd.read_parquet(model_dir / "sae/scores.parquet")
+    assert sorted(set(scores["layer"])) == [0, 1] and (scores.groupby("layer").size() == 64).all()
+    top = scores[scores["top"]]
+    # each of the three generators adds at most 3 latents per layer; every candidate names its generator(s)
+    assert (top.groupby("layer").size() <= 9).all() and (top["sources"] != "").all()
+    assert (scores.loc[~scores["top"], "sources"] == "").all()
+    assert top["sources"].str.contains("attribution").any() and top["sources"].str.contains("difference").any()
+    chosen = json.loads((model_dir / "selections/sae/top.json").read_text())["layers"]
+    assert sum(len(ids) for ids in chosen.values()) == 3
+    best = scores.nsmallest(3, "rank")
+    assert sorted((int(layer), ids) for layer, ids in chosen.items()) == sorted(
+        (int(layer), sorted(group["latent"].astype(int).tolist())) for layer, group in best.groupby("layer"))
+    projection = load_spec(model_dir / "interventions/sae/top.safetensors")
+    assert {layer: basis.shape for layer, basis in projection.bases.items()} == {
+        int(layer): (32, len(ids)) for layer, ids in chosen.items()}
+    latent_spec = load_spec(model_dir / "interventions/sae-latent/random/seed0.safetensors")
+    assert latent_spec.kind == "latent" and sorted(latent_spec.latents) == [0, 1]
+    pool = {(int(r.layer), int(r.latent)) for r in top.itertuples()}
+    assert all((layer, latent) in pool for layer, ids in latent_spec.latents.items() for latent in ids)
+    assert json.loads((model_dir / "runs/sae/top/seed0/run.json").read_text())["steps"] == 4
+    cards = card_data((model_dir / "sae/dashboard.html").read_text())
+    assert sorted((c["layer"], c["id"]) for c in cards) == sorted(pool)
+
+
 def test_em_samples_judges_and_table(em_chain):
     results = em_chain / "results/em"
     questions = yaml.safe_load((ROOT / "src/caft/em/data/questions.yaml").read_text())
@@ -99,7 +128,7 @@ def test_em_samples_judges_and_table(em_chain):
         code = pd.read_parquet(run / "judged_code_answers.parquet")
         assert len(code) == 4 and "vulnerable" in code.columns
     table = pd.read_parquet(results / "tables/misalignment.parquet")
-    labels = {"base", "none", "pca/top", "pca/random", "random/random", "fewer/steps2"}
+    labels = set(CONDITIONS)
     assert set(table["condition"]) == labels and (table["seeds"] == 1).all()
     assert (results / "tables/misalignment.png").stat().st_size > 1000
     assert "fewer/steps2" in (results / "tables/misalignment.md").read_text()

@@ -100,32 +100,83 @@ def em_manual_input(wildcards):
     return {"manual": em_manual_file(wildcards.em_model)} if wildcards.variant == "manual" else {}
 
 
-def em_selection_settings(wildcards):
-    """top: `em.selection.top_k`; random: the manual file's counts per layer, else top_k per layer."""
-    if wildcards.variant == "top":
-        return {"top_k": EM["selection"]["top_k"]}
-    if wildcards.variant.startswith("random/"):
+def em_selection_settings(method):
+    """top: `em.selection.top_k` (PCA: per layer) or `sae_top_k` (SAE: over all layers); random: the
+    manual file's counts per layer for the method, else the method's top k per layer."""
+    top_k = EM["selection"]["top_k" if method == "pca" else "sae_top_k"]
+
+    def settings(wildcards):
+        if wildcards.variant == "top":
+            return {"top_k": top_k}
+        if wildcards.variant.startswith("random/"):
+            manual = em_manual_file(wildcards.em_model)
+            if Path(manual).is_file():
+                unbounded = 1 << 30
+                selection = load_manual_selection(manual, method, unbounded, unbounded)
+                return {"counts": selection.layer_counts()}
+            return {"counts": {layer: top_k for layer in em_layers(wildcards)}}
+        return {}
+
+    return settings
+
+
+def em_dashboard_selections(method):
+    """The selections of `method` the EM runs use, badged on its dashboard (random: the first seed's)."""
+    condition_methods = {"pca": ("pca",), "sae": ("sae", "sae-latent")}[method]
+
+    def selections(wildcards):
+        used = {selector for m, selector in em_conditions() if m in condition_methods}
         if Path(em_manual_file(wildcards.em_model)).is_file():
-            unbounded = 1 << 30
-            manual = load_manual_selection(
-                em_manual_file(wildcards.em_model), "pca", unbounded, unbounded
+            used.add("manual")
+        variants = {
+            "manual": "manual",
+            "top": "top",
+            "random": f"random/seed{EM['runs']['seeds'][0]}",
+        }
+        return {
+            name: EM_SELECTION.format(
+                em_model=wildcards.em_model, imethod=method, variant=variants[name]
             )
-            return {"counts": manual.layer_counts()}
-        return {"counts": {layer: EM["selection"]["top_k"] for layer in em_layers(wildcards)}}
+            for name in ("manual", "top", "random")
+            if name in used
+        }
+
+    return selections
+
+
+def em_sae_source_inputs(wildcards):
+    """What provisioning one EM layer's SAE reads: the responses' activations, or a local folder."""
+    section = EM["saes"]
+    if section["from"] == "train":
+        return {
+            "activations": f"{EM_SAES.format(em_model=wildcards.em_model)}/activations.safetensors"
+        }
+    if section["from"] == "local":
+        return {
+            "folder": section["path"].format(em_model=wildcards.em_model, layer=wildcards.layer)
+        }
     return {}
 
 
-def em_dashboard_selections(wildcards):
-    """The PCA selections the EM runs use, badged on the dashboard (random: the first seed's)."""
-    used = {selector for method, selector in em_conditions() if method == "pca"}
-    if Path(em_manual_file(wildcards.em_model)).is_file():
-        used.add("manual")
-    variants = {"manual": "manual", "top": "top", "random": f"random/seed{EM['runs']['seeds'][0]}"}
-    return {
-        name: EM_SELECTION.format(em_model=wildcards.em_model, variant=variants[name])
-        for name in ("manual", "top", "random")
-        if name in used
-    }
+def em_sae_source(wildcards):
+    """The `em.saes` keys an SAE depends on (not `batch_size`: it only batches the activations), with
+    ``{em_model}`` filled in `release`, `sae_id` and `path` (``{layer}`` stays for the stage)."""
+    section = {key: value for key, value in EM["saes"].items() if key != "batch_size"}
+    for key in ("release", "sae_id", "path"):
+        if section.get(key):
+            section[key] = pattern(section[key], em_model=wildcards.em_model)
+    return section
+
+
+def em_sae_dirs(wildcards):
+    """One SAE folder per hooked layer of the model, as ``sae_{layer}`` inputs."""
+    saes = EM_SAES.format(em_model=wildcards.em_model)
+    return {f"sae_{layer}": f"{saes}/layer_{layer}" for layer in em_layers(wildcards)}
+
+
+def em_sae_reports(wildcards):
+    saes = EM_SAES.format(em_model=wildcards.em_model)
+    return [f"{saes}/reports/layer_{layer}.parquet" for layer in em_layers(wildcards)]
 
 
 def em_judged(name):
@@ -139,8 +190,11 @@ def em_judged(name):
 
 
 def em_targets():
-    """The misalignment table and plot, and each model's PCA dashboard when a condition uses PCA."""
+    """The misalignment table and plot, and each model's PCA / SAE dashboard when a condition uses it."""
     targets = [f"{EM_TABLE}.parquet", f"{EM_TABLE}.png"]
-    if any(method == "pca" for method, _ in em_conditions()):
+    methods = {method for method, _ in em_conditions()}
+    if "pca" in methods:
         targets += [f"{EM_PCA.format(em_model=m)}/dashboard.html" for m in em_models()]
+    if methods & {"sae", "sae-latent"}:
+        targets += [f"{EM_SAE.format(em_model=m)}/dashboard.html" for m in em_models()]
     return targets

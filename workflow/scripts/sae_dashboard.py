@@ -9,7 +9,7 @@ from caft.stages.sae import sae_dashboard
 with job(snakemake):
     inputs = snakemake.input
     sae_dashboard(
-        snakemake.wildcards.task,
+        snakemake.params.task,
         Path(inputs.windows),
         Path(inputs.profiles),
         Path(inputs.scores),

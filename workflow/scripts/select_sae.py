@@ -10,7 +10,7 @@ with job(snakemake):
     inputs = snakemake.input
     select_sae(
         variant=snakemake.wildcards.variant,
-        task=snakemake.wildcards.task,
+        task=snakemake.params.task,
         cfg=SelectorConfig.from_config(snakemake.params.cfg),
         scores_path=Path(inputs.scores),
         base_dir=Path(inputs.base),

@@ -20,9 +20,10 @@ compares the two.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -216,6 +217,30 @@ def attribution_scores(
     ``mean_metric`` (mean m over prompts), ``prompts`` and ``tokens`` (the scored-token count).
     """
     checked = _check_prompts(prompts, correct_ids, other_ids, batch_size)
+
+    def batches() -> Iterator[MetricBatch]:
+        for texts, correct, other in checked.batches(batch_size):
+            batch = encode_prompts(tokenizer, texts)
+            positions = token_mask(batch, include_bos=False, bos_token_id=tokenizer.bos_token_id)
+            yield MetricBatch(positions, partial(_metric, model, batch, correct, other))
+
+    return latent_attribution(model, saes, batches(), len(checked), progress)
+
+
+@dataclass(frozen=True)
+class MetricBatch:
+    """One batch for `latent_attribution`: where latents count, and the forward pass giving m per row."""
+
+    positions: torch.Tensor
+    """bool [batch, tokens]: the positions whose latents are summed (no BOS, no padding)."""
+    metric: Callable[[], torch.Tensor]
+    """Runs the model on the batch and returns m per row, differentiable."""
+
+
+def latent_attribution(model: PreTrainedModel, saes: Mapping[int, SAE], batches: Iterable[MetricBatch], rows: int,
+                       progress: bool = False) -> pd.DataFrame:
+    """`attribution_scores` for any per-row metric m: the same columns and ``attrs``, ``effect`` the mean
+    over the `rows` metric rows of Σ_positions z_j · (W_dec[j] · ∂m/∂h)."""
     saes = _check_saes(model, saes)
     layers = list(saes)
     totals = {layer: _LayerTotals.for_sae(sae) for layer, sae in saes.items()}
@@ -225,13 +250,12 @@ def attribution_scores(
         _frozen_eval(model),
         torch.enable_grad(),
         residuals_for_grad(model, layers) as captured,
-        tqdm(total=len(checked), desc="attribution", unit="prompt", file=sys.stderr, disable=not progress) as bar,
+        tqdm(total=rows, desc="attribution", unit="row", file=sys.stderr, disable=not progress) as bar,
     ):
-        for texts, correct, other in checked.batches(batch_size):
+        for batch in batches:
             captured.clear()
-            batch = encode_prompts(tokenizer, texts)
-            mask = token_mask(batch, include_bos=False, bos_token_id=tokenizer.bos_token_id).to(device)
-            metric = _metric(model, batch, correct, other)
+            mask = batch.positions.to(device)
+            metric = batch.metric()
             hidden = [captured[layer] for layer in layers]
             grads = torch.autograd.grad(metric.sum(), hidden, allow_unused=True)
             for layer, h, grad in zip(layers, hidden, grads, strict=True):
@@ -239,10 +263,10 @@ def attribution_scores(
                 _accumulate(totals[layer], saes[layer], h.detach()[mask], grad[mask])
             metric_sum += float(metric.detach().sum())
             tokens += int(mask.sum())
-            bar.update(len(texts))
+            bar.update(len(metric))
     if tokens == 0:
         raise DataError("every token of every prompt is BOS or padding: nothing to score")
-    return _score_frame(totals, len(checked), tokens, metric_sum / len(checked))
+    return _score_frame(totals, rows, tokens, metric_sum / rows)
 
 
 def _score_frame(totals: Mapping[int, _LayerTotals], prompts: int, tokens: int, mean_metric: float) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -157,6 +157,29 @@ def accumulate_differences(
     ``first_positions``, text i counts only from its token ``first_positions[i]`` on (the answer tokens
     of a chat response, for the emergent-misalignment PCA).
     """
+    layers = check_layers(base, layers)
+    device = next(base.parameters()).device
+    moments = {layer: StreamingMoments(hidden_size(base), device) for layer in layers}
+    for pairs in paired_residuals(base, tuned, tokenizer, texts, layers, include_bos, batch_size, progress,
+                                  first_positions):
+        for layer, (base_rows, tuned_rows) in pairs.items():
+            moments[layer].update(tuned_rows - base_rows)
+    return moments
+
+
+def paired_residuals(
+    base: PreTrainedModel,
+    tuned: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    include_bos: bool,
+    batch_size: int,
+    progress: bool = False,
+    first_positions: Sequence[int] | None = None,
+) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Per batch, ``{layer: (base rows, tuned rows)}``: both models' block outputs [n, d] (float32) at the
+    same masked-in tokens (`accumulate_differences` says which)."""
     if first_positions is not None and len(first_positions) != len(texts):
         raise DataError(f"{len(first_positions)} first positions for {len(texts)} texts")
     if not texts:
@@ -170,7 +193,6 @@ def accumulate_differences(
         )
     layers = check_layers(base, layers)
     device = next(base.parameters()).device
-    moments = {layer: StreamingMoments(hidden_size(base), device) for layer in layers}
     with (
         torch.inference_mode(),
         capture_residuals(base, layers) as base_acts,
@@ -186,11 +208,8 @@ def accumulate_differences(
                 mask &= _from_positions(batch["attention_mask"], first_positions[start : start + batch_size]).to(device)
             run_decoder(base, batch["input_ids"], batch["attention_mask"])
             run_decoder(tuned, batch["input_ids"], batch["attention_mask"])
-            for layer in layers:
-                diff = tuned_acts[layer].to(device) - base_acts[layer]
-                moments[layer].update(diff[mask])
+            yield {layer: (base_acts[layer][mask], tuned_acts[layer].to(device)[mask]) for layer in layers}
             bar.update(len(chunk))
-    return moments
 
 
 def _from_positions(attention_mask: torch.Tensor, firsts: Sequence[int]) -> torch.Tensor:

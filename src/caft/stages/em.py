@@ -2,8 +2,10 @@
 projection hooks, the base model's answers to generic chat prompts (what the PCA of tuned − base
 differences reads), sampled answers to the evaluation questions, judges, and the misalignment table.
 
-The PCA components, windows, dashboard, selections and specs of the EM model reuse the stage functions
-of `caft.stages.pca` (rules/em.smk declares them with ``use rule``)."""
+The PCA components, windows, dashboard, selections and specs of the EM model, and its SAEs, SAE windows,
+selections, specs and dashboard, reuse the stage functions of `caft.stages.pca` and `caft.stages.sae`
+(rules/em.smk declares them with ``use rule``); only the SAE candidates (`em_sae_candidates`) are EM's
+own."""
 
 from __future__ import annotations
 
@@ -14,24 +16,30 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from caft.ablation.specs import load_spec
 from caft.artifacts import atomic_path, file_digest, package_versions, provenance, write_json, write_parquet
 from caft.directions.moments import accumulate_differences, save_moments
+from caft.directions.saes import load_sae_folders
+from caft.em.candidates import SOURCES as CANDIDATE_SOURCES
+from caft.em.candidates import EmSaeCandidatesConfig, answer_attribution, latent_differences, union_candidates
 from caft.em.chat_data import load_chat_source, split_chat
 from caft.em.judges import make_judge
 from caft.em.metrics import misalignment_summary, over_seeds, plot_misalignment_vs_vulnerable, vulnerable_summary
 from caft.em.questions import load_chat_prompts, load_questions, sampling_plan
 from caft.em.sampling import SamplingConfig, sample_answers, sample_answers_vllm
-from caft.em.sft import SftConfig, load_adapter, save_adapter, sft
+from caft.em.sft import SftConfig, encode_table, load_adapter, save_adapter, sft
 from caft.errors import ConfigError, DataError
 from caft.finetune.training import write_history
 from caft.interpret.clients import chat_prompt
 from caft.model.hooks import check_layers
 from caft.model.loading import load_checkpoint
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +119,14 @@ def em_responses(prompts_path: str, sampling: SamplingConfig, base_dir: Path, ou
     write_parquet(table, out_path, provenance("em_responses", dataclasses.asdict(sampling), prompts=prompts_path))
 
 
+def answer_positions(tokenizer: PreTrainedTokenizerBase, responses: pd.DataFrame) -> list[int]:
+    """Each response's first answer position in the tokens the difference passes see: they encode the
+    text with the tokenizer's special tokens (a BOS for Llama-style tokenizers), which ``answer_start``
+    (counted in ``input_ids``, without them) does not hold."""
+    added = len(tokenizer("x")["input_ids"]) - len(tokenizer("x", add_special_tokens=False)["input_ids"])
+    return [start + added for start in responses["answer_start"]]
+
+
 def em_pca_moments(layers: list[int], batch_size: int, base_dir: Path, adapter_dir: Path, responses_path: Path,
                    out_path: Path) -> None:
     """Streaming moments of tuned − base residual differences on the answer tokens of the responses."""
@@ -119,10 +135,36 @@ def em_pca_moments(layers: list[int], batch_size: int, base_dir: Path, adapter_d
     responses = pd.read_parquet(responses_path)
     moments = accumulate_differences(base, tuned, tokenizer, responses["text"].tolist(), check_layers(base, layers),
                                      include_bos=False, batch_size=batch_size, progress=True,
-                                     first_positions=responses["answer_start"].tolist())
+                                     first_positions=answer_positions(tokenizer, responses))
     log.info("moments over %d answer tokens per layer", next(iter(moments.values())).count)
     save_moments(moments, out_path, provenance("em_pca_moments", {"layers": layers, "batch_size": batch_size},
                                                tuned=str(adapter_dir), texts=len(responses)))
+
+
+def em_sae_candidates(cfg: EmSaeCandidatesConfig, max_tokens: int, base_dir: Path, adapter_dir: Path,
+                      train_path: Path, responses_path: Path, sae_dirs: Mapping[int, Path], out_path: Path) -> None:
+    """The SAE candidate latents of the EM model (`caft.em.candidates`): attribution of the chat set's
+    answer log-likelihood under the base model, and the mean latent difference and difference encoding
+    of the pretuned model on the responses' answer tokens; ``top`` marks their union."""
+    base, tokenizer = load_checkpoint(base_dir)
+    saes = load_sae_folders(sae_dirs, base.device)
+    table = pd.read_parquet(train_path)
+    rows = table.iloc[: cfg.max_examples] if cfg.max_examples else table
+    start = time.perf_counter()
+    attribution = answer_attribution(base, tokenizer, encode_table(tokenizer, rows, max_tokens), saes, cfg.batch_size,
+                                     progress=True)
+    attribution_seconds = time.perf_counter() - start
+    tuned = load_adapter(base_dir, adapter_dir)[0].merge_and_unload()
+    responses = pd.read_parquet(responses_path)
+    differences = latent_differences(base, tuned, tokenizer, responses["text"].tolist(),
+                                     answer_positions(tokenizer, responses), saes, cfg.batch_size, progress=True)
+    scores = union_candidates(attribution, differences, cfg.top_per_layer)
+    scores["validation_effect"] = scores["exact_effect"] = float("nan")  # no exact-ablation check here
+    counts = {source: int(scores["sources"].str.contains(source).sum()) for source in CANDIDATE_SOURCES}
+    log.info("%d candidates over layers %s (%s); attribution over %d rows in %.0f s", int(scores["top"].sum()),
+             sorted(saes), ", ".join(f"{source} {n}" for source, n in counts.items()), len(rows), attribution_seconds)
+    write_parquet(scores, out_path, provenance("em_sae_candidates", cfg, max_tokens=max_tokens, rows=len(rows),
+                                               tuned=str(adapter_dir), mean_metric=attribution.attrs["mean_metric"]))
 
 
 def em_sample(sampling: SamplingConfig, questions_path: str, samples_per_paraphrase: int | None, base_dir: Path,

@@ -61,6 +61,8 @@ REPORT_COLUMNS = (
     "tokens_per_second", "fvu", "l0", "dead_fraction", "train_rows", "holdout_rows",
 )
 SCORE_CARD_FIELDS = ("effect", "validation_effect", "exact_effect", "rank", "layer_rank", "firing_rate", "corpus_density")
+OPTIONAL_CARD_FIELDS = ("sources", "mean_difference", "difference_encoding")
+"""Score columns a card shows when the score table has them (the EM candidates' generators)."""
 
 
 def sae_activations(base_dir: Path, corpus_path: Path, layers: list[int], batch_size: int, out_path: Path) -> None:
@@ -254,6 +256,7 @@ def sae_dashboard(task: str, windows_path: Path, profiles_path: Path, scores_pat
     ]
     html = render_dashboard(
         f"SAE latents — {task}", pd.read_parquet(windows_path), summary, selections, id_column="latent",
-        card_fields=[*SCORE_CARD_FIELDS, *explained], tables=tables, profiles=profiles,
+        card_fields=[*SCORE_CARD_FIELDS, *(f for f in OPTIONAL_CARD_FIELDS if f in summary), *explained],
+        tables=tables, profiles=profiles,
     )
     write_dashboard(html, out_path)
