@@ -60,6 +60,8 @@ EM_SAE = f"{EM_MODEL_DIR}/sae"
 EM_SELECTION = f"{EM_MODEL_DIR}/selections/{{imethod}}/{{variant}}.json"
 EM_SPEC = f"{EM_MODEL_DIR}/interventions/{{method}}/{{variant}}.safetensors"
 EM_RUN = f"{EM_MODEL_DIR}/runs/{{method}}/{{selector}}/seed{{seed}}"
+EM_JUDGE_MODEL = "results/em/judge_models/{judge_model}"
+"""A local judge given as `embedded` or a .gguf file, dequantized once into a checkpoint (fast to load)."""
 EM_TABLE = "results/em/tables/misalignment"
 
 

@@ -18,10 +18,12 @@ from caft.em.judges import (
     LocalNumberLogprobs,
     LogprobJudge,
     aggregate_number_logprobs,
+    checkpoint_name,
     format_judge_prompt,
     load_judge_prompt,
     make_judge,
     python_snippets,
+    with_checkpoint,
 )
 from caft.errors import ConfigError
 from caft.interpret import clients
@@ -292,3 +294,17 @@ def test_make_judge_rejects_bad_sections(section: Any, message: str) -> None:
 def test_score_many_needs_one_answer_per_question() -> None:
     with pytest.raises(ValueError, match="2 questions but 1 answers"):
         BanditJudge().score_many("vulnerable", ["q1", "q2"], [SHELL])
+
+
+def test_slow_local_judges_get_a_checkpoint_and_use_it(tmp_path: Path) -> None:
+    assert checkpoint_name({"kind": "local", "model": "embedded"}) == "embedded"
+    assert checkpoint_name({"kind": "local", "model": "/models/judge-q4.gguf"}) == "judge-q4"
+    assert checkpoint_name({"kind": "local", "model": "/models/qwen-7b"}) is None  # a directory loads as it is
+    assert checkpoint_name({"kind": "openai", "base_url": "http://x/v1", "model": "m.gguf"}) is None
+    assert checkpoint_name({"kind": "bandit"}) is None
+    section = {"kind": "local", "model": "embedded", "dtype": "bfloat16"}
+    assert with_checkpoint(section, {"embedded": tmp_path}) == {"kind": "local", "model": str(tmp_path),
+                                                                "dtype": "bfloat16"}
+    assert with_checkpoint({"kind": "bandit"}, {}) == {"kind": "bandit"}
+    with pytest.raises(ConfigError, match="no provisioned checkpoint 'embedded'"):
+        with_checkpoint(section, {})

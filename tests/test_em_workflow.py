@@ -16,7 +16,7 @@ from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakem
 CONDITIONS = ["base", "none", "pca/top", "sae/top", "sae-latent/random", "random/random", "fewer/steps2"]
 
 
-def em_config(model_dir) -> dict:
+def em_config(model_dir, judge_gguf) -> dict:
     config = copy.deepcopy(TINY_CONFIG)
     config["runs"] = {"tasks": []}
     config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4, "task_examples": 2}
@@ -36,7 +36,7 @@ def em_config(model_dir) -> dict:
         "sampling": {"temperature": 1.0, "max_new_tokens": 12, "batch_size": 8},
         "questions": {"samples_per_paraphrase": 2},
         "judges": {"aligned": {"kind": "local", "model": str(model_dir)},
-                   "coherent": {"kind": "local", "model": str(model_dir)}, "vulnerable": {"kind": "bandit"}},
+                   "coherent": {"kind": "local", "model": str(judge_gguf)}, "vulnerable": {"kind": "bandit"}},
     }
     return config
 
@@ -51,8 +51,8 @@ def write_chat_set(path, rows: int = 20) -> None:
 
 
 @pytest.fixture(scope="module")
-def em_chain(tmp_path_factory, tiny_model_dir):
-    workdir = make_workflow_copy(tmp_path_factory.mktemp("em"), em_config(tiny_model_dir))
+def em_chain(tmp_path_factory, tiny_model_dir, tiny_gguf_file):
+    workdir = make_workflow_copy(tmp_path_factory.mktemp("em"), em_config(tiny_model_dir, tiny_gguf_file))
     write_chat_set(workdir / "data/em/tiny.jsonl")
     snakemake(workdir, "--cores", "2", "--workflow-profile", "none")
     return workdir
@@ -127,6 +127,8 @@ def test_em_samples_judges_and_table(em_chain):
         assert ((scores >= 0) & (scores <= 100))[~np.isnan(scores)].all()  # scores, where not none
         code = pd.read_parquet(run / "judged_code_answers.parquet")
         assert len(code) == 4 and "vulnerable" in code.columns
+    # the GGUF judge was dequantized once into a checkpoint that every judge job loaded
+    assert (results / "judge_models/tiny-llama-f32/config.json").is_file()
     table = pd.read_parquet(results / "tables/misalignment.parquet")
     labels = set(CONDITIONS)
     assert set(table["condition"]) == labels and (table["seeds"] == 1).all()

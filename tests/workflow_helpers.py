@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,12 @@ def summary_plan(workdir: Path) -> dict[str, str]:
     return {row[0]: row[header.index("plan")] for row in lines[1:] if len(row) == len(header)}
 
 
+def reused_rules() -> dict[str, str]:
+    """``use rule X as Y`` of the rule files: Y -> X (Y runs X's script)."""
+    pattern = re.compile(r"^use rule (\w+) as (\w+) with:", re.MULTILINE)
+    return {new: old for path in (ROOT / "rules").glob("*.smk") for old, new in pattern.findall(path.read_text())}
+
+
 def untracked_code(workdir: Path) -> dict[str, list[str]]:
     """Per rule, the package files its jobs ran that the rule does not list as inputs (should be none)."""
     traces = sorted((workdir / CODE_TRACE).glob("*.txt"))
@@ -93,9 +100,7 @@ def untracked_code(workdir: Path) -> dict[str, list[str]]:
     missing: dict[str, list[str]] = {}
     for trace in traces:
         rule = trace.name.split(".")[0]
-        script = ROOT / "workflow" / "scripts" / f"{rule}.py"
-        if not script.is_file():  # `use rule X as em_X`: the EM chain reuses rule X's script
-            script = script.with_name(f"{rule.removeprefix('em_')}.py")
+        script = ROOT / "workflow" / "scripts" / f"{reused_rules().get(rule, rule)}.py"
         tracked = {path.resolve() for path in caft_modules_of(script, ROOT / "src")}
         ran = {Path(line) for line in trace.read_text().split()}
         if ran - tracked:

@@ -1,5 +1,7 @@
 """Input functions and param pickers of rules/em.smk."""
 
+import caft.em.judges
+
 EM = config["em"]
 EM_UNHOOKED = ("none", "fewer")
 """EM conditions without a spec: no intervention, and the same recipe stopped early (`fewer/steps<N>`)."""
@@ -177,6 +179,22 @@ def em_sae_dirs(wildcards):
 def em_sae_reports(wildcards):
     saes = EM_SAES.format(em_model=wildcards.em_model)
     return [f"{saes}/reports/layer_{layer}.parquet" for layer in em_layers(wildcards)]
+
+
+def em_judge_model_section(wildcards):
+    """The `model` section that provisions judge checkpoint `judge_model` (float32, as the judges load it)."""
+    for section in EM["judges"].values():
+        if caft.em.judges.checkpoint_name(section) == wildcards.judge_model:
+            model = section["model"]
+            name = "embedded:smollm2-135m-instruct" if model == "embedded" else model
+            return {"name": name, "dtype": "float32", "revision": None, "trust_remote_code": False}
+    raise ValueError(f"no local judge is named {wildcards.judge_model!r}")
+
+
+def em_judge_checkpoints(wildcards):
+    """``judge_<slug>`` inputs: the provisioned checkpoint of every slowly loading local judge."""
+    slugs = {caft.em.judges.checkpoint_name(section) for section in EM["judges"].values()} - {None}
+    return {f"judge_{slug}": EM_JUDGE_MODEL.format(judge_model=slug) for slug in sorted(slugs)}
 
 
 def em_judged(name):

@@ -6,5 +6,7 @@ from caft.job import job
 from caft.stages.em import em_judge
 
 with job(snakemake):
-    em_judge(snakemake.params.judges, Path(snakemake.input.answers), Path(snakemake.input.code_answers),
-             Path(snakemake.output.answers), Path(snakemake.output.code_answers))
+    inputs = snakemake.input
+    checkpoints = {key.removeprefix("judge_"): Path(inputs[key]) for key in inputs.keys() if key.startswith("judge_")}
+    em_judge(snakemake.params.judges, Path(inputs.answers), Path(inputs.code_answers), Path(snakemake.output.answers),
+             Path(snakemake.output.code_answers), checkpoints)

@@ -15,6 +15,7 @@ answers: it runs the static analyser bandit on the answer's Python code.
 from __future__ import annotations
 
 import ast
+import logging
 import math
 import re
 import tempfile
@@ -150,7 +151,10 @@ class LocalNumberLogprobs:
     def __post_init__(self) -> None:
         tokenizer = self.client.tokenizer
         self._tree = PrefixTree.of([tokenizer.encode(reply, add_special_tokens=False) for reply in self.replies])
-        continues = [tokenizer.decode([token_id])[:1].isdigit() for token_id in range(len(tokenizer))]
+        # over the model's output vocabulary, which may be larger or smaller than the tokenizer's
+        vocabulary = self.client.model.get_output_embeddings().weight.shape[0]
+        texts = tokenizer.batch_decode([[token_id] for token_id in range(min(vocabulary, len(tokenizer)))])
+        continues = [text[:1].isdigit() for text in texts] + [False] * (vocabulary - len(texts))
         self._continues_number = torch.tensor(continues, dtype=torch.bool)
 
     def number_logprobs(self, messages: list[Message]) -> dict[str, float]:
@@ -295,6 +299,9 @@ class BanditJudge:
 
 def _bandit_findings(paths: list[str]) -> tuple[set[str], set[str]]:
     """File names with an issue of severity and confidence ≥ MEDIUM, and file names bandit skipped."""
+    # bandit's optional SARIF formatter is not installed (no report is written); stevedore logs that as an
+    # ERROR when bandit loads its extensions, which would read as a failure in the rule's log
+    logging.getLogger("stevedore.extension").setLevel(logging.CRITICAL)
     from bandit.core import config as bandit_config
     from bandit.core import constants as bandit_constants
     from bandit.core import manager as bandit_manager
@@ -314,6 +321,28 @@ JUDGE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "bandit": (frozenset({"kind"}), frozenset()),
 }
 """judge kind -> (required keys, optional keys) of its config section."""
+
+
+def checkpoint_name(section: Mapping[str, Any]) -> str | None:
+    """The name under which the workflow dequantizes a slowly loading local judge once (``embedded``, a
+    ``.gguf`` file: converting a GGUF takes about 20 s per job), else None (a directory or hub id loads
+    as it is; an endpoint or bandit has no weights)."""
+    if section.get("kind") != "local":
+        return None
+    model = str(section.get("model", ""))
+    if model == clients.EMBEDDED_LLM:
+        return clients.EMBEDDED_LLM
+    return Path(model).stem if model.endswith(".gguf") else None
+
+
+def with_checkpoint(section: Mapping[str, Any], checkpoints: Mapping[str, Path]) -> dict[str, Any]:
+    """`section` with its model replaced by its provisioned checkpoint directory, where it has one."""
+    name = checkpoint_name(section)
+    if name is None:
+        return dict(section)
+    if name not in checkpoints:
+        raise ConfigError(f"local judge {section.get('model')!r}: no provisioned checkpoint {name!r} was given")
+    return {**section, "model": str(checkpoints[name])}
 
 
 def make_judge(section: Mapping[str, Any]) -> Judge:

@@ -27,7 +27,7 @@ from caft.directions.saes import load_sae_folders
 from caft.em.candidates import SOURCES as CANDIDATE_SOURCES
 from caft.em.candidates import EmSaeCandidatesConfig, answer_attribution, latent_differences, union_candidates
 from caft.em.chat_data import load_chat_source, split_chat
-from caft.em.judges import make_judge
+from caft.em.judges import make_judge, with_checkpoint
 from caft.em.metrics import misalignment_summary, over_seeds, plot_misalignment_vs_vulnerable, vulnerable_summary
 from caft.em.questions import load_chat_prompts, load_questions, sampling_plan
 from caft.em.sampling import SamplingConfig, sample_answers, sample_answers_vllm
@@ -200,9 +200,10 @@ JUDGED_COLUMNS = {"answers": ("aligned", "coherent"), "code": ("vulnerable",)}
 
 
 def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_path: Path, judged_answers: Path,
-             judged_code: Path) -> None:
+             judged_code: Path, checkpoints: Mapping[str, Path] | None = None) -> None:
     """Scores 0–100 (or none) per answer and criterion, each criterion by its configured judge (criteria
-    with the same judge section share one judge: a local model is loaded once)."""
+    with the same judge section share one judge: a local model is loaded once). `checkpoints` holds the
+    dequantized checkpoints of local judges given as ``embedded`` or a ``.gguf`` (`checkpoint_name`)."""
     built: dict[str, Any] = {}
     for name, source, target in (("answers", answers_path, judged_answers), ("code", code_path, judged_code)):
         table = pd.read_parquet(source)
@@ -210,7 +211,8 @@ def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_p
             if criterion not in judges:
                 raise ConfigError(f"em.judges: no judge for criterion '{criterion}'")
             section = json.dumps(dict(judges[criterion]), sort_keys=True)
-            judge = built[section] = built.get(section) or make_judge(judges[criterion])
+            judge = built[section] = built.get(section) or make_judge(with_checkpoint(judges[criterion],
+                                                                                      checkpoints or {}))
             table[criterion] = [
                 float("nan") if score is None else score
                 for score in judge.score_many(criterion, table["prompt"].tolist(), table["answer"].tolist())

@@ -250,10 +250,9 @@ def sae_dashboard(task: str, windows_path: Path, profiles_path: Path, scores_pat
     summary, explained = with_explanations(summary, explanations_path, "latent")
     report = pd.concat([pd.read_parquet(path) for path in report_paths], ignore_index=True)
     validation = read_parquet_metadata(scores_path).get("validation", {})
-    tables = [
-        ("SAEs (training report on held-out corpus tokens)", report),
-        ("Attribution estimate vs exact ablation (top latents)", pd.DataFrame([validation])),
-    ]
+    tables = [("SAEs (training report on held-out corpus tokens)", report)]
+    if validation:  # the EM candidates have no exact-ablation check
+        tables.append(("Attribution estimate vs exact ablation (top latents)", pd.DataFrame([validation])))
     html = render_dashboard(
         f"SAE latents — {task}", pd.read_parquet(windows_path), summary, selections, id_column="latent",
         card_fields=[*SCORE_CARD_FIELDS, *(f for f in OPTIONAL_CARD_FIELDS if f in summary), *explained],
