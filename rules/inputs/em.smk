@@ -192,9 +192,20 @@ def em_judge_model_section(wildcards):
 
 
 def em_judge_checkpoints(wildcards):
-    """``judge_<slug>`` inputs: the provisioned checkpoint of every slowly loading local judge."""
-    slugs = {caft.em.judges.checkpoint_name(section) for section in EM["judges"].values()} - {None}
-    return {f"judge_{slug}": EM_JUDGE_MODEL.format(judge_model=slug) for slug in sorted(slugs)}
+    """``judge_<name>`` inputs: the provisioned checkpoint of every slowly loading local judge — an EM
+    model's own base checkpoint when it is the same model (the offline default judges with the model it
+    fine-tunes), else one of `em_judge_model`."""
+    names = {caft.em.judges.checkpoint_name(section) for section in EM["judges"].values()} - {None}
+    return {f"judge_{name}": em_judge_checkpoint(name) for name in sorted(names)}
+
+
+def em_judge_checkpoint(name):
+    embedded = {"name": "embedded:smollm2-135m-instruct", "dtype": "float32"}
+    for em_model, section in EM["models"].items():
+        model = section["model"]
+        if name == "embedded" and all(model.get(key) == value for key, value in embedded.items()):
+            return EM_BASE.format(em_model=em_model)
+    return EM_JUDGE_MODEL.format(judge_model=name)
 
 
 def em_judged(name):
