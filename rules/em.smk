@@ -276,7 +276,7 @@ rule em_sae_candidates:
         gpu=1,
     params:
         cfg=config["em"]["sae_candidates"],
-        max_tokens=config["em"]["finetune"]["max_tokens"],
+        max_tokens=em_max_tokens(),
     script:
         script_of("em_sae_candidates")
 
@@ -379,15 +379,25 @@ rule em_sample:
         script_of("em_sample")
 
 
-use rule base_model as em_judge_model with:
+rule em_judge_model:
+    input:
+        code=library_code("em_judge_model"),
     output:
         directory(EM_JUDGE_MODEL),
     log:
         log_path("em_judge_model", "{judge_model}"),
     benchmark:
         benchmark_path("em_judge_model", "{judge_model}")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(8000),
+        runtime=60,
     params:
         model=em_judge_model_section,
+    script:
+        script_of("em_judge_model")
 
 
 rule em_judge:

@@ -1,6 +1,7 @@
 """Input functions and param pickers of rules/em.smk."""
 
 import caft.em.judges
+import caft.em.sft
 
 EM = config["em"]
 EM_UNHOOKED = ("none", "fewer")
@@ -144,6 +145,11 @@ def em_dashboard_selections(method):
         }
 
     return selections
+
+
+def em_max_tokens():
+    """Tokens per chat row, as the fine-tunes read them (the recipe's default when unset)."""
+    return EM["finetune"].get("max_tokens", caft.em.sft.SftConfig.max_tokens)
 
 
 def em_sae_source_inputs(wildcards):
