@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +30,8 @@ import torch
 
 from caft.artifacts import atomic_dir
 from caft.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -358,3 +362,13 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     with atomic_dir(directory) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+
+
+def materialize_checkpoint(spec: ModelSpec, directory: Path) -> None:
+    """Load `spec` once (a GGUF is dequantized, a hub id downloaded) and save it as a local checkpoint,
+    which later jobs load in seconds."""
+    start = time.perf_counter()
+    model, tokenizer = load_model(spec)
+    log.info("loaded %s (%s, %d parameters) in %.0f s", spec.name, type(model).__name__,
+             sum(p.numel() for p in model.parameters()), time.perf_counter() - start)
+    save_checkpoint(model, tokenizer, directory)

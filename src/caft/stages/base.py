@@ -4,7 +4,6 @@ the generic text corpus, and the corpus mean residual per layer."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from caft.ablation.specs import MEANS_FORMAT
 from caft.artifacts import provenance, save_tensors, write_json, write_parquet
 from caft.data.corpus import CorpusConfig, build_corpus
 from caft.directions.windows import residual_rows
-from caft.model.loading import ModelSpec, load_checkpoint, load_model, num_layers, save_checkpoint
+from caft.model.loading import ModelSpec, load_checkpoint, materialize_checkpoint, num_layers
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +24,7 @@ def base_model(spec: ModelSpec, out_dir: Path) -> None:
 
     Later stages load this directory (seconds) instead of re-converting a GGUF file or reaching a hub.
     """
-    start = time.perf_counter()
-    model, tokenizer = load_model(spec)
-    log.info("loaded %s (%s, %d parameters) in %.0f s", spec.name, type(model).__name__,
-             sum(p.numel() for p in model.parameters()), time.perf_counter() - start)
-    save_checkpoint(model, tokenizer, out_dir)
+    materialize_checkpoint(spec, out_dir)
     write_json(provenance("base_model", spec), out_dir / "caft_provenance.json")
 
 

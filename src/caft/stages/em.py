@@ -36,8 +36,7 @@ from caft.errors import ConfigError, DataError
 from caft.finetune.training import write_history
 from caft.interpret.clients import chat_prompt
 from caft.model.hooks import check_layers
-from caft.model.loading import ModelSpec, load_checkpoint
-from caft.stages.base import base_model
+from caft.model.loading import ModelSpec, load_checkpoint, materialize_checkpoint
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -203,7 +202,8 @@ JUDGED_COLUMNS = {"answers": ("aligned", "coherent"), "code": ("vulnerable",)}
 def em_judge_model(spec: ModelSpec, out_dir: Path) -> None:
     """A local judge given as ``embedded`` or a ``.gguf`` file as a dequantized checkpoint, converted once
     here instead of in every judge job (about 20 s each for SmolLM2)."""
-    base_model(spec, out_dir)
+    materialize_checkpoint(spec, out_dir)
+    write_json(provenance("em_judge_model", spec), out_dir / "caft_provenance.json")
 
 
 def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_path: Path, judged_answers: Path,
