@@ -181,7 +181,7 @@ def _metric(
     return logits[rows, correct.to(logits.device)] - logits[rows, other.to(logits.device)]
 
 
-def _encode(sae: SAE, h: torch.Tensor) -> torch.Tensor:
+def dense_latents(sae: SAE, h: torch.Tensor) -> torch.Tensor:
     """Dense float32 latent activations of the rows of ``h``."""
     z = sae.encode(h.to(device=sae.W_dec.device, dtype=sae.W_dec.dtype))
     return (z.to_dense() if z.is_sparse else z).float()
@@ -190,7 +190,7 @@ def _encode(sae: SAE, h: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _accumulate(totals: _LayerTotals, sae: SAE, h: torch.Tensor, grad: torch.Tensor) -> None:
     """Add the masked-in tokens' z_j · (W_dec[j] · g) for every latent at once: [n, d] @ [d, d_sae]."""
-    z = _encode(sae, h)
+    z = dense_latents(sae, h)
     projected = grad.to(device=totals.rows.device, dtype=torch.float32) @ totals.rows.T
     totals.effect += (z * projected).sum(dim=0)
     totals.activation += z.sum(dim=0)

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from caft.config import SectionConfig
-from caft.directions.attribution import MetricBatch, latent_attribution, rank_scores
+from caft.directions.attribution import MetricBatch, dense_latents, latent_attribution, rank_scores
 from caft.directions.moments import paired_residuals
 from caft.em.chat_data import IGNORE
 from caft.em.sft import Encoded, right_padded
@@ -86,27 +86,22 @@ def latent_differences(base: PreTrainedModel, tuned: PreTrainedModel, tokenizer:
                        batch_size: int, progress: bool = False) -> pd.DataFrame:
     """``mean_difference`` and ``difference_encoding`` per (layer, latent), means over the answer tokens."""
     sums = {layer: torch.zeros(2, sae.cfg.d_sae, dtype=torch.float64) for layer, sae in saes.items()}
-    at_zero = {layer: _encode(sae, torch.zeros(1, sae.cfg.d_in)) for layer, sae in saes.items()}
     tokens = 0
-    for pairs in paired_residuals(base, tuned, tokenizer, texts, sorted(saes), False, batch_size, progress,
-                                  first_positions):
-        for layer, (base_rows, tuned_rows) in pairs.items():
-            sae = saes[layer]
-            encoded = [_encode(sae, tuned_rows) - _encode(sae, base_rows),
-                       _encode(sae, tuned_rows - base_rows) - at_zero[layer].to(tuned_rows.device)]
-            sums[layer] += torch.stack([z.sum(dim=0) for z in encoded]).double().cpu()
-        tokens += len(next(iter(pairs.values()))[0])
+    with torch.no_grad():
+        at_zero = {layer: dense_latents(sae, torch.zeros(1, sae.cfg.d_in)) for layer, sae in saes.items()}
+        for pairs in paired_residuals(base, tuned, tokenizer, texts, sorted(saes), False, batch_size, progress,
+                                      first_positions):
+            for layer, (base_rows, tuned_rows) in pairs.items():
+                sae = saes[layer]
+                encoded = [dense_latents(sae, tuned_rows) - dense_latents(sae, base_rows),
+                           dense_latents(sae, tuned_rows - base_rows) - at_zero[layer].to(tuned_rows.device)]
+                sums[layer] += torch.stack([z.sum(dim=0) for z in encoded]).double().cpu()
+            tokens += len(next(iter(pairs.values()))[0])
     frames = [pd.DataFrame({"layer": layer, "latent": np.arange(totals.shape[1]),
                             "mean_difference": (totals[0] / max(tokens, 1)).numpy(),
                             "difference_encoding": (totals[1] / max(tokens, 1)).numpy()})
               for layer, totals in sorted(sums.items())]
     return pd.concat(frames, ignore_index=True)
-
-
-def _encode(sae: SAE, rows: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        z = sae.encode(rows.to(device=sae.W_dec.device, dtype=sae.W_dec.dtype))
-    return (z.to_dense() if z.is_sparse else z).float()
 
 
 def union_candidates(attribution: pd.DataFrame, differences: pd.DataFrame, top_per_layer: int) -> pd.DataFrame:
