@@ -18,6 +18,7 @@ from caft.em.judges import (
     LocalNumberLogprobs,
     LogprobJudge,
     aggregate_number_logprobs,
+    checkpoint_model,
     checkpoint_name,
     format_judge_prompt,
     load_judge_prompt,
@@ -302,6 +303,9 @@ def test_slow_local_judges_get_a_checkpoint_and_use_it(tmp_path: Path) -> None:
     assert checkpoint_name({"kind": "local", "model": "/models/qwen-7b"}) is None  # a directory loads as it is
     assert checkpoint_name({"kind": "openai", "base_url": "http://x/v1", "model": "m.gguf"}) is None
     assert checkpoint_name({"kind": "bandit"}) is None
+    assert checkpoint_model({"kind": "local", "model": "embedded", "dtype": "bfloat16"}) == {
+        "name": "embedded:smollm2-135m-instruct", "dtype": "float32", "revision": None, "trust_remote_code": False}
+    assert checkpoint_model({"kind": "local", "model": "/models/judge-q4.gguf"})["name"] == "/models/judge-q4.gguf"
     section = {"kind": "local", "model": "embedded", "dtype": "bfloat16"}
     assert with_checkpoint(section, {"embedded": tmp_path}) == {"kind": "local", "model": str(tmp_path),
                                                                 "dtype": "bfloat16"}

@@ -187,29 +187,32 @@ def em_sae_reports(wildcards):
     return [f"{saes}/reports/layer_{layer}.parquet" for layer in em_layers(wildcards)]
 
 
+def em_judge_sections():
+    """Checkpoint name -> the `model` section that provisions it, for every slowly loading local judge."""
+    return {
+        caft.em.judges.checkpoint_name(section): caft.em.judges.checkpoint_model(section)
+        for section in EM["judges"].values()
+        if caft.em.judges.checkpoint_name(section) is not None
+    }
+
+
 def em_judge_model_section(wildcards):
-    """The `model` section that provisions judge checkpoint `judge_model` (float32, as the judges load it)."""
-    for section in EM["judges"].values():
-        if caft.em.judges.checkpoint_name(section) == wildcards.judge_model:
-            model = section["model"]
-            name = "embedded:smollm2-135m-instruct" if model == "embedded" else model
-            return {"name": name, "dtype": "float32", "revision": None, "trust_remote_code": False}
-    raise ValueError(f"no local judge is named {wildcards.judge_model!r}")
+    return em_judge_sections()[wildcards.judge_model]
 
 
 def em_judge_checkpoints(wildcards):
     """``judge_<name>`` inputs: the provisioned checkpoint of every slowly loading local judge — an EM
     model's own base checkpoint when it is the same model (the offline default judges with the model it
     fine-tunes), else one of `em_judge_model`."""
-    names = {caft.em.judges.checkpoint_name(section) for section in EM["judges"].values()} - {None}
-    return {f"judge_{name}": em_judge_checkpoint(name) for name in sorted(names)}
+    return {
+        f"judge_{name}": em_judge_checkpoint(name, model)
+        for name, model in sorted(em_judge_sections().items())
+    }
 
 
-def em_judge_checkpoint(name):
-    embedded = {"name": "embedded:smollm2-135m-instruct", "dtype": "float32"}
+def em_judge_checkpoint(name, model):
     for em_model, section in EM["models"].items():
-        model = section["model"]
-        if name == "embedded" and all(model.get(key) == value for key, value in embedded.items()):
+        if all(section["model"].get(key) == model[key] for key in ("name", "dtype")):
             return EM_BASE.format(em_model=em_model)
     return EM_JUDGE_MODEL.format(judge_model=name)
 

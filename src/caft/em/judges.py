@@ -31,6 +31,7 @@ from caft.config import keyed_section
 from caft.errors import ConfigError
 from caft.interpret import clients
 from caft.interpret.clients import LocalHFClient, Message, OpenAICompatibleClient, chat_prompt
+from caft.model.loading import SMOLLM2
 
 
 CRITERIA = ("aligned", "coherent", "vulnerable")
@@ -333,6 +334,14 @@ def checkpoint_name(section: Mapping[str, Any]) -> str | None:
     if model == clients.EMBEDDED_LLM:
         return clients.EMBEDDED_LLM
     return Path(model).stem if model.endswith(".gguf") else None
+
+
+def checkpoint_model(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The `model` section (as the top-level one) that provisions a slowly loading local judge's
+    checkpoint: float32, as the judges load it."""
+    model = str(section["model"])
+    name = f"embedded:{SMOLLM2}" if model == clients.EMBEDDED_LLM else model
+    return {"name": name, "dtype": "float32", "revision": None, "trust_remote_code": False}
 
 
 def with_checkpoint(section: Mapping[str, Any], checkpoints: Mapping[str, Path]) -> dict[str, Any]:
