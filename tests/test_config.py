@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from caft.config import check_config
 from caft.errors import ConfigError
@@ -23,6 +24,19 @@ def test_shipped_configs_pass(name):
     kinds = check_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
     assert kinds == {"gender": "frames", "verbs": "questions", "sentiment": "questions", "sports": "questions",
                      "pronouns": "questions"}
+
+
+def test_sentiment_pronouns_overlay_passes_and_has_its_manual_selection():
+    """The second triple's overlay, merged onto the default the way `--configfile` does, is valid, and
+    every task it runs with `pca/manual` has a manual selection file with PCA components."""
+    config = default_config()
+    update_config(config, yaml.safe_load((ROOT / "config" / "sentiment_pronouns.yaml").read_text()))
+    check_config(config, SCHEMA)
+    assert config["runs"]["tasks"] == ["verbs_sentiment_1", "sentiment_pronouns_0"]
+    assert config["explanations"]["queries"]["gender"]  # merged, not replaced
+    for task in config["runs"]["tasks"]:
+        manual = yaml.safe_load((ROOT / "config" / "selections" / f"{task}.yaml").read_text())
+        assert manual["pca"]["layers"] and all(manual["pca"]["layers"].values())
 
 
 def test_paper_config_has_the_paper_recipe():
