@@ -199,8 +199,10 @@ def em_judge_sections():
 def em_judge_model_section(wildcards):
     sections = em_judge_sections()
     if wildcards.judge_model not in sections:
-        raise ValueError(f"no local judge is named {wildcards.judge_model!r} (slowly loading local judges: "
-                         f"{sorted(sections)})")
+        raise ValueError(
+            f"no local judge is named {wildcards.judge_model!r} (slowly loading local judges: "
+            f"{sorted(sections)})"
+        )
     return sections[wildcards.judge_model]
 
 
