@@ -116,7 +116,7 @@ def test_rows_cover_maps_refs_enums_and_variants(rendered: str) -> None:
     rows = table_rows(rendered)
     assert rows["sources.<name>.from"][0] == r"`builtin \| local \| huggingface`"  # $ref to $defs.source
     assert "Required when `from` is `local`." in rows["sources.<name>.path"][2]
-    assert rows["finetune.precision"][0] == r"`float32 \| bf16-autocast \| bf16`"
+    assert rows["finetune.precision"][0] == r"`auto \| float32 \| bf16-autocast \| bf16`"
     assert rows["interventions.layers"][0].startswith(r"`all` \| array of integer")
     assert rows["runs.seeds"][1] == "`[0]`" and rows["model.revision"][1] == "`null`"
     assert "frame_tasks.<name>.male_profession" in rows and "explanations.queries.<name>" in rows

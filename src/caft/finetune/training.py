@@ -30,11 +30,12 @@ from caft.ablation.specs import InterventionSpec
 from caft.artifacts import atomic_dir, atomic_path
 from caft.data.tasks import purpose_rng
 from caft.errors import CaftError, ConfigError, DataError
+from caft.model.precision import AUTO
 from caft.model.prompts import encode_prompts, last_position_logits, letter_token_ids
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("float32", "bf16-autocast", "bf16")
+PRECISIONS = ("float32", "bf16-autocast", "bf16", AUTO)
 
 
 class TrainingError(CaftError):

@@ -34,6 +34,7 @@ from caft.em.sampling import SamplingConfig, sample_answers, sample_answers_vllm
 from caft.em.sft import SftConfig, encode_table, load_adapter, save_adapter, sft
 from caft.errors import ConfigError, DataError
 from caft.finetune.training import write_history
+from caft.model.precision import resolve_precision
 from caft.interpret.clients import chat_prompt
 from caft.model.hooks import check_layers
 from caft.model.loading import ModelSpec, load_checkpoint, materialize_checkpoint
@@ -81,13 +82,16 @@ def em_finetune(cfg: SftConfig, base_dir: Path, train_path: Path, spec_path: Pat
     spec_digest = file_digest(spec_path) if spec_path else ""
     table = pd.read_parquet(train_path)
     model, tokenizer = load_checkpoint(base_dir)
+    requested = cfg.precision
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(requested, model.device, "em.finetune.precision"))
     resume_dir = adapter_dir.with_name(adapter_dir.name + ".resume")
     start = time.perf_counter()
     model, history = sft(model, tokenizer, table, cfg, seed, spec=spec, mode=mode, resume_dir=resume_dir,
                          spec_digest=spec_digest)
     save_adapter(model, tokenizer, adapter_dir, merged_dir)
     write_history(history, log_path)
-    write_json({**key, "seed": seed, "finetune": dataclasses.asdict(cfg), "mode": mode if spec else None,
+    write_json({**key, "seed": seed, "finetune": dataclasses.asdict(cfg), "precision_requested": requested,
+                "mode": mode if spec else None,
                 "spec": {"path": str(spec_path), "sha256": spec_digest} if spec else None,
                 "train_examples": len(table), "steps": len(history), "final_loss": history[-1]["loss"],
                 "seconds": round(time.perf_counter() - start, 1), "versions": package_versions()}, meta_path)

@@ -22,6 +22,7 @@ from caft.finetune.evaluation import EvaluationConfig, predict, summarize
 from caft.finetune.tables import aggregate, plot_ood, write_tables
 from caft.finetune.training import TrainConfig, train, write_history
 from caft.model.loading import ModelSpec, checkpoint_shape, load_checkpoint, resolve_layers, save_checkpoint
+from caft.model.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def finetune(
     spec_digest = file_digest(spec_path) if spec_path else ""
     table = pd.read_parquet(train_split)
     network, tokenizer = load_checkpoint(base_dir, model.dtype)
+    requested = cfg.precision
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(requested, network.device, "finetune.precision"))
     resume_dir = checkpoint_dir.with_name(checkpoint_dir.name + ".resume")
     start = time.perf_counter()
     network, history = train(network, tokenizer, table, cfg, seed, spec, answer=answer, resume_dir=resume_dir,
@@ -61,7 +64,8 @@ def finetune(
     save_checkpoint(network, tokenizer, checkpoint_dir)
     write_history(history, log_path)
     meta = {
-        **key, "seed": seed, "finetune": dataclasses.asdict(cfg), "model": dataclasses.asdict(model),
+        **key, "seed": seed, "finetune": dataclasses.asdict(cfg), "precision_requested": requested,
+        "model": dataclasses.asdict(model),
         "answer": answer, "mode": mode if spec else None,
         "spec": {"path": str(spec_path), "sha256": spec_digest, "provenance": spec.provenance} if spec else None,
         "train_examples": len(table), "steps": len(history), "seconds": round(time.perf_counter() - start, 1),
@@ -87,6 +91,8 @@ def evaluate(
     precision "bf16-autocast" runs the forward pass in bfloat16 (hooks still project in float32)."""
     spec: InterventionSpec | None = load_spec(spec_path) if spec_path else None
     model, tokenizer = load_checkpoint(checkpoint_dir, dtype)
+    requested = cfg.precision
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(requested, model.device, "evaluation.precision"))
     tables = {split: pd.read_parquet(path) for split, path in splits.items()}
     for split, table in tables.items():
         if table.empty:
@@ -102,7 +108,8 @@ def evaluate(
                 log.info("%s / %s: %s", mode, split, {k: round(v, 4) for k, v in summary.items()})
                 predictions.append(result.assign(**key, mode=mode, split=split))
                 metrics.append({**key, "mode": mode, "split": split, **summary})
-    meta = provenance("evaluate", {**dataclasses.asdict(cfg), "modes": modes, "answer": answer}, **key)
+    meta = provenance("evaluate", {**dataclasses.asdict(cfg), "precision_requested": requested, "modes": modes,
+                                   "answer": answer}, **key)
     write_parquet(pd.concat(predictions, ignore_index=True), predictions_path, meta)
     write_parquet(pd.DataFrame(metrics), metrics_path, meta)
 
