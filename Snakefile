@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from caft.config import check_config
@@ -30,6 +31,11 @@ include: "rules/paths.smk"
 MODEL_SHAPE = base_model_shape(config["model"], Path(BASE_MODEL))
 if MODEL_SHAPE:
     check_layer_indices(config, MODEL_SHAPE[0], config["model"]["name"])
+else:
+    logger.info(
+        f"layer indices not checked at parse time: the shape of {config['model']['name']} is not known "
+        "before it is downloaded; the first job that loads it checks them"
+    )
 
 
 include: "rules/tasks.smk"

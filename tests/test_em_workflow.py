@@ -11,7 +11,15 @@ import yaml
 
 from caft.ablation.specs import load_spec
 from caft.interpret.dashboard import card_data
-from tests.workflow_helpers import ROOT, TINY_CONFIG, make_workflow_copy, snakemake, untracked_code
+from tests.workflow_helpers import (
+    ROOT,
+    TINY_CONFIG,
+    leave_embedded_checkpoint,
+    make_workflow_copy,
+    offline_hf_env,
+    snakemake,
+    untracked_code,
+)
 
 CONDITIONS = ["base", "none", "pca/top", "sae/top", "sae-latent/random", "random/random", "fewer/steps2"]
 
@@ -140,13 +148,16 @@ def test_em_rules_track_their_code(em_chain):
     assert untracked_code(em_chain) == {}
 
 
-def test_em_paper_config_dry_runs_on_slurm(tmp_path):
-    workdir = make_workflow_copy(tmp_path)
+@pytest.mark.parametrize("cached", [False, True], ids=["no-cache", "gemma2-config-cached"])
+def test_em_paper_config_dry_runs_on_slurm(tmp_path, cached):
+    workdir = make_workflow_copy(tmp_path / "work")
+    leave_embedded_checkpoint(workdir)  # what `make run` leaves behind
     write_chat_set(workdir / "data/em/insecure.jsonl")
     for model in ("qwen2.5-coder-32b-instruct", "mistral-small-24b-instruct"):  # written from each dashboard
         (workdir / f"config/selections/em_{model}.yaml").write_text("pca:\n  layers:\n    10: [0]\n")
     (workdir / "config/config.yaml").write_text((ROOT / "config/config.yaml").read_text())
-    out = snakemake(workdir, "-n", "--configfile", "config/em_paper.yaml", "--workflow-profile", "profiles/slurm").stdout
+    out = snakemake(workdir, "-n", "--configfile", "config/em_paper.yaml", "--workflow-profile", "profiles/slurm",
+                    env=offline_hf_env(tmp_path / "hf", with_gemma2_config=cached)).stdout
     for model in ("qwen2.5-coder-32b-instruct", "mistral-small-24b-instruct"):
         assert f"results/em/{model}/runs/pca/manual/seed0/adapter" in out
     assert "em_table" in out

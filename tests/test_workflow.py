@@ -1,6 +1,7 @@
 """The real workflow on a tiny config: artifacts, no-op reruns, reruns of exactly the stale tasks, lint."""
 
 import copy
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,9 @@ from caft.data.tasks import SPLITS
 from tests.workflow_helpers import (
     ROOT,
     TINY_CONFIG,
+    leave_embedded_checkpoint,
     make_workflow_copy,
+    offline_hf_env,
     snakemake,
     summary_plan,
     untracked_code,
@@ -121,13 +124,37 @@ def test_bad_config_names_the_key(tmp_path):
     assert "'max_exampels' was unexpected) at key 'mcmc.splits'" in result.stdout + result.stderr
 
 
-def test_default_and_paper_configs_dry_run(tmp_path):
+def test_default_config_dry_runs(tmp_path):
     workdir = make_workflow_copy(tmp_path, yaml.safe_load((ROOT / "config/config.yaml").read_text()))
     default = snakemake(workdir, "-n", "--workflow-profile", "none")
     counts = {line.split()[0]: int(line.split()[1]) for line in default.stdout.splitlines()
               if line.split()[:1] and line.split()[0] in {"source_table", "frame_task", "mcmc_task"}}
     assert counts == {"source_table": 5, "frame_task": 1, "mcmc_task": 12}
-    snakemake(workdir, "-n", "--configfile", "config/paper.yaml", "--workflow-profile", "none")
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["no-cache", "gemma2-config-cached"])
+def test_paper_config_dry_runs_after_the_default(tmp_path, cached):
+    """As a user would: `make run` has left the embedded model's checkpoint (18 layers) in
+    results/models/base; Gemma 2 2B (26 layers) is not downloaded, or only its config.json is cached."""
+    workdir = make_workflow_copy(tmp_path / "work", yaml.safe_load((ROOT / "config/config.yaml").read_text()))
+    leave_embedded_checkpoint(workdir)
+    env = offline_hf_env(tmp_path / "hf", with_gemma2_config=cached)
+    out = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", "--workflow-profile", "none", env=env)
+    deferred = "layer indices not checked at parse time: the shape of google/gemma-2-2b is not known"
+    assert (deferred in out.stdout + out.stderr) is not cached
+    assert re.search(r"^provision_sae\s+26$", out.stdout, re.MULTILINE)  # Gemma Scope at all 26 layers
+
+
+def test_a_wrong_layer_for_a_cached_model_fails_at_parse_time(tmp_path):
+    workdir = make_workflow_copy(tmp_path / "work", yaml.safe_load((ROOT / "config/config.yaml").read_text()))
+    leave_embedded_checkpoint(workdir)
+    (workdir / "config/wrong_layer.yaml").write_text("saes:\n  layers: [25, 26]\n")
+    env = offline_hf_env(tmp_path / "hf", with_gemma2_config=True)
+    result = snakemake(workdir, "-n", "--configfile", "config/paper.yaml", "config/wrong_layer.yaml",
+                       "--workflow-profile", "none", env=env, check=False)
+    assert result.returncode != 0
+    assert ("key 'saes.layers': layer(s) [26] out of range: the base model (google/gemma-2-2b) has 26 decoder "
+            "layers (valid indices 0..25)") in result.stdout + result.stderr
 
 
 def test_lint_is_clean():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -48,6 +49,7 @@ def tiny_sources(directory: Path) -> None:
 
 def make_workflow_copy(target: Path, config: dict | None = None) -> Path:
     """Copy the workflow into ``target`` (the package source is linked, not copied) with a tiny config."""
+    target.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():
@@ -106,3 +108,31 @@ def untracked_code(workdir: Path) -> dict[str, list[str]]:
         if ran - tracked:
             missing.setdefault(rule, []).extend(sorted(str(p.relative_to(ROOT)) for p in ran - tracked))
     return missing
+
+
+GEMMA2_2B = "google/gemma-2-2b"
+
+
+def leave_embedded_checkpoint(workdir: Path, n_layers: int = 18) -> None:
+    """What `make run` leaves in `results/models/base`: the embedded Gemma 3 270M's config and provenance
+    (no weights: the parse-time layer check reads only these)."""
+    base = workdir / "results/models/base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text(json.dumps({"model_type": "gemma3_text", "num_hidden_layers": n_layers,
+                                                  "hidden_size": 640}))
+    (base / "caft_provenance.json").write_text(json.dumps({"stage": "base_model",
+                                                           "config": {"name": "embedded", "revision": None}}))
+
+
+def offline_hf_env(home: Path, with_gemma2_config: bool) -> dict[str, str]:
+    """An offline Hugging Face home at `home`, empty or holding only Gemma 2 2B's config.json (26 layers)."""
+    if with_gemma2_config:
+        commit = "0" * 40
+        repo = home / "hub" / f"models--{GEMMA2_2B.replace('/', '--')}"
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text(json.dumps(
+            {"model_type": "gemma2", "num_hidden_layers": 26, "hidden_size": 2304}))
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+    home.mkdir(parents=True, exist_ok=True)
+    return {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"}

@@ -1,9 +1,10 @@
 """The base model's shape (decoder layers, hidden size) without loading it, so that the workflow can
 check every configured layer index when it is parsed, before any expensive job runs.
 
-Sources, cheapest first: the workflow's own checkpoint (``results/models/base/config.json``), a local
-model directory's ``config.json``, a hub id's ``config.json`` in the local Hugging Face cache, or the
-key-value header of a GGUF file (the embedded model included). The GGUF header is read directly: the
+Sources, cheapest first: the workflow's own checkpoint (``results/models/base/config.json``, only when its
+provenance names the configured model), a local model directory's ``config.json``, a hub id's
+``config.json`` in the local Hugging Face cache, or the key-value header of a GGUF file (the embedded
+model included). The GGUF header is read directly: the
 `gguf` package's reader parses every tensor and takes seconds.
 """
 
@@ -82,10 +83,21 @@ def source_shape(model_section: dict[str, Any]) -> tuple[int, int] | None:
     return config_shape(Path(cached)) if isinstance(cached, str) else None
 
 
+def checkpoint_matches(model_section: dict[str, Any], checkpoint: Path) -> bool:
+    """Whether the workflow's checkpoint was materialized from the configured model (name and revision in
+    its provenance): a checkpoint left by another config (the embedded default, say) has another shape."""
+    try:
+        made_from = json.loads((checkpoint / "caft_provenance.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (made_from.get("name"), made_from.get("revision")) == (model_section.get("name"), model_section.get("revision"))
+
+
 def base_model_shape(model_section: dict[str, Any], checkpoint: Path) -> tuple[int, int] | None:
-    """The workflow's checkpoint's shape when it exists, else the configured source's; None when neither
-    can be read (a bad `model.name` is then reported by the `base_model` job, with its own message)."""
-    if (checkpoint / "config.json").is_file():
+    """The configured model's shape: from the workflow's checkpoint when it was made from that model, else
+    from the configured source; None when neither can be read before the model is downloaded (a bad
+    `model.name` is then reported by the `base_model` job, with its own message)."""
+    if (checkpoint / "config.json").is_file() and checkpoint_matches(model_section, checkpoint):
         return config_shape(checkpoint / "config.json")
     try:
         return source_shape(model_section)
@@ -99,14 +111,18 @@ LAYER_KEYS = {"pca.layers": True, "interventions.layers": True, "oracle.layers":
 
 def check_layer_indices(config: dict[str, Any], n_layers: int, model: str) -> None:
     """Every configured layer index must name a decoder layer of the base model; the message names the key."""
-    for key, negative_ok in LAYER_KEYS.items():
+    for key in LAYER_KEYS:
         section, name = key.split(".")
-        layers = config.get(section, {}).get(name)
-        if layers is None or layers == "all":
-            continue
-        low = -n_layers if negative_ok else 0
-        bad = [layer for layer in layers if not low <= layer < n_layers]
-        if bad:
-            allowed = f"{low}..{n_layers - 1}" if negative_ok else f"0..{n_layers - 1}"
-            raise ConfigError(f"config: key '{key}': layer(s) {bad} out of range: the base model ({model}) has "
-                              f"{n_layers} decoder layers (valid indices {allowed})")
+        check_layer_key(key, config.get(section, {}).get(name), n_layers, model)
+
+
+def check_layer_key(key: str, layers: str | list[int] | None, n_layers: int, model: str) -> None:
+    """One config key's layer indices against the model's `n_layers` (at parse time, or in the first job
+    that loads a model whose shape was not known then)."""
+    if layers is None or layers == "all":
+        return
+    low = -n_layers if LAYER_KEYS[key] else 0
+    bad = [layer for layer in layers if not low <= layer < n_layers]
+    if bad:
+        raise ConfigError(f"config: key '{key}': layer(s) {bad} out of range: the base model ({model}) has "
+                          f"{n_layers} decoder layers (valid indices {low}..{n_layers - 1})")

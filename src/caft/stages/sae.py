@@ -53,6 +53,7 @@ from caft.interpret.dashboard import render_dashboard, write_dashboard
 from caft.interpret.explanations import with_explanations
 from caft.model.loading import checkpoint_shape, load_checkpoint
 from caft.model.prompts import task_answers
+from caft.model.shape import check_layer_key
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ OPTIONAL_CARD_FIELDS = ("sources", "mean_difference", "difference_encoding")
 def sae_activations(base_dir: Path, corpus_path: Path, layers: list[int], batch_size: int, out_path: Path) -> None:
     """Residual-stream activations (block outputs) of every corpus token but BOS/padding, per layer: the
     SAE training data, kept as an artifact so retraining one SAE does not rerun the model."""
+    check_layer_key("saes.layers", layers, checkpoint_shape(base_dir)[0], str(base_dir))
     model, tokenizer = load_checkpoint(base_dir)
     docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
     rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
