@@ -51,6 +51,7 @@ include: "rules/em.smk"
 
 wildcard_constraints:
     source=alternation(config["sources"]),
+    file=alternation(PACKAGE_SOURCES),
     frame_task=alternation(config["frame_tasks"]),
     a=alternation(question_sources()),
     b=alternation(question_sources()),
@@ -60,7 +61,7 @@ wildcard_constraints:
     seed="[0-9]+",
     evaluation="trained|test-only",
     dataset=alternation(datasets()),
-    variant="manual|top|auto|random/seed[0-9]+",
+    variant="manual|top|auto|random/seed[0-9]+|random-pool/seed[0-9]+",
     eraser="mean-diff|leace",
     imethod="pca|sae",
     layer="[0-9]+",

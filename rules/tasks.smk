@@ -9,6 +9,7 @@ from caft.data.tasks import SPLITS
 NO_INTERVENTION = caft.config.NO_INTERVENTION
 SKYLINE = caft.config.SKYLINE
 UNHOOKED = caft.config.UNHOOKED
+SEEDED_SELECTORS = caft.config.SEEDED_SELECTORS
 
 
 def question_sources():
@@ -110,8 +111,9 @@ def has_manual_selection(task, method):
 
 
 def manual_layer_counts(task, method):
-    """Ids per layer in the task's manual file: the random baseline draws the same counts. Read here
-    (not as an input) so editing which ids are chosen, at equal counts, leaves random runs alone."""
+    """Ids per layer in the task's manual file: the random baselines draw the same counts (random) or
+    their total (random-pool). Read here (not as an input) so editing which ids are chosen, at equal
+    counts, leaves random runs alone."""
     unbounded = 1 << 30
     selection = load_manual_selection(manual_selection_file(task), method, unbounded, unbounded)
     return selection.layer_counts()
@@ -194,7 +196,8 @@ def manual_input(wildcards):
 
 
 def selection_settings(method):
-    """Only the selection keys a selector uses: top_k for top, the manual counts for random."""
+    """Only the selection keys a selector uses: top_k for top, the manual counts per layer for random,
+    their total for random-pool (moving a manual id to another layer leaves random-pool alone)."""
     top_k = {"pca": "top_k", "sae": "sae_top_k"}[method]
 
     def settings(wildcards):
@@ -202,25 +205,24 @@ def selection_settings(method):
             return {"top_k": config["selection"][top_k]}
         if wildcards.variant.startswith("random/"):
             return {"counts": manual_layer_counts(wildcards.task, method)}
+        if wildcards.variant.startswith("random-pool/"):
+            return {"count": sum(manual_layer_counts(wildcards.task, method).values())}
         return {}
 
     return settings
 
 
 def dashboard_selections(task, method):
-    """The selections a dashboard badges: those the configured runs use (random: the first seed's), the
-    person's manual one whenever the task's selection file has a section for the method, and the
-    automatic one whenever the method is explained."""
+    """The selections a dashboard badges: those the configured runs use (random, random-pool: the first
+    seed's), the person's manual one whenever the task's selection file has a section for the method, and
+    the automatic one whenever the method is explained."""
     used = {selector for m, selector in conditions() if m in condition_methods(method)}
     if has_manual_selection(task, method):
         used.add("manual")
     if method in explained_methods():
         used.add("auto")
-    variants = {
-        "manual": "manual",
-        "top": "top",
-        "random": f"random/seed{config['runs']['seeds'][0]}",
-        "auto": "auto",
+    variants = {"manual": "manual", "top": "top", "auto": "auto"} | {
+        seeded: f"{seeded}/seed{config['runs']['seeds'][0]}" for seeded in SEEDED_SELECTORS
     }
     return {name: selection_path(task, method, v) for name, v in variants.items() if name in used}
 

@@ -19,6 +19,7 @@ from caft.directions.moments import (
     token_mask,
 )
 from caft.errors import ConfigError, DataError
+from caft.model.hooks import run_decoder
 from caft.model.loading import decoder_layers
 from caft.model.prompts import encode_prompts
 from tests.fixtures_models import build_tiny_llama
@@ -103,6 +104,26 @@ def test_capture_residuals_reads_block_outputs_and_removes_hooks(tiny_model) -> 
     assert captured[0] is seen  # the hook is gone: later forwards record nothing
     with pytest.raises(ConfigError, match="0..1"), capture_residuals(model, [2]):
         pass
+
+
+def test_stopping_after_the_last_read_block_reads_the_same_and_runs_nothing_above(tiny_model) -> None:
+    _, tokenizer = tiny_model
+    model = build_tiny_llama(tokenizer, num_hidden_layers=4)
+    batch = encode_prompts(tokenizer, TEXTS[:3])
+    ran: list[int] = []
+    counters = [block.register_forward_hook(lambda m, a, o, i=i: ran.append(i))
+                for i, block in enumerate(decoder_layers(model))]
+    with torch.inference_mode(), capture_residuals(model, [0, 1]) as captured:
+        run_decoder(model, batch["input_ids"], batch["attention_mask"])
+        full = {layer: captured[layer].clone() for layer in (0, 1)}
+        ran.clear()
+        run_decoder(model, batch["input_ids"], batch["attention_mask"], stop_after=1)
+    assert ran == [0, 1]
+    for layer in (0, 1):
+        torch.testing.assert_close(captured[layer], full[layer], rtol=0, atol=0)
+    for handle in counters:
+        handle.remove()
+    assert all(not block._forward_hooks for block in decoder_layers(model))  # the stop hook is gone too
 
 
 def test_differences_of_identical_models_are_zero(tiny_model) -> None:

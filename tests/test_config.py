@@ -106,6 +106,15 @@ def test_reference_errors_name_the_key(path, value, message):
         check_config(mutated(path, value), SCHEMA)
 
 
+def test_both_random_baselines_are_known_conditions():
+    conditions = ["none", "pca/random", "pca/random-pool", "sae/random", "sae/random-pool", "sae-latent/random-pool"]
+    config = mutated(["runs", "conditions"], conditions)
+    config["saes"] = {"layers": [3]}
+    check_config(config, SCHEMA)
+    with pytest.raises(ConfigError, match=r"runs.conditions\[0\] 'random/random-pool' is unknown"):
+        check_config(mutated(["runs", "conditions"], ["random/random-pool"]), SCHEMA)
+
+
 def test_sae_conditions_need_sae_layers():
     config = mutated(["runs", "conditions"], ["none", "sae/top"])
     config["saes"] = {}

@@ -21,7 +21,8 @@ def pca_config(model_dir) -> dict:
     config["runs"] = {"tasks": ["gender"], "seeds": [0, 1], "test_only": True,
                       "conditions": ["none", "pca/manual", "pca/top", "pca/random"]}
     config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
-    config["corpus"] = {"from": "generated", "docs": 6, "new_tokens": 12, "max_tokens_per_doc": 24, "batch_size": 3}
+    config["corpus"] = {"sources": [{"from": "generated", "docs": 6, "new_tokens": 12, "batch_size": 3}],
+                        "max_tokens_per_doc": 24}
     config["pca"] = {"components": 4, "batch_size": 8}
     config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4}
     config["selection"] = {"top_k": 2}

@@ -32,7 +32,8 @@ def sae_config(model_dir) -> dict:
     config["runs"] = {"tasks": ["gender"], "seeds": [0], "test_only": True,
                       "conditions": ["none", "sae/manual", "sae/top", "sae/random", "sae-latent/manual", "sae/auto"]}
     config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
-    config["corpus"] = {"from": "generated", "docs": 8, "new_tokens": 16, "max_tokens_per_doc": 24, "batch_size": 4}
+    config["corpus"] = {"sources": [{"from": "generated", "docs": 8, "new_tokens": 16, "batch_size": 4}],
+                        "max_tokens_per_doc": 24}
     config["interventions"] = {"center": True}
     config["saes"] = {"from": "train", "layers": [0, 1], "batch_size": 4,
                       "train": {"width": 64, "k": 4, "tokens": 4096, "batch_size": 128, "lr": 1e-3}}

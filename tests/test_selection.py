@@ -11,14 +11,20 @@ import pytest
 import torch
 
 from caft.ablation.selection import (
+    RANDOM_POOL_TAG,
     Selection,
+    SelectorConfig,
     auto_selection,
     load_manual_selection,
     projection_spec,
+    random_pool_selection,
     random_selection,
     top_selection,
 )
+from caft.directions.attribution import rank_scores
 from caft.errors import ConfigError, DataError
+from caft.stages.pca import select_pca
+from caft.stages.sae import select_sae
 
 N_LAYERS = 8
 N_IDS = 20
@@ -161,6 +167,120 @@ def test_random_selection_errors() -> None:
         random_selection({2: [0, 1, 2]}, {9: 1}, seed=0, method="pca", task="t")
     with pytest.raises(ConfigError, match="seed"):
         random_selection({2: [0]}, {2: 1}, seed=-1, method="pca", task="t")
+
+
+POOL = {2: list(range(20)), 4: list(range(100, 150)), 7: [3, 9]}
+"""72 candidates over three layers of very different sizes."""
+
+
+def pairs_of(selection: Selection) -> set[tuple[int, int]]:
+    return {(layer, i) for layer, ids in selection.layers.items() for i in ids}
+
+
+def test_random_pool_selection_draws_the_total_from_every_layer() -> None:
+    pool_pairs = {(layer, i) for layer, ids in POOL.items() for i in ids}
+    first = random_pool_selection(POOL, 6, seed=0, method="sae", task="gender", pool_name="scores.parquet: top")
+    assert (first.selector, first.seed, first.method, first.count()) == ("random-pool", 0, "sae", 6)
+    assert pairs_of(first) <= pool_pairs
+    # the draw is positions in the pool sorted by (layer, id), from default_rng([seed, RANDOM_POOL_TAG])
+    positions = np.random.default_rng([0, RANDOM_POOL_TAG]).choice(72, size=6, replace=False)
+    assert pairs_of(first) == {sorted(pool_pairs)[int(k)] for k in positions}
+    shuffled = {7: [9, 3], 4: POOL[4][::-1], 2: POOL[2]}
+    assert random_pool_selection(shuffled, 6, seed=0, method="sae", task="gender",
+                                 pool_name="scores.parquet: top") == first
+    assert first.provenance == {
+        "count": 6, "pool": "scores.parquet: top", "pool_size": 72, "pool_per_layer": {"2": 20, "4": 50, "7": 2},
+        "rng": f"numpy.random.default_rng([seed, {RANDOM_POOL_TAG}]).choice(len(pool), count, replace=False) "
+               "over the pool sorted by (layer, id)",
+    }
+    draws = [random_pool_selection(POOL, 6, seed=s, method="pca", task="t", pool_name="p") for s in range(300)]
+    assert len({frozenset(pairs_of(d)) for d in draws}) == 300, "every seed draws a different set"
+    # the layers are drawn too, in proportion to their share of the pool (not the manual counts per layer)
+    assert len({tuple(sorted(d.layer_counts().items())) for d in draws}) > 10
+    picks = [layer for d in draws for layer, ids in d.layers.items() for _ in ids]
+    shares = {layer: picks.count(layer) / len(picks) for layer in POOL}
+    assert shares == pytest.approx({2: 20 / 72, 4: 50 / 72, 7: 2 / 72}, abs=0.03)
+    assert any(7 in d.layers for d in draws) and any(set(d.layers) == {4} for d in draws)
+    # the whole pool is a valid draw
+    assert pairs_of(random_pool_selection(POOL, 72, seed=5, method="pca", task="t", pool_name="p")) == pool_pairs
+
+
+def test_random_pool_selection_errors() -> None:
+    with pytest.raises(ConfigError, match=r"73 ids requested but the pool holds only 72: scores\.parquet: top$"):
+        random_pool_selection(POOL, 73, seed=0, method="sae", task="t", pool_name="scores.parquet: top")
+    with pytest.raises(ConfigError, match="count must be a positive integer, got 0"):
+        random_pool_selection(POOL, 0, seed=0, method="sae", task="t", pool_name="p")
+    with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
+        random_pool_selection(POOL, 1, seed=-1, method="sae", task="t", pool_name="p")
+
+
+def sae_scores(path: Path) -> pd.DataFrame:
+    """3 layers x 64 latents; layer 0 holds most of the 100 best effects, layer 2 few."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"layer": np.repeat([0, 1, 2], 64), "latent": np.tile(np.arange(64), 3)})
+    frame["effect"] = rng.normal(size=len(frame)) + frame["layer"].map({0: 1.0, 1: 0.0, 2: -1.0})
+    scores = rank_scores(frame, top_n=100)
+    scores.to_parquet(path)
+    return scores
+
+
+def test_select_sae_random_pool_draws_from_the_top_100_over_all_layers(tmp_path: Path) -> None:
+    scores = sae_scores(tmp_path / "scores.parquet")
+    top = scores[scores["rank"] < 100]
+    in_pool = set(zip(top["layer"], top["latent"]))
+    assert len(in_pool) == 100 and top["layer"].nunique() == 3
+    selections = []
+    for seed in range(20):
+        out = tmp_path / f"random-pool/seed{seed}.json"
+        select_sae(f"random-pool/seed{seed}", "gender", SelectorConfig(count=7), tmp_path / "scores.parquet",
+                   tmp_path, None, out)
+        selections.append(Selection.load(out))
+    first = selections[0]
+    assert (first.selector, first.seed, first.count()) == ("random-pool", 0, 7)
+    assert first.provenance["pool_size"] == 100 and first.provenance["count_from"] == "manual total"
+    assert first.provenance["pool_per_layer"] == {str(k): int(v) for k, v in top.groupby("layer").size().items()}
+    assert str(tmp_path / "scores.parquet") in first.provenance["pool"]
+    for selection in selections:
+        assert selection.count() == 7 and pairs_of(selection) <= in_pool
+    assert len({tuple(sorted(s.layer_counts().items())) for s in selections}) > 1
+    # rerunning a seed writes the same list
+    select_sae("random-pool/seed0", "gender", SelectorConfig(count=7), tmp_path / "scores.parquet", tmp_path, None,
+               tmp_path / "again.json")
+    assert Selection.load(tmp_path / "again.json") == first
+    with pytest.raises(ConfigError, match=r"101 ids requested but the pool holds only 100: .*scores\.parquet: the 100 "
+                                          r"latents marked top, .* over all layers \(attribution\.top_n\)"):
+        select_sae("random-pool/seed0", "gender", SelectorConfig(count=101), tmp_path / "scores.parquet", tmp_path,
+                   None, tmp_path / "x.json")
+
+
+def test_select_pca_random_pool_draws_from_the_union_of_layer_components(tmp_path: Path) -> None:
+    summary = pd.DataFrame({"layer": np.repeat([1, 3, 5], 4), "component": np.tile(np.arange(4), 3)})
+    summary.to_parquet(tmp_path / "summary.parquet")
+    union = set(zip(summary["layer"], summary["component"]))
+    selections = []
+    for seed in range(20):
+        out = tmp_path / f"seed{seed}.json"
+        select_pca(f"random-pool/seed{seed}", "gender", SelectorConfig(count=5), tmp_path / "summary.parquet",
+                   None, out)
+        selections.append(Selection.load(out))
+    for selection in selections:
+        assert selection.count() == 5 and pairs_of(selection) <= union
+    assert selections[0].provenance["pool_per_layer"] == {"1": 4, "3": 4, "5": 4}
+    assert len({frozenset(pairs_of(s)) for s in selections}) > 15, "seeds draw different sets (792 possible)"
+    assert len({tuple(sorted(s.layer_counts().items())) for s in selections}) > 1
+    with pytest.raises(ConfigError, match=r"13 ids requested but the pool holds only 12: .*summary\.parquet: the "
+                                          r"components of layers \[1, 3, 5\] \(pca\.components per layer\)"):
+        select_pca("random-pool/seed0", "gender", SelectorConfig(count=13), tmp_path / "summary.parquet", None,
+                   tmp_path / "x.json")
+    with pytest.raises(ConfigError, match="expected manual, top, random/seed<N> or random-pool/seed<N>"):
+        select_pca("random-poole/seed0", "gender", SelectorConfig(count=1), tmp_path / "summary.parquet", None,
+                   tmp_path / "x.json")
+
+
+def test_selector_config_reads_the_total_count() -> None:
+    assert SelectorConfig.from_config({"count": 4}) == SelectorConfig(count=4)
+    with pytest.raises(ConfigError, match=r"selection: unknown key\(s\) \['total'\]"):
+        SelectorConfig.from_config({"total": 4})
 
 
 def test_json_round_trip(tmp_path: Path) -> None:

@@ -111,6 +111,19 @@ def test_condition_labels() -> None:
     assert condition_label("sae", "top", "hooked") == "sae/top (hooked)"
 
 
+def test_the_two_random_baselines_are_labelled_and_listed_side_by_side() -> None:
+    rows = [run("gender", "sae", selector, mode, "ood", s, acc)
+            for selector, mode, acc in [("top", "deployed", 0.7), ("random-pool", "test-only", 0.2),
+                                        ("random-pool", "deployed", 0.3), ("random", "deployed", 0.5),
+                                        ("manual", "deployed", 0.9)]
+            for s in (0, 1)]
+    table = aggregate(pd.DataFrame(rows))
+    assert table["condition"].tolist() == ["sae/manual", "sae/random", "sae/random-pool",
+                                           "sae/random-pool (test-only)", "sae/top"]
+    assert row_of(table, selector="random-pool", mode="deployed")["acc_full_mean"] == pytest.approx(0.3)
+    assert "| gender | ood | sae/random-pool | 2 | 40 | 0.300 ± 0.000 |" in to_markdown(table)
+
+
 # --- Markdown --------------------------------------------------------------------------------------
 
 

@@ -1,16 +1,19 @@
 """The real workflow on a tiny config: artifacts, no-op reruns, reruns of exactly the stale tasks, lint."""
 
 import copy
+import json
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from caft.artifacts import read_parquet_metadata
 from caft.data.tasks import SPLITS
+from caft.directions.attribution import rank_scores
 from tests.workflow_helpers import (
     ROOT,
     TINY_CONFIG,
@@ -155,6 +158,57 @@ def test_a_wrong_layer_for_a_cached_model_fails_at_parse_time(tmp_path):
     assert result.returncode != 0
     assert ("key 'saes.layers': layer(s) [26] out of range: the base model (google/gemma-2-2b) has 26 decoder "
             "layers (valid indices 0..25)") in result.stdout + result.stderr
+
+
+POOL_MANUAL = "pca:\n  layers:\n    2: [0, 3]\n    5: [1]\nsae:\n  layers:\n    4: [7]\n    6: [2, 9]\n"
+
+
+def test_pool_random_conditions_resolve_to_jobs_and_draw_the_manual_total(tmp_path):
+    """`pca/random-pool` and `sae/random-pool` (beside the layer-matched `pca/random`) resolve to selections,
+    specs, runs and evaluations per seed; their selection jobs, run on planted candidate tables, draw the
+    manual selection's total count (3 for both methods) from the pooled candidates."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["runs"] = {"tasks": ["gender"], "seeds": [0, 1], "test_only": False,
+                      "conditions": ["none", "pca/random", "pca/random-pool", "sae/random-pool",
+                                     "sae-latent/random-pool"]}
+    config["saes"] = {"layers": [4, 6]}
+    workdir = make_workflow_copy(tmp_path, config)
+    (workdir / "config/selections/gender.yaml").write_text(POOL_MANUAL)
+    leave_embedded_checkpoint(workdir)  # 18 layers
+    out = snakemake(workdir, "-n", "--workflow-profile", "none").stdout
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+              if re.fullmatch(r"[a-z_]+\s+[0-9]+", line.strip())}
+    # pca: manual (the dashboard's badge), random and random-pool per seed; sae: manual and random-pool per seed
+    assert (counts["select_pca"], counts["select_sae"], counts["pca_spec"], counts["sae_spec"]) == (5, 3, 4, 4)
+    assert counts["finetune"] == 10 and counts["evaluate"] == 10
+    methods = ("pca", "sae", "sae-latent")
+    for seed in (0, 1):
+        for path in (f"selections/pca/random-pool/seed{seed}.json", f"selections/pca/random/seed{seed}.json",
+                     f"selections/sae/random-pool/seed{seed}.json",
+                     *(f"interventions/{m}/random-pool/seed{seed}.safetensors" for m in methods),
+                     *(f"eval/{m}/random-pool/seed{seed}/trained/metrics.parquet" for m in methods)):
+            assert f"results/gender/{path}" in out, path
+    # the dashboards badge the first seed's draw
+    assert "results/gender/selections/sae/random-pool/seed0.json" in out.split("rule sae_dashboard:")[1].split("\n")[1]
+    assert "wildcards: task=gender, variant=random-pool/seed1" in out
+
+    (workdir / "results/gender/pca").mkdir(parents=True)
+    pd.DataFrame({"layer": np.repeat(np.arange(18), 20), "component": np.tile(np.arange(20), 18)}).to_parquet(
+        workdir / "results/gender/pca/components.parquet")
+    scores = pd.DataFrame({"layer": np.repeat([4, 6], 64), "latent": np.tile(np.arange(64), 2)})
+    scores["effect"] = np.random.default_rng(0).normal(size=len(scores))
+    scores = rank_scores(scores, top_n=100)
+    (workdir / "results/gender/sae").mkdir(parents=True)
+    scores.to_parquet(workdir / "results/gender/sae/scores.parquet")
+    targets = [f"results/gender/selections/{m}/random-pool/seed0.json" for m in ("pca", "sae")]
+    snakemake(workdir, "--cores", "1", "--workflow-profile", "none", "--allowed-rules", "select_pca", "select_sae",
+              "--", *targets)
+    pca, sae = (json.loads((workdir / target).read_text()) for target in targets)
+    top = set(zip(scores.loc[scores["top"], "layer"], scores.loc[scores["top"], "latent"]))
+    assert sum(map(len, pca["layers"].values())) == 3 and pca["provenance"]["pool_size"] == 18 * 20
+    assert sum(map(len, sae["layers"].values())) == 3 and sae["provenance"]["pool_size"] == 100
+    assert {(int(layer), i) for layer, ids in sae["layers"].items() for i in ids} <= top
+    assert (pca["selector"], pca["seed"], sae["selector"], sae["seed"]) == ("random-pool", 0, "random-pool", 0)
 
 
 def test_lint_is_clean():

@@ -5,7 +5,8 @@ def condition_spec(task, method, selector, seed):
     """The intervention spec of a condition (random selectors draw per training seed); None without one."""
     if method in UNHOOKED:
         return None
-    return spec_file(task, method, f"{selector}/seed{seed}" if selector == "random" else selector)
+    seeded = selector in SEEDED_SELECTORS
+    return spec_file(task, method, f"{selector}/seed{seed}" if seeded else selector)
 
 
 def intervention_inputs(method, selector, seed, task):

@@ -17,11 +17,15 @@ from caft.errors import ConfigError
 # method -> the selectors that can produce its directions (grows with the PCA and SAE stages).
 SELECTORS: dict[str, tuple[str, ...]] = {
     "random": ("random",),
-    "pca": ("manual", "top", "random", "auto"),
-    "sae": ("manual", "top", "random", "auto"),  # projection on the QR of the selected decoder rows (the paper's)
-    "sae-latent": ("manual", "top", "random", "auto"),  # latent ablation h − Σ z_j W_dec[j], same selections
+    "pca": ("manual", "top", "random", "random-pool", "auto"),
+    "sae": ("manual", "top", "random", "random-pool", "auto"),  # projection on the QR of the selected decoder rows
+    "sae-latent": ("manual", "top", "random", "random-pool", "auto"),  # latent ablation h − Σ z_j W_dec[j]
     "oracle": ("mean-diff", "leace"),  # the spurious concept erased with its labels: a bound, never a CAFT result
 }
+SEEDED_SELECTORS: tuple[str, ...] = ("random", "random-pool")
+"""Selectors drawn per training seed (their variant is ``{selector}/seed{N}``): ``random``, the manual counts
+per layer (layer-matched), and ``random-pool``, the manual total from the pooled candidates of every layer
+(the paper's random baseline)."""
 SAE_METHODS: tuple[str, ...] = ("sae", "sae-latent")
 NO_INTERVENTION = "none"
 MCMC_ANSWER_COLUMNS: tuple[str, str] = ("answer_a", "answer_b")

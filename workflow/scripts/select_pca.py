@@ -1,4 +1,4 @@
-"""Snakemake adapter of rule `select_pca`: one selected-component list (manual, top or random)."""
+"""Snakemake adapter of rule `select_pca`: one selected-component list (manual, top, random or random-pool)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Snakemake adapter of rule `select_sae`: one selected-latent list (manual, top or random)."""
+"""Snakemake adapter of rule `select_sae`: one selected-latent list (manual, top, random or random-pool)."""
 
 from pathlib import Path
 

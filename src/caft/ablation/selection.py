@@ -4,7 +4,9 @@ A *selection* is ``{layer: [ids]}`` — PCA component indices within the layer (
 or SAE latent ids — plus who chose them and why. Selectors: `load_manual_selection` (a person's
 choice after auditing the dashboards, kept as YAML under ``config/selections/``), `auto_selection`
 (thresholds on the explanations' relevance and simulation score), and the baselines `top_selection`
-(best-ranked k per layer) and `random_selection` (same count per layer, seeded).
+(best-ranked k per layer), `random_selection` (same count per layer, seeded: the layer-matched random)
+and `random_pool_selection` (the same total count drawn from the pooled candidates of every layer, seeded:
+the paper's random baseline).
 `projection_spec` turns a selection into the orthonormal bases that fine-tuning ablates.
 
 The artifact is JSON (layer keys as strings, ids ascending)::
@@ -19,6 +21,7 @@ import hashlib
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,18 +45,20 @@ JSON_KEYS: tuple[str, ...] = ("method", "selector", "task", "seed", "layers", "p
 
 @dataclass(frozen=True)
 class SelectorConfig(SectionConfig):
-    """What one selector variant reads: `top_k` for ``top``, the manual counts per layer for ``random``."""
+    """What one selector variant reads: `top_k` for ``top``, the manual counts per layer for ``random``,
+    the manual total `count` for ``random-pool``."""
 
     SECTION: ClassVar[str] = "selection"
 
     top_k: int | None = None
     counts: dict[int, int] | None = None
+    count: int | None = None
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> SelectorConfig:
         cfg = super().from_config(section)
         counts = None if cfg.counts is None else {int(layer): int(n) for layer, n in cfg.counts.items()}
-        return cls(top_k=cfg.top_k, counts=counts)
+        return cls(top_k=cfg.top_k, counts=counts, count=cfg.count)
 
 
 @dataclass(frozen=True)
@@ -424,6 +429,60 @@ def random_selection(
     }
     return Selection(
         method=method, selector="random", task=task, seed=int(seed), layers=layers, provenance=record
+    )
+
+
+RANDOM_POOL_TAG = int.from_bytes(b"pool", "big")
+"""The second entropy word of `random_pool_selection`'s generator, ``default_rng([seed, RANDOM_POOL_TAG])``:
+fixed, and far above any layer index, so the pool draw never shares a stream with a layer's
+`random_selection` draw of the same seed."""
+
+
+def random_pool_selection(
+    pool: Mapping[int, Sequence[int]],
+    count: int,
+    seed: int,
+    *,
+    method: str,
+    task: str,
+    pool_name: str,
+    provenance: Mapping[str, Any] | None = None,
+) -> Selection:
+    """The pool-wide random baseline (the paper's): `count` (layer, id) pairs drawn without replacement
+    from the candidates of every layer together, so the layers a draw lands in are random too.
+
+    `pool` maps layer -> candidate ids (SAE: the top latents by attribution over all layers, each under
+    its layer; PCA: every layer's components). `pool_name` says where the pool comes from (file, key)
+    for the error when it holds fewer than `count` pairs and for the provenance. One
+    ``numpy.random.default_rng([seed, RANDOM_POOL_TAG])`` draws positions in the pool sorted by
+    (layer, id): the draw depends only on (seed, pool), not on input order, and no global RNG is touched.
+    """
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"random_pool_selection: seed must be a non-negative integer, got {seed!r}")
+    if not _is_int(count) or count < 1:
+        raise ConfigError(f"random_pool_selection: count must be a positive integer, got {count!r}")
+    pairs = sorted({(int(layer), int(i)) for layer, ids in pool.items() for i in ids})
+    if len(pairs) < count:
+        raise ConfigError(
+            f"random_pool_selection: {count} ids requested but the pool holds only {len(pairs)}: {pool_name}"
+        )
+    rng = np.random.default_rng([int(seed), RANDOM_POOL_TAG])
+    layers: dict[int, list[int]] = {}
+    for position in rng.choice(len(pairs), size=int(count), replace=False):
+        layer, ident = pairs[int(position)]
+        layers.setdefault(layer, []).append(ident)
+    sizes = Counter(layer for layer, _ in pairs)
+    record = {
+        "count": int(count),
+        "pool": pool_name,
+        "pool_size": len(pairs),
+        "pool_per_layer": {str(layer): n for layer, n in sorted(sizes.items())},
+        "rng": f"numpy.random.default_rng([seed, {RANDOM_POOL_TAG}]).choice(len(pool), count, replace=False) "
+               "over the pool sorted by (layer, id)",
+        **(provenance or {}),
+    }
+    return Selection(
+        method=method, selector="random-pool", task=task, seed=int(seed), layers=layers, provenance=record
     )
 
 

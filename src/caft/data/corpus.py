@@ -1,21 +1,27 @@
 """The generic text corpus: text for top-activating windows and SAE training.
 
 Interpretation dashboards show where a direction fires on *generic* text, and SAEs need a broad
-activation distribution, so the corpus should cover many genres and topics — not only the tasks'
-concepts (gender, professions, grammar, sentiment, sports) but everything else a direction might
-carry instead. The machines have no web corpus offline, so the built-in default
-(``from: generated``) samples continuations of :data:`GENERATION_PROMPTS` from the base model itself:
-in-distribution text for that model, available everywhere, deterministic for a seed. Users with real
-text point ``from: local`` at ``.txt`` / ``.jsonl`` / ``.parquet`` files, or ``from: huggingface`` at
-a dataset id (the real ``datasets.load_dataset`` call, for machines with the hub or a local copy).
+activation distribution, so the corpus should be real text of many genres and topics — not only the
+tasks' concepts (gender, professions, grammar, sentiment, sports) but everything else a direction might
+carry instead. ``corpus.sources`` lists where it comes from, in order: ``wikipedia`` and ``brown``
+(real English text read from registry packages, :mod:`caft.data.packaged_text`), ``local`` (a user's
+``.txt`` / ``.jsonl`` / ``.parquet`` files or folders), ``huggingface`` (the real
+``datasets.load_dataset`` call, for machines with the hub or a local copy) and ``generated``
+(continuations of :data:`GENERATION_PROMPTS` sampled from the base model: available everywhere, but
+the model's own text, and small).
 
-The artifact is one row per document: ``doc`` (0..n-1), ``text``, ``input_ids`` (the tokenizer's ids,
-with its BOS first when it adds one, truncated to ``max_tokens_per_doc``), ``n_tokens`` and ``source``.
+Documents repeated in an earlier source are dropped, each document is split into near-equal pieces of
+at most ``max_tokens_per_doc`` tokens (pieces repeated elsewhere dropped), and a seeded sample keeps
+each source under its own ``max_tokens`` and the corpus under ``corpus.max_tokens``. The artifact is one
+row per piece: ``doc`` (0..n-1), ``text`` (the piece), ``input_ids`` (the tokenizer's ids, with its BOS
+first when it adds one), ``n_tokens``, ``source`` (where the document came from) and ``piece`` (its
+index within the document); its provenance lists each source's digests and token counts.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import re
 import sys
@@ -30,6 +36,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from caft.data.packaged_text import PACKAGE_DIR, PACKAGES, brown_documents, wikipedia_documents
 from caft.errors import ConfigError, DataError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -37,15 +44,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ORIGINS = ("generated", "local", "huggingface")
-COMMON_KEYS = frozenset({"from", "max_tokens_per_doc", "max_docs", "seed"})
+ORIGINS = ("wikipedia", "brown", "local", "huggingface", "generated")
+SOURCE_KEYS = frozenset({"from", "max_tokens"})
 ROUTE_KEYS: dict[str, frozenset[str]] = {
+    "wikipedia": frozenset({"path"}),
+    "brown": frozenset({"path"}),
     "generated": frozenset({"docs", "new_tokens", "temperature", "top_p", "batch_size"}),
     "local": frozenset({"paths", "text_column"}),
     "huggingface": frozenset({"dataset", "split", "config_name", "revision", "text_column"}),
 }
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
-COLUMNS = ("doc", "text", "input_ids", "n_tokens", "source")
+COLUMNS = ("doc", "text", "input_ids", "n_tokens", "source", "piece")
 
 GENERATION_PROMPTS: tuple[str, ...] = (
     # news and current affairs
@@ -163,13 +172,13 @@ apart from a generic one. No trailing spaces: the model chooses how the next wor
 
 
 @dataclass(frozen=True)
-class CorpusConfig:
-    """The config's ``corpus:`` section, validated. ``origin`` is the section's ``from`` key."""
+class SourceConfig:
+    """One entry of ``corpus.sources``, validated. ``origin`` is its ``from`` key; ``max_tokens`` caps what
+    this source contributes (after splitting and deduplication; None: no cap of its own)."""
 
-    origin: str = "generated"
-    max_tokens_per_doc: int = 128
-    max_docs: int | None = None
-    seed: int = 0
+    origin: str
+    max_tokens: int | None = None
+    path: str | None = None
     docs: int = 200
     new_tokens: int = 96
     temperature: float = 1.0
@@ -183,55 +192,105 @@ class CorpusConfig:
     text_column: str = "text"
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> CorpusConfig:
-        """Build from ``corpus:``; unknown keys, and keys of another ``from`` route, are errors."""
-        if not isinstance(section, dict):
-            raise ConfigError(f"config section 'corpus' must be a mapping, got {type(section).__name__}")
-        origin = section.get("from", cls.origin)
+    def from_config(cls, section: Any, where: str) -> SourceConfig:
+        """Build from one ``corpus.sources`` entry; unknown keys, and keys of another ``from``, are errors."""
+        if not isinstance(section, dict) or "from" not in section:
+            raise ConfigError(f"{where} must be a mapping with a 'from' key ({list(ORIGINS)}), got {section!r}")
+        origin = section["from"]
         if origin not in ORIGINS:
-            raise ConfigError(f"corpus.from must be one of {list(ORIGINS)}, got {origin!r}")
-        known = COMMON_KEYS.union(*ROUTE_KEYS.values())
+            raise ConfigError(f"{where}.from must be one of {list(ORIGINS)}, got {origin!r}")
+        known = SOURCE_KEYS.union(*ROUTE_KEYS.values())
         unknown = sorted(set(section) - known)
         if unknown:
-            raise ConfigError(f"unknown key(s) in config section 'corpus': {unknown}; allowed: {sorted(known)}")
-        misplaced = sorted(set(section) - COMMON_KEYS - ROUTE_KEYS[origin])
+            raise ConfigError(f"unknown key(s) in {where}: {unknown}; allowed: {sorted(known)}")
+        misplaced = sorted(set(section) - SOURCE_KEYS - ROUTE_KEYS[origin])
         if misplaced:
-            raise ConfigError(f"corpus: key(s) {misplaced} do not apply to from: {origin}")
+            raise ConfigError(f"{where}: key(s) {misplaced} do not apply to from: {origin}")
         values = {k: v for k, v in section.items() if k != "from"}
         if "paths" in values:
             paths = values["paths"]
             paths = [paths] if isinstance(paths, str) else paths
             if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
-                raise ConfigError(f"corpus.paths must be a list of file paths or globs, got {values['paths']!r}")
+                raise ConfigError(f"{where}.paths must be a list of files, folders or globs, got {values['paths']!r}")
             values["paths"] = tuple(paths)
         config = cls(origin=origin, **values)
-        config._check()
+        config._check(where)
         return config
 
-    def _check(self) -> None:
-        positive = {"max_tokens_per_doc": self.max_tokens_per_doc, "docs": self.docs,
-                    "new_tokens": self.new_tokens, "batch_size": self.batch_size}
-        if self.max_docs is not None:
-            positive["max_docs"] = self.max_docs
+    def _check(self, where: str) -> None:
+        positive = {"docs": self.docs, "new_tokens": self.new_tokens, "batch_size": self.batch_size}
+        if self.max_tokens is not None:
+            positive["max_tokens"] = self.max_tokens
         for key, value in positive.items():
             if not _is_int(value) or value < 1:
-                raise ConfigError(f"corpus.{key} must be a positive integer, got {value!r}")
-        if self.max_tokens_per_doc < 2:
-            raise ConfigError("corpus.max_tokens_per_doc must be at least 2 (room for BOS and one token)")
-        if not _is_int(self.seed):
-            raise ConfigError(f"corpus.seed must be an integer, got {self.seed!r}")
+                raise ConfigError(f"{where}.{key} must be a positive integer, got {value!r}")
         if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool) \
                 or self.temperature <= 0:
-            raise ConfigError(f"corpus.temperature must be a number > 0, got {self.temperature!r}")
+            raise ConfigError(f"{where}.temperature must be a number > 0, got {self.temperature!r}")
         if not isinstance(self.top_p, (int, float)) or isinstance(self.top_p, bool) or not 0 < self.top_p <= 1:
-            raise ConfigError(f"corpus.top_p must be a number in (0, 1], got {self.top_p!r}")
+            raise ConfigError(f"{where}.top_p must be a number in (0, 1], got {self.top_p!r}")
         for key in ("split", "text_column"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise ConfigError(f"corpus.{key} must be a non-empty string, got {getattr(self, key)!r}")
+                raise ConfigError(f"{where}.{key} must be a non-empty string, got {getattr(self, key)!r}")
+        if self.path is not None and not (isinstance(self.path, str) and self.path):
+            raise ConfigError(f"{where}.path must be a file path, got {self.path!r}")
         if self.origin == "local" and not self.paths:
-            raise ConfigError("corpus: from: local needs 'paths' (a list of .txt/.jsonl/.parquet files or globs)")
+            raise ConfigError(f"{where}: from: local needs 'paths' (.txt/.jsonl/.parquet files, folders or globs)")
         if self.origin == "huggingface" and not (isinstance(self.dataset, str) and self.dataset):
-            raise ConfigError("corpus: from: huggingface needs 'dataset' (a hub id or a local dataset directory)")
+            raise ConfigError(f"{where}: from: huggingface needs 'dataset' (a hub id or a local dataset directory)")
+
+    @property
+    def package_file(self) -> str | None:
+        """The package file a packaged source reads: its ``path``, else the workflow's download."""
+        if self.origin not in PACKAGES:
+            return None
+        return self.path or f"{PACKAGE_DIR}/{PACKAGES[self.origin].file}"
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """The config's ``corpus:`` section, validated: the sources, in order, and how they become pieces."""
+
+    sources: tuple[SourceConfig, ...] = (SourceConfig("generated"),)
+    max_tokens: int | None = None
+    max_tokens_per_doc: int = 128
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> CorpusConfig:
+        """Build from ``corpus:``; unknown keys are errors (the one-source form of older configs named)."""
+        if not isinstance(section, dict):
+            raise ConfigError(f"config section 'corpus' must be a mapping, got {type(section).__name__}")
+        if "from" in section:
+            raise ConfigError("corpus.from: the corpus is now a list of sources; write "
+                              f"corpus: {{sources: [{{from: {section['from']}, ...}}]}} with that source's keys")
+        unknown = sorted(set(section) - {"sources", "max_tokens", "max_tokens_per_doc", "seed"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) in config section 'corpus': {unknown}; allowed: "
+                              "['max_tokens', 'max_tokens_per_doc', 'seed', 'sources']")
+        sources = section.get("sources", [{"from": "generated"}])
+        if not isinstance(sources, list) or not sources:
+            raise ConfigError(f"corpus.sources must be a non-empty list of sources, got {sources!r}")
+        config = cls(
+            sources=tuple(SourceConfig.from_config(s, f"corpus.sources[{i}]") for i, s in enumerate(sources)),
+            **{k: v for k, v in section.items() if k != "sources"},
+        )
+        for key in ("max_tokens", "max_tokens_per_doc"):
+            value = getattr(config, key)
+            if value is not None and (not _is_int(value) or value < 2):
+                raise ConfigError(f"corpus.{key} must be an integer >= 2 (room for BOS and one token), got {value!r}")
+        if not _is_int(config.seed):
+            raise ConfigError(f"corpus.seed must be an integer, got {config.seed!r}")
+        return config
+
+    def input_files(self, base_dir: str | Path = ".") -> list[str]:
+        """The files the sources read, so that a changed one reruns the corpus: package files (downloaded
+        by the workflow unless a source names its own `path`) and local files."""
+        files = [s.package_file for s in self.sources if s.package_file]
+        for source in self.sources:
+            if source.origin == "local":
+                files += [str(path) for path in _expand(source.paths, Path(base_dir), missing_ok=True)]
+        return files
 
 
 def _is_int(value: Any) -> bool:
@@ -277,23 +336,24 @@ def _continuation(tokenizer: PreTrainedTokenizerBase, prompt_ids: list[int], new
     return tokenizer.decode(new_ids, skip_special_tokens=True)
 
 
-def generate_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: CorpusConfig) -> pd.DataFrame:
+def generate_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: SourceConfig,
+                    seed: int) -> pd.DataFrame:
     """Sample ``cfg.docs`` continuations of seeded-random :data:`GENERATION_PROMPTS` (columns text, source).
 
-    Batch ``b`` samples under seed ``cfg.seed + b`` inside a forked RNG: the same config gives the same
+    Batch ``b`` samples under seed ``seed + b`` inside a forked RNG: the same config gives the same
     table on the same device, and the caller's global torch RNG state is untouched. ``top_k=0`` switches
     off transformers' default top-50 cut, so only ``top_p`` truncates the distribution (nucleus sampling).
     """
     if tokenizer.pad_token_id is None:
         raise ModelLoadError("the tokenizer has no pad token; load it with caft.model.loading.load_model, which adds one")
-    choice = np.random.default_rng(cfg.seed).integers(len(GENERATION_PROMPTS), size=cfg.docs)
+    choice = np.random.default_rng(seed).integers(len(GENERATION_PROMPTS), size=cfg.docs)
     rows: list[dict[str, str]] = []
     progress = tqdm(total=cfg.docs, desc="generating corpus", unit="doc", mininterval=5, file=sys.stderr)
     for batch, start in enumerate(range(0, cfg.docs, cfg.batch_size)):
         indices = [int(i) for i in choice[start:start + cfg.batch_size]]
         prompts = [GENERATION_PROMPTS[i] for i in indices]
         encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
-        with _sampling_seed(cfg.seed + batch, model.device), torch.inference_mode():
+        with _sampling_seed(seed + batch, model.device), torch.inference_mode():
             output = model.generate(
                 **encoded,
                 do_sample=True,
@@ -314,19 +374,32 @@ def generate_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     return pd.DataFrame(rows, columns=["text", "source"])
 
 
-def load_text_corpus(cfg: CorpusConfig, base_dir: str | Path = ".") -> pd.DataFrame:
-    """Documents of a local or Hugging Face corpus (columns text, source), blank ones dropped."""
-    if cfg.origin == "local":
-        texts, where = _load_local(cfg.paths, cfg.text_column, Path(base_dir)), f"corpus.paths {list(cfg.paths)}"
+def load_text_corpus(cfg: SourceConfig, base_dir: str | Path = ".") -> tuple[pd.DataFrame, dict[str, str]]:
+    """Documents of a packaged, local or Hugging Face source (columns text, source), blank ones dropped,
+    and the digests of what was read (sha256 per file; a dataset's fingerprint)."""
+    base_dir = Path(base_dir)
+    if cfg.origin in PACKAGES:
+        path = base_dir / cfg.package_file
+        if not path.is_file():
+            raise DataError(f"corpus source '{cfg.origin}': no file {path} ({PACKAGES[cfg.origin].requirement}; "
+                            "the corpus_package rule downloads it)")
+        reader = wikipedia_documents if cfg.origin == "wikipedia" else brown_documents
+        texts, where = reader(path), f"{PACKAGES[cfg.origin].requirement} ({cfg.package_file})"
+        digests = {cfg.package_file: PACKAGES[cfg.origin].sha256}
+    elif cfg.origin == "local":
+        files = _expand(cfg.paths, base_dir)
+        texts, where = _load_local(files, cfg.text_column, base_dir), f"corpus paths {list(cfg.paths)}"
+        digests = {_label(f, base_dir): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     elif cfg.origin == "huggingface":
-        texts, where = _load_huggingface(cfg), f"Hugging Face dataset '{cfg.dataset}' (split '{cfg.split}')"
+        texts, fingerprint = _load_huggingface(cfg)
+        where, digests = f"Hugging Face dataset '{cfg.dataset}' (split '{cfg.split}')", {"fingerprint": fingerprint}
     else:
-        raise ConfigError(f"load_text_corpus reads local or huggingface corpora, not from: {cfg.origin}")
+        raise ConfigError(f"load_text_corpus reads text sources, not from: {cfg.origin}")
     texts = _drop_blank(texts, where)
     if texts.empty:
         raise DataError(f"{where}: no non-empty documents")
     log.info("%s: %d documents", where, len(texts))
-    return texts
+    return texts, digests
 
 
 def _drop_blank(texts: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -336,12 +409,15 @@ def _drop_blank(texts: pd.DataFrame, where: str) -> pd.DataFrame:
     return texts.loc[~blank].reset_index(drop=True)
 
 
-def _expand(patterns: Sequence[str], base_dir: Path) -> list[Path]:
-    """Files matching each pattern (relative to ``base_dir``), in pattern order, sorted within, once each."""
+def _expand(patterns: Sequence[str], base_dir: Path, missing_ok: bool = False) -> list[Path]:
+    """Files matching each pattern (relative to ``base_dir``; a folder means its corpus files, recursively),
+    in pattern order, sorted within, once each."""
     files: list[Path] = []
     for pattern in patterns:
-        matched = sorted(Path(p) for p in glob.glob(str(base_dir / pattern), recursive=True) if Path(p).is_file())
-        if not matched:
+        folder = (base_dir / pattern).is_dir()
+        found = glob.glob(str(base_dir / pattern / "**" / "*" if folder else base_dir / pattern), recursive=True)
+        matched = sorted(Path(p) for p in found if Path(p).is_file() and (not folder or Path(p).suffix in LOCAL_SUFFIXES))
+        if not matched and not missing_ok:
             raise DataError(f"corpus.paths: no file matches '{pattern}' (relative to {base_dir.resolve()})")
         files.extend(p for p in matched if p not in files)
     return files
@@ -354,9 +430,9 @@ def _label(path: Path, base_dir: Path) -> str:
         return str(path)
 
 
-def _load_local(patterns: Sequence[str], text_column: str, base_dir: Path) -> pd.DataFrame:
+def _load_local(files: Sequence[Path], text_column: str, base_dir: Path) -> pd.DataFrame:
     frames = []
-    for path in _expand(patterns, base_dir):
+    for path in files:
         if path.suffix not in LOCAL_SUFFIXES:
             raise DataError(f"{path}: unsupported corpus file type; use one of {list(LOCAL_SUFFIXES)}")
         frames.append(pd.DataFrame({"text": _read_texts(path, text_column), "source": _label(path, base_dir)}))
@@ -384,7 +460,7 @@ def _text_values(column: pd.Series, where: str, name: str) -> list[Any]:
     return column.tolist()
 
 
-def _load_huggingface(cfg: CorpusConfig) -> pd.DataFrame:
+def _load_huggingface(cfg: SourceConfig) -> tuple[pd.DataFrame, str]:
     import datasets
 
     try:
@@ -392,7 +468,7 @@ def _load_huggingface(cfg: CorpusConfig) -> pd.DataFrame:
     except Exception as err:  # datasets raises many unrelated types for "not reachable / not found"
         raise DataError(
             f"corpus: could not load Hugging Face dataset '{cfg.dataset}' (split '{cfg.split}'): {err}. "
-            "Offline? Download it once, or use corpus: {from: local, paths: [<.txt/.jsonl/.parquet files>]}."
+            "Offline? Download it once, or use a source {from: local, paths: [<.txt/.jsonl/.parquet files>]}."
         ) from err
     if cfg.text_column not in loaded.column_names:
         raise DataError(
@@ -401,31 +477,80 @@ def _load_huggingface(cfg: CorpusConfig) -> pd.DataFrame:
         )
     column = loaded.select_columns([cfg.text_column]).to_pandas()[cfg.text_column]
     texts = _text_values(column, f"Hugging Face dataset '{cfg.dataset}'", cfg.text_column)
-    return pd.DataFrame({"text": texts, "source": f"huggingface:{cfg.dataset}:{cfg.split}"})
+    return pd.DataFrame({"text": texts, "source": f"huggingface:{cfg.dataset}:{cfg.split}"}), loaded._fingerprint
+
+
+def split_into_pieces(ids: list[int], max_len: int) -> list[list[int]]:
+    """A document's tokens in the fewest near-equal pieces of at most `max_len` tokens: no short tail
+    piece, and every window of a piece is running text."""
+    count = -(-len(ids) // max_len)
+    bounds = [i * len(ids) // count for i in range(count + 1)]
+    return [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def tokenize_corpus(texts: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_tokens_per_doc: int) -> pd.DataFrame:
-    """Add ``doc``, ``input_ids`` (truncated to ``max_tokens_per_doc``, BOS included) and ``n_tokens``.
+    """One row per piece of each document: ``doc`` (0..n-1), ``text`` (the piece decoded), ``input_ids``
+    (BOS first when the tokenizer adds one, at most ``max_tokens_per_doc`` in all), ``n_tokens``,
+    ``source``, ``piece``. Long documents are split (`split_into_pieces`), not truncated; pieces equal to
+    an earlier one are dropped (a repeated boilerplate line, a document in two sources).
 
-    Empty documents are dropped (and counted in the log) before numbering, so ``doc`` is 0..n-1; none
-    left is a DataError. ``attrs["bos_token_id"]`` records the BOS id that starts every row, or None.
+    Empty documents are dropped (and counted in the log) first; none left is a DataError.
+    ``attrs["bos_token_id"]`` records the BOS id that starts every row, or None.
     """
-    texts = _drop_blank(texts.loc[:, ["text", "source"]], "corpus")
+    texts = _drop_blank(texts, "corpus")
     if texts.empty:
         raise DataError("corpus: no non-empty documents")
-    encoded = tokenizer(texts["text"].tolist(), truncation=True, max_length=max_tokens_per_doc).input_ids
+    bos = bos_token_id(tokenizer)
+    prefix = [] if bos is None else [bos]
+    encoded = tokenizer(texts["text"].tolist(), add_special_tokens=False).input_ids
+    seen: set[tuple[int, ...]] = set()
+    rows, duplicates = [], 0
+    for document, ids in enumerate(encoded):
+        for index, piece in enumerate(split_into_pieces(list(map(int, ids)), max_tokens_per_doc - len(prefix))):
+            if tuple(piece) in seen:
+                duplicates += 1
+                continue
+            seen.add(tuple(piece))
+            rows.append((tokenizer.decode(piece), prefix + piece, document, index))
+    documents = np.array([r[2] for r in rows], dtype=np.int64)
     table = pd.DataFrame({
-        "doc": np.arange(len(texts), dtype=np.int64),
-        "text": texts["text"].tolist(),
-        "input_ids": [list(map(int, ids)) for ids in encoded],
-        "n_tokens": np.array([len(ids) for ids in encoded], dtype=np.int64),
-        "source": texts["source"].tolist(),
+        "doc": np.arange(len(rows), dtype=np.int64),
+        "text": [r[0] for r in rows],
+        "input_ids": [r[1] for r in rows],
+        "n_tokens": np.array([len(r[1]) for r in rows], dtype=np.int64),
+        "source": texts["source"].to_numpy()[documents],
+        "piece": np.array([r[3] for r in rows], dtype=np.int64),
     }, columns=list(COLUMNS))
-    table.attrs["bos_token_id"] = bos_token_id(tokenizer)
-    truncated = sum(1 for ids in encoded if len(ids) == max_tokens_per_doc)
-    log.info("tokenized %d documents, %d tokens; %d at the cap of %d tokens",
-             len(table), int(table["n_tokens"].sum()), truncated, max_tokens_per_doc)
+    for column in texts.columns.difference(["text", "source"]):  # per-document columns follow their pieces
+        table[column] = texts[column].to_numpy()[documents]
+    table.attrs["bos_token_id"] = bos
+    log.info("tokenized %d documents into %d pieces of at most %d tokens (%d tokens); %d duplicate pieces dropped",
+             len(texts), len(table), max_tokens_per_doc, int(table["n_tokens"].sum()), duplicates)
     return table
+
+
+def sample_pieces(table: pd.DataFrame, caps: Sequence[int | None], cap: int | None, seed: int) -> pd.DataFrame:
+    """Seeded sample of pieces under each source's token cap (``caps[i]`` for rows with ``group == i``),
+    then the corpus's; kept rows stay in source order and are renumbered. The shuffle is one
+    ``numpy.random.default_rng([seed, i])`` per source and ``default_rng([seed, len(caps)])`` overall."""
+    kept = []
+    for group, source_cap in enumerate(caps):
+        rows = table.index[table["group"] == group].to_numpy()
+        if source_cap is not None:
+            rows = _under_cap(np.random.default_rng([seed, group]).permutation(rows), table["n_tokens"], source_cap)
+        kept.append(rows)
+    rows = np.concatenate(kept)
+    if cap is not None:
+        rows = _under_cap(np.random.default_rng([seed, len(caps)]).permutation(rows), table["n_tokens"], cap)
+    sampled = table.loc[np.sort(rows)].reset_index(drop=True)
+    sampled["doc"] = np.arange(len(sampled), dtype=np.int64)
+    sampled.attrs = dict(table.attrs)
+    return sampled
+
+
+def _under_cap(order: np.ndarray, n_tokens: pd.Series, cap: int) -> np.ndarray:
+    """The longest prefix of `order` whose pieces hold at most `cap` tokens."""
+    return order[np.cumsum(n_tokens.to_numpy()[order]) <= cap]
 
 
 def build_corpus(
@@ -433,15 +558,31 @@ def build_corpus(
     model_loader: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
     base_dir: str | Path = ".",
 ) -> pd.DataFrame:
-    """The corpus artifact's table: load or generate the documents, cap at ``max_docs``, tokenize.
-
-    Text corpora are read before the model is loaded, so a bad path fails in seconds.
-    """
-    texts = None if cfg.origin == "generated" else load_text_corpus(cfg, base_dir)
+    """The corpus artifact's table: each source's documents (text sources are read before the model is
+    loaded, so a bad path fails in seconds), documents repeated in an earlier source dropped, split into
+    pieces, and sampled under the caps. ``attrs["sources"]`` records per source its ``from``, digests,
+    documents and tokens available and kept."""
+    read = [None if s.origin == "generated" else load_text_corpus(s, base_dir) for s in cfg.sources]
     model, tokenizer = model_loader()
-    if texts is None:
-        texts = generate_corpus(model, tokenizer, cfg)
-    if cfg.max_docs is not None and len(texts) > cfg.max_docs:
-        log.info("corpus: keeping the first %d of %d documents (max_docs)", cfg.max_docs, len(texts))
-        texts = texts.iloc[:cfg.max_docs]
-    return tokenize_corpus(texts, tokenizer, cfg.max_tokens_per_doc)
+    frames, records = [], []
+    for group, (source, loaded) in enumerate(zip(cfg.sources, read)):
+        texts, digests = loaded if loaded is not None else (generate_corpus(model, tokenizer, source, cfg.seed), {})
+        frames.append(texts.assign(group=group))
+        records.append({"from": source.origin, "digests": digests, "documents": len(texts)})
+    texts = pd.concat(frames, ignore_index=True)
+    normalized = texts["text"].astype(str).str.split().str.join(" ")
+    repeated = normalized.duplicated()
+    if repeated.any():
+        log.info("corpus: dropped %d document(s) repeated in an earlier place or source", int(repeated.sum()))
+    texts = texts.loc[~repeated].reset_index(drop=True)
+    table = tokenize_corpus(texts, tokenizer, cfg.max_tokens_per_doc)
+    sampled = sample_pieces(table, [s.max_tokens for s in cfg.sources], cfg.max_tokens, cfg.seed)
+    for group, record in enumerate(records):
+        record["tokens_available"] = int(table.loc[table["group"] == group, "n_tokens"].sum())
+        record["tokens_kept"] = int(sampled.loc[sampled["group"] == group, "n_tokens"].sum())
+        log.info("corpus source %d (%s): %d documents, %d tokens available, %d kept", group, record["from"],
+                 record["documents"], record["tokens_available"], record["tokens_kept"])
+    sampled = sampled.drop(columns="group")
+    sampled.attrs["sources"] = records
+    return sampled
+

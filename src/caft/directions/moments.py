@@ -206,8 +206,8 @@ def paired_residuals(
             mask = token_mask(batch, include_bos, tokenizer.bos_token_id).to(device)
             if first_positions is not None:
                 mask &= _from_positions(batch["attention_mask"], first_positions[start : start + batch_size]).to(device)
-            run_decoder(base, batch["input_ids"], batch["attention_mask"])
-            run_decoder(tuned, batch["input_ids"], batch["attention_mask"])
+            run_decoder(base, batch["input_ids"], batch["attention_mask"], stop_after=layers[-1])
+            run_decoder(tuned, batch["input_ids"], batch["attention_mask"], stop_after=layers[-1])
             yield {layer: (base_acts[layer][mask], tuned_acts[layer].to(device)[mask]) for layer in layers}
             bar.update(len(chunk))
 

@@ -79,7 +79,7 @@ def last_position_residuals(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
     with torch.inference_mode(), capture_residuals(model, layers) as captured:
         for start in tqdm(range(0, len(prompts), batch_size), desc="oracle residuals", unit="batch"):
             batch = encode_prompts(tokenizer, prompts[start:start + batch_size])
-            run_decoder(model, batch["input_ids"], batch["attention_mask"])
+            run_decoder(model, batch["input_ids"], batch["attention_mask"], stop_after=max(layers))
             for layer in layers:
                 rows[layer].append(captured[layer][:, -1, :].cpu())
     return {layer: torch.cat(parts) for layer, parts in rows.items()}

@@ -1,9 +1,9 @@
 """Sparse autoencoders per layer: train with sae-lens, load pretrained, save atomically.
 
-Pretrained SAEs (Gemma Scope for the paper profile) go through the real ``SAE.from_pretrained``; the
-offline default model has none, so we train them with sae-lens's own ``SAETrainer`` on activations
-already in memory (research notes, route B). Every SAE is exchanged as a sae-lens folder
-(``cfg.json`` + ``sae_weights.safetensors``) that ``SAE.load_from_disk`` reads.
+Pretrained SAEs (Gemma Scope for the paper profile, Gemma Scope 2 for Gemma 3 270M) go through the real
+``SAE.from_pretrained``; offline, the default cannot download them, so we train them with sae-lens's own
+``SAETrainer`` on activations already in memory (research notes, route B). Every SAE is exchanged as a
+sae-lens folder (``cfg.json`` + ``sae_weights.safetensors``) that ``SAE.load_from_disk`` reads.
 
 sae-lens is imported inside the functions: its import takes seconds and most stages never need it.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -132,6 +133,26 @@ def sae_layer_id(template: str, layer: int) -> str:
         return template.format(layer=layer)
     except (KeyError, IndexError, ValueError) as err:
         raise ConfigError(f"SAE id template {template!r} has a placeholder other than {{layer}}: {err}") from err
+
+
+def pretrained_sae_id(release: str, template: str, layer: int) -> str:
+    """`layer`'s sae_id, checked against sae-lens's registry before anything is downloaded, so that a layer
+    the release lacks names the config keys and the layers it has instead of failing inside sae-lens.
+
+    A `release` outside the registry (a hub repo id) is left to `load_pretrained_sae` to resolve.
+    """
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    sae_id = sae_layer_id(template, layer)
+    lookup = get_pretrained_saes_directory().get(release)
+    if lookup is None or sae_id in lookup.saes_map:
+        return sae_id
+    pattern = re.escape(template).replace(re.escape("{layer}"), r"(\d+)")
+    layers = sorted(int(match[1]) for known in lookup.saes_map if (match := re.fullmatch(pattern, known)))
+    examples = sorted(lookup.saes_map)[:3]
+    has = f"the layers it has under this sae_id: {layers}" if layers else f"its ids look like {examples}"
+    raise ConfigError(f"saes.layers: layer {layer} has no SAE in saes.release {release!r} (saes.sae_id {template!r} "
+                      f"gives {sae_id!r}); {has}")
 
 
 # --- training ---------------------------------------------------------------------------------------
@@ -337,13 +358,18 @@ def evaluate_sae(
 
 
 def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> SAE:
-    """A released SAE via the real `SAE.from_pretrained` (the sae-lens registry + Hugging Face hub/cache)."""
+    """A released SAE via the real `SAE.from_pretrained` (the sae-lens registry + Hugging Face hub/cache),
+    with its converters' shape lookups read through the cache (`_cached_tensor_shapes`)."""
+    from unittest import mock
+
     from huggingface_hub import constants
     from huggingface_hub.errors import LocalEntryNotFoundError
     from sae_lens import SAE
+    from sae_lens.loading import pretrained_sae_loaders
 
     try:
-        return SAE.from_pretrained(release, sae_id, device=device)
+        with mock.patch.object(pretrained_sae_loaders, "get_safetensors_tensor_shapes", _cached_tensor_shapes):
+            return SAE.from_pretrained(release, sae_id, device=device)
     except LocalEntryNotFoundError as err:
         offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub cannot be reached (no internet?)"
         raise ModelLoadError(
@@ -353,6 +379,20 @@ def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> SAE:
         ) from err
     except Exception as err:  # registry misses are ValueError; converters raise KeyError, OSError, ...
         raise ModelLoadError(f"cannot load SAE release {release!r} id {sae_id!r}: {type(err).__name__}: {err}") from err
+
+
+def _cached_tensor_shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+    """Tensor shapes of a hub safetensors file read through the Hugging Face cache.
+
+    Stands in for sae-lens's `get_safetensors_tensor_shapes` (its Gemma Scope 2 converter reads d_in and d_sae
+    with HTTP range requests that bypass the cache and HF_HUB_OFFLINE, so a fully cached SAE fails offline);
+    the converter downloads the same file right after, so reading it whole first costs no extra transfer.
+    """
+    from huggingface_hub import hf_hub_download
+    from safetensors import safe_open
+
+    with safe_open(hf_hub_download(repo_id, filename), framework="pt") as file:
+        return {name: list(file.get_slice(name).get_shape()) for name in file.keys()}
 
 
 def load_local_sae(folder: str | Path, device: str = "cpu") -> SAE:

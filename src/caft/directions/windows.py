@@ -150,7 +150,7 @@ def latent_activations(
             )
             # hooks and inference mode only around the forward: nothing leaks to the consumer between yields
             with torch.inference_mode(), capture_residuals(model, layers) as residuals:
-                run_decoder(model, input_ids, attention_mask)
+                run_decoder(model, input_ids, attention_mask, stop_after=layers[-1])
                 values = {layer: _scores(score_fn, layer, residuals[layer], mask) for layer in layers}
             yield ActivationBatch(
                 docs=np.arange(first, first + len(chunk)),

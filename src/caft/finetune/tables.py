@@ -75,7 +75,10 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
 def condition_label(method: str, selector: str, mode: str) -> str:
     """Short label: "no intervention", "pca/manual" (deployed), "pca/random (test-only)", "sae/top (hooked)".
 
-    Deployed is the default reading (the CAFT number), so only the other modes are spelled out.
+    Deployed is the default reading (the CAFT number), so only the other modes are spelled out. The label
+    is the condition as configured, so the two random baselines read "sae/random" (the manual counts per
+    layer) and "sae/random-pool" (the manual total from all layers' candidates, the paper's), and sort
+    next to each other.
     """
     label = {NO_INTERVENTION: "no intervention", SKYLINE: SKYLINE}.get(method, f"{method}/{selector}")
     return label if mode == "deployed" else f"{label} ({mode})"

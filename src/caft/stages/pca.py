@@ -13,6 +13,7 @@ from caft.ablation.selection import (
     SelectorConfig,
     load_manual_selection,
     projection_spec,
+    random_pool_selection,
     random_selection,
     top_selection,
 )
@@ -82,20 +83,27 @@ def pca_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, component
 
 def select_pca(variant: str, task: str, cfg: SelectorConfig, summary_path: Path, manual_path: Path | None,
                out_path: Path) -> None:
-    """One selected-component list: ``manual``, ``top`` (`top_k` per layer) or ``random/seed{N}`` (the
-    manual selection's counts per layer)."""
+    """One selected-component list: ``manual``, ``top`` (`top_k` per layer), ``random/seed{N}`` (the
+    manual selection's counts per layer) or ``random-pool/seed{N}`` (the manual total, drawn from the
+    components of every fitted layer together)."""
     summary = pd.read_parquet(summary_path)
     per_layer = summary.groupby("layer")["component"].max().add(1).to_dict()
+    candidates = {int(layer): list(range(int(count))) for layer, count in per_layer.items()}
     if variant == "manual":
         selection = load_manual_selection(manual_path, "pca", n_layers=max(per_layer) + 1, n_ids=per_layer)
     elif variant == "top":
         selection = top_selection(summary, cfg.top_k, method="pca", task=task)
     elif variant.startswith("random/seed"):
-        candidates = {layer: list(range(count)) for layer, count in per_layer.items()}
         selection = random_selection(candidates, cfg.counts, int(variant.removeprefix("random/seed")),
                                      method="pca", task=task, provenance={"counts_from": "manual"})
+    elif variant.startswith("random-pool/seed"):
+        pool = f"{summary_path}: the components of layers {sorted(candidates)} (pca.components per layer)"
+        selection = random_pool_selection(candidates, cfg.count, int(variant.removeprefix("random-pool/seed")),
+                                          method="pca", task=task, pool_name=pool,
+                                          provenance={"count_from": "manual total"})
     else:
-        raise ConfigError(f"unknown pca selector variant '{variant}'; expected manual, top or random/seed<N>")
+        raise ConfigError(f"unknown pca selector variant '{variant}'; expected manual, top, random/seed<N> or "
+                          "random-pool/seed<N>")
     log.info("pca %s: %d directions over layers %s", variant, selection.count(), sorted(selection.layers))
     selection.save(out_path)
 

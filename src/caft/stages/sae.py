@@ -18,6 +18,7 @@ from caft.ablation.selection import (
     SelectorConfig,
     load_manual_selection,
     projection_spec,
+    random_pool_selection,
     random_selection,
     top_selection,
 )
@@ -36,6 +37,7 @@ from caft.directions.saes import (
     load_local_sae,
     load_pretrained_sae,
     load_sae_folders,
+    pretrained_sae_id,
     sae_layer_id,
     save_sae,
     train_sae,
@@ -94,6 +96,7 @@ def provision_sae(layer: int, cfg: SaeSourceConfig, base_dir: Path, activations_
     _, d_model = checkpoint_shape(base_dir)
     row: dict[str, Any] = {"layer": layer, "source": cfg.source}
     if cfg.source == "train":
+        origin = "saes.train"
         if activations_path is None or cfg.train is None:
             raise ConfigError("saes.from is 'train' but no activations or saes.train settings were given")
         activations = _layer_activations(activations_path, layer)
@@ -103,12 +106,21 @@ def provision_sae(layer: int, cfg: SaeSourceConfig, base_dir: Path, activations_
         log.info("layer %d: FVU %.3f, L0 %.1f, dead %.1f%%, %d tokens in %.0f s", layer, report["fvu"],
                  report["l0"], 100 * report["dead_fraction"], report["tokens"], report["seconds"])
     elif cfg.source == "pretrained":
-        sae = load_pretrained_sae(cfg.release, sae_layer_id(cfg.sae_id, layer))
+        sae_id = pretrained_sae_id(cfg.release, cfg.sae_id, layer)
+        sae = load_pretrained_sae(cfg.release, sae_id)
+        origin = f"saes.release {cfg.release!r} id {sae_id!r}"
+        # the stages hook the output of block `layer`: an SAE of another site or layer would be silently wrong
+        expected = f"blocks.{layer}.hook_resid_post"
+        if sae.cfg.metadata.hook_name != expected:
+            raise ConfigError(f"layer {layer} (saes.layers): {origin} hooks {sae.cfg.metadata.hook_name!r}, not "
+                              f"the residual stream after block {layer} ({expected!r})")
     else:
-        sae = load_local_sae(Path(sae_layer_id(cfg.path, layer)))
+        folder = sae_layer_id(cfg.path, layer)
+        origin = f"saes.path {folder!r}"
+        sae = load_local_sae(Path(folder))
     if sae.cfg.d_in != d_model:
-        raise ConfigError(f"layer {layer}: the {cfg.source} SAE has d_in {sae.cfg.d_in}, the model's hidden size "
-                          f"is {d_model}")
+        raise ConfigError(f"layer {layer} (saes.layers): the {cfg.source} SAE ({origin}) has d_in {sae.cfg.d_in}, "
+                          f"the model's hidden size is {d_model}: it was made for another model")
     # a trained batchtopk SAE is saved as JumpReLU: the report keeps the architecture it was trained as
     row = {"architecture": sae.cfg.architecture(), "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae} | row
     save_sae(sae, out_dir)
@@ -196,10 +208,19 @@ def _sae_widths(scores: pd.DataFrame) -> dict[int, int]:
     return {int(layer): int(n) + 1 for layer, n in scores.groupby("layer")["latent"].max().items()}
 
 
+def _top_latents(scores: pd.DataFrame) -> dict[int, list[int]]:
+    """The latents of the ``top`` rows (the attribution pool), per layer."""
+    top = scores[scores["top"]]
+    return {int(layer): group["latent"].astype(int).tolist() for layer, group in top.groupby("layer")}
+
+
 def select_sae(variant: str, task: str, cfg: SelectorConfig, scores_path: Path, base_dir: Path,
                manual_path: Path | None, out_path: Path) -> None:
     """One selected-latent list: ``manual`` (the YAML's ``sae:`` section), ``top`` (the `top_k` largest
-    effects over all layers) or ``random/seed{N}`` (the manual counts per layer, drawn from the top latents)."""
+    effects over all layers), ``random/seed{N}`` (the manual counts per layer, drawn from the top latents)
+    or ``random-pool/seed{N}`` (the manual total, drawn from the top latents over all layers: the paper's
+    random baseline). The top latents are the ``top`` rows of the scores: the `attribution.top_n` best
+    global signed ranks (``rank`` 0 = largest effect over all layers)."""
     scores = pd.read_parquet(scores_path)
     if variant == "manual":
         n_layers = checkpoint_shape(base_dir)[0]
@@ -210,12 +231,18 @@ def select_sae(variant: str, task: str, cfg: SelectorConfig, scores_path: Path, 
         selection = top_selection(scores, counts, method="sae", task=task, id_column="latent", rank_column="rank",
                                   provenance={"global_top_k": cfg.top_k})
     elif variant.startswith("random/seed"):
-        pool = scores[scores["top"]]
-        candidates = {int(layer): group["latent"].astype(int).tolist() for layer, group in pool.groupby("layer")}
-        selection = random_selection(candidates, cfg.counts, int(variant.removeprefix("random/seed")), method="sae",
-                                     task=task, provenance={"counts_from": "manual", "pool": "attribution top"})
+        selection = random_selection(_top_latents(scores), cfg.counts, int(variant.removeprefix("random/seed")),
+                                     method="sae", task=task,
+                                     provenance={"counts_from": "manual", "pool": "attribution top"})
+    elif variant.startswith("random-pool/seed"):
+        pool = (f"{scores_path}: the {int(scores['top'].sum())} latents marked top, the best global signed "
+                "attribution ranks over all layers (attribution.top_n)")
+        selection = random_pool_selection(_top_latents(scores), cfg.count,
+                                          int(variant.removeprefix("random-pool/seed")), method="sae", task=task,
+                                          pool_name=pool, provenance={"count_from": "manual total"})
     else:
-        raise ConfigError(f"unknown sae selector variant '{variant}'; expected manual, top or random/seed<N>")
+        raise ConfigError(f"unknown sae selector variant '{variant}'; expected manual, top, random/seed<N> or "
+                          "random-pool/seed<N>")
     log.info("sae %s: %d latents over layers %s", variant, selection.count(), sorted(selection.layers))
     selection.save(out_path)
 
