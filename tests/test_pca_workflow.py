@@ -42,7 +42,7 @@ def pca_chain(tmp_path_factory, tiny_model_dir):
 def test_pca_artifacts(pca_chain):
     results = pca_chain / "results"
     corpus = pd.read_parquet(results / "corpus/corpus.parquet")
-    assert len(corpus) == 6 and (corpus["n_tokens"] <= 24).all()
+    assert (corpus["piece"] == 0).sum() == 6 and (corpus["n_tokens"] <= 24).all()  # 6 documents, split
     summary = pd.read_parquet(results / "gender/pca/components.parquet")
     assert sorted(set(summary["layer"])) == [0, 1] and (summary.groupby("layer").size() == 4).all()
     with safe_open(results / "gender/pca/components.safetensors", "pt") as handle:

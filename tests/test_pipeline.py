@@ -45,3 +45,12 @@ def test_centered_adds_the_layers_means_to_projection_specs_only(tmp_path: Path)
     assert centered(spec, None) is spec
     with pytest.raises(DataError, match=r"no mean residual for layer\(s\) \[3\]"):
         centered(random_directions(8, [3], 2, seed=0), tmp_path / "m.safetensors")
+
+
+def test_tensors_are_saved_as_they_are_views_and_shared_storage_included(tmp_path):
+    base = torch.arange(12.0)
+    tensors = {"whole": base, "same": base, "view": base[2:5], "strided": base.reshape(3, 4).t()}
+    save_tensors(tensors, tmp_path / "t.safetensors", "test", {})
+    loaded, _ = load_tensors(tmp_path / "t.safetensors", "test")
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded[name], tensor)

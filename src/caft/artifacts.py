@@ -129,10 +129,22 @@ def save_tensors(tensors: Mapping[str, Any], path: str | Path, fmt: str, metadat
     from safetensors.torch import save_file
 
     header = {"format": fmt, "caft": json.dumps(metadata, sort_keys=True)}
-    # contiguous clones: safetensors refuses views and tensors sharing storage
-    contents = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
+    # safetensors refuses views and tensors sharing storage: clone those, not a tensor that owns all of
+    # its storage (the SAE activations are gigabytes)
+    contents, storages = {}, set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        storage = tensor.untyped_storage().data_ptr()
+        contents[name] = tensor if _owns_its_storage(tensor) and storage not in storages else tensor.contiguous().clone()
+        storages.add(storage)
     with atomic_path(path) as tmp:
         save_file(contents, str(tmp), metadata=header)
+
+
+def _owns_its_storage(tensor: Any) -> bool:
+    """Contiguous and spanning its whole storage: safetensors can write it as it is."""
+    whole = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    return tensor.is_contiguous() and tensor.storage_offset() == 0 and whole
 
 
 def load_tensors(path: str | Path, fmt: str) -> tuple[dict[str, Any], dict[str, Any]]:

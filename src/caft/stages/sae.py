@@ -77,7 +77,8 @@ def sae_activations(base_dir: Path, corpus_path: Path, layers: list[int], batch_
     rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
     for layer, kept in residual_rows(model, tokenizer, docs, layers, batch_size, progress=True):
         rows[layer].append(kept)
-    tensors = {f"layer_{layer}": torch.from_numpy(np.concatenate(chunks)) for layer, chunks in rows.items()}
+    # one layer at a time, its chunks freed as it is joined: peak memory one copy plus one layer
+    tensors = {f"layer_{layer}": torch.from_numpy(np.concatenate(rows.pop(layer))) for layer in layers}
     log.info("activations: %d tokens x %d dims for layers %s", *tensors[f"layer_{layers[0]}"].shape, layers)
     save_tensors(tensors, out_path, ACTIVATIONS_FORMAT, provenance("sae_activations", {"layers": layers}))
 
