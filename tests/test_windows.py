@@ -68,6 +68,15 @@ def test_running_top_k_is_exact_and_independent_of_batching(tokenizer) -> None:
     assert set(only_positive["sign"]) == {"positive"} and len(only_positive) == 2
 
 
+
+def test_top_windows_hold_only_windows_of_their_sign(tokenizer) -> None:
+    """A latent that never fires (zero everywhere) has no top windows; one firing on one window has one."""
+    rows = [[NAN, 0, 0, 0, 0, 0], [0, 0, 0, 0], [NAN, 0, 2, 0]]
+    frame = top_windows([batch([0, 1, 2], rows)], tokenizer, window=4, per_component=3)
+    assert frame[["sign", "doc", "start", "peak"]].values.tolist() == [["positive", 2, 0, 2.0]]
+    never = top_windows([batch([0, 1], rows[:2])], tokenizer, window=4, per_component=3, random_per_component=1)
+    assert set(never["sign"]) == {"random"}  # random windows are drawn whatever the activation
+
 RANDOM_ROWS = [
     [NAN, 1, 5, 0, -2, 3],  # doc 0: windows (0, 0) max 5, (0, 4) max 3
     [NAN, 5, -7, 2],  # doc 1: (1, 0) max 5

@@ -288,7 +288,8 @@ def top_windows(
     Columns: `layer`, `component` (column of the score function's output), `sign`, `rank` (0 = best),
     `doc`, `start`, `token_ids`, `tokens` (each id decoded alone), `values` (NaN where masked), `peak`
     (the window's max for "positive" and "random", min for "negative"). Windows are ``window`` tokens,
-    shorter at a document's end; windows with no unmasked token are never kept.
+    shorter at a document's end; windows with no unmasked token are never kept, nor "positive"
+    ("negative") windows whose peak is not above (below) 0, so a direction may have fewer top windows.
     """
     if window < 1 or per_component < 1:
         raise ConfigError(f"window and per_component must be positive, got {window} and {per_component}")
@@ -328,11 +329,12 @@ def _is_count(value: Any) -> bool:
 
 def _window_keys(sign: str, values: np.ndarray, masked: np.ndarray, docs: np.ndarray, starts: np.ndarray,
                  window: int, layer: int, seed: int) -> np.ndarray:
-    """Key [N, m] that `_RunningTop` keeps the largest of; -inf for windows with no unmasked token."""
-    if sign == "positive":
-        return np.where(masked, -np.inf, values).max(axis=1, initial=-np.inf)
-    if sign == "negative":
-        return -np.where(masked, np.inf, values).min(axis=1, initial=np.inf)
+    """Key [N, m] that `_RunningTop` keeps the largest of; -inf for windows with no unmasked token, and
+    for top windows where the direction never takes that sign (a latent that never fires on a window,
+    zero everywhere, is not one of its top windows)."""
+    if sign in ("positive", "negative"):
+        key = np.where(masked, -np.inf, values if sign == "positive" else -values).max(axis=1, initial=-np.inf)
+        return np.where(key > 0, key, -np.inf)
     if sign == QUANTILE:
         key = -_random_keys(docs, starts, window, values.shape[2], layer, seed, stream=1)
         peak = np.where(masked, -np.inf, values).max(axis=1, initial=-np.inf)
