@@ -20,7 +20,7 @@ FAKE_SLURM = ROOT / "tests" / "fake_slurm"
 RESOURCES = {
     "source_table": (2000, 20), "frame_task": (2000, 10), "mcmc_task": (2000, 10), "base_model": (8000, 30),
     "random_directions": (2000, 10), "finetune": (12000, 240), "evaluate": (8000, 60), "ood_table": (2000, 10),
-    "corpus": (8000, 120), "pca_moments": (8000, 60), "pca_components": (4000, 10), "pca_windows": (8000, 60),
+    "corpus_package": (1000, 10), "corpus": (8000, 120), "pca_moments": (8000, 60), "pca_components": (4000, 10), "pca_windows": (8000, 60),
     "select_pca": (2000, 10), "pca_spec": (2000, 10), "pca_dashboard": (4000, 10),
     "sae_activations": (8000, 60), "provision_sae": (8000, 120), "sae_attribution": (8000, 60),
     "sae_windows": (8000, 60), "select_sae": (2000, 10), "sae_spec": (4000, 10), "sae_dashboard": (4000, 10),

@@ -17,6 +17,7 @@ Windows are rows like the windows table of `caft.directions.windows`: ``tokens``
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import sys
@@ -36,6 +37,8 @@ from caft.interpret.clients import LLMClient, Message
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
 
 MARK_OPEN, MARK_CLOSE = "<<", ">>"
 DEFAULT_MARK_FRACTION = 0.5
@@ -544,8 +547,9 @@ def _candidates(windows: pd.DataFrame, id_column: str) -> list[Candidate]:
     out = []
     for (layer, ident), group in windows.sort_values("rank", kind="stable").groupby(["layer", id_column]):
         signs = [sign for sign in TOP_SIGNS if (group["sign"] == sign).any()]
-        if not signs:
-            raise DataError(f"windows table: layer {layer} {id_column} {ident} has random windows but no top windows")
+        if not signs:  # it never takes either sign on the corpus (a latent that never fires): nothing to explain
+            log.info("layer %s %s %s: no top windows (never active on the corpus), not explained", layer, id_column, ident)
+            continue
         for sign in signs:
             factor = 1.0 if sign == "positive" else -1.0
             top = [_scaled(row, factor) for row in group[group["sign"] == sign].to_dict("records")]
