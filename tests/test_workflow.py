@@ -131,8 +131,14 @@ def test_default_config_dry_runs(tmp_path):
     workdir = make_workflow_copy(tmp_path, yaml.safe_load((ROOT / "config/config.yaml").read_text()))
     default = snakemake(workdir, "-n", "--workflow-profile", "none")
     counts = {line.split()[0]: int(line.split()[1]) for line in default.stdout.splitlines()
-              if line.split()[:1] and line.split()[0] in {"source_table", "frame_task", "mcmc_task"}}
-    assert counts == {"source_table": 5, "frame_task": 1, "mcmc_task": 12}
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert {k: counts.get(k) for k in ("source_table", "frame_task", "mcmc_task")} == {
+        "source_table": 5, "frame_task": 1, "mcmc_task": 12}
+    # The SAE path at the five configured layers, and no PCA stage: no default condition reads it.
+    assert counts["provision_sae"] == 5 and counts["sae_attribution"] == 1 and counts["sae_dashboard"] == 1
+    assert "pca_windows" not in counts and "pca_moments" not in counts
+    # none, skyline, sae/manual, sae/random-pool x 3 seeds; attribution reads the none seed-0 run, not a 13th.
+    assert counts["finetune"] == 12
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["no-cache", "gemma2-config-cached"])
