@@ -53,6 +53,7 @@ def test_dry_run_in_the_repository_shows_rule_resources(tmp_path):
                  "conditions": ["none", "random/random", "pca/top", "pca/random", "pca/auto", "sae/top", "sae/random",
                                 "sae-latent/manual"]},
         "interventions": {"center": True},
+        "explanations": {"methods": ["pca", "sae"]},  # the auto conditions of both methods
     }))
     result = snakemake(ROOT, "-n", "-F", *PROFILE, "--configfile", str(every_rule))
     jobs = job_resources(result.stdout)
