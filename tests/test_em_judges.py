@@ -130,7 +130,7 @@ def test_openai_judge_score_many_asks_once_per_answer(server: FakeServer) -> Non
     server.reply(CHAT, logprob_reply([("REFUSAL", ln(0.9)), ("0", ln(0.1))]))
     judge = LogprobJudge(EndpointTopLogprobs(OpenAICompatibleClient(server.url, "m", timeout=5)))
     assert judge.score_many("coherent", ["q1", "q2"], ["a1", "a2"]) == [None, None]  # mass 0.1 < 0.25
-    contents = [body["messages"][0]["content"] for _, _, body in server.requests]
+    contents = sorted(body["messages"][0]["content"] for _, _, body in server.requests)  # sent concurrently
     assert len(contents) == 2 and "q1" in contents[0] and "a2" in contents[1]
 
 

@@ -23,7 +23,7 @@ from caft.interpret.clients import (
     chat_prompt,
     make_client,
 )
-from tests.fake_openai import FakeServer
+from tests.fake_openai import TINY_BACKOFF, FakeServer
 
 # --- fake OpenAI-compatible server ------------------------------------------------------------------
 
@@ -103,8 +103,9 @@ def test_token_logprobs_without_text_offset_drops_the_generated_token(server: Fa
 def test_complete_errors_name_url_and_cause(server: FakeServer, status: int, body: Any, message: str) -> None:
     server.reply("/v1/chat/completions", body, status=status)
     with pytest.raises(LLMError, match=message) as caught:
-        OpenAICompatibleClient(server.url, "m", timeout=5).complete([{"role": "user", "content": "x"}], 3)
+        OpenAICompatibleClient(server.url, "m", timeout=5, **TINY_BACKOFF).complete([{"role": "user", "content": "x"}], 3)
     assert f"{server.url}/chat/completions" in str(caught.value)
+    assert len(server.requests) == (1 + TINY_BACKOFF["max_retries"] if status == 500 else 1)
 
 
 def test_token_logprobs_malformed_logprobs(server: FakeServer) -> None:
@@ -116,14 +117,14 @@ def test_token_logprobs_malformed_logprobs(server: FakeServer) -> None:
 def test_timeout_is_an_llm_error(server: FakeServer) -> None:
     server.reply("/v1/chat/completions", chat_reply("late"), delay=1.0)
     with pytest.raises(LLMError, match="timeout"):
-        OpenAICompatibleClient(server.url, "m", timeout=0.2).complete([{"role": "user", "content": "x"}], 3)
+        OpenAICompatibleClient(server.url, "m", timeout=0.2, **TINY_BACKOFF).complete([{"role": "user", "content": "x"}], 3)
 
 
 def test_unreachable_server_is_an_llm_error() -> None:
     with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as closed:
         port = closed.server_address[1]
     with pytest.raises(LLMError, match="cannot connect"):
-        OpenAICompatibleClient(f"http://127.0.0.1:{port}", "m", timeout=2).complete([], max_tokens=1)
+        OpenAICompatibleClient(f"http://127.0.0.1:{port}", "m", timeout=2, **TINY_BACKOFF).complete([], max_tokens=1)
 
 
 def test_missing_api_key_env_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:

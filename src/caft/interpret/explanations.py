@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,11 +28,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from caft.config import SectionConfig
 from caft.errors import CaftError, ConfigError, DataError, ModelLoadError
-from caft.interpret.clients import LLMClient, Message
+from caft.interpret.clients import LLMClient, Message, concurrency, map_in_order
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -383,12 +381,18 @@ def simulation_score(
     if not isinstance(explanation, str) or not explanation.strip():
         return math.nan
     scale = simulation_scale(client) if scale is None else scale
+    windows = [as_window(window) for window in windows]
+    return simulated_correlation(windows, [simulate(client, explanation, w.tokens, scale) for w in windows])
+
+
+def simulated_correlation(windows: Sequence[Window], simulated: Sequence[np.ndarray]) -> float:
+    """Pearson correlation of the windows' true activations with their simulations, masked tokens left
+    out (NaN without windows)."""
     true, predicted = [], []
-    for window in map(as_window, windows):
-        simulated = simulate(client, explanation, window.tokens, scale)
+    for window, values in zip(windows, simulated, strict=True):
         keep = np.isfinite(window.values)
         true.append(window.values[keep])
-        predicted.append(simulated[keep])
+        predicted.append(values[keep])
     if not true:
         return math.nan
     return pearson(np.concatenate(true), np.concatenate(predicted))
@@ -457,12 +461,21 @@ def explain_candidates(
         raise ConfigError(f"simulate_windows must be a non-negative integer, got {simulate_windows!r}")
     candidates = _candidates(windows, id_column)
     scale = simulation_scale(client) if candidates else DEFAULT_SCALE
+    workers = concurrency(client)
+    answers = map_in_order(lambda candidate: client.complete(explainer_messages(candidate[1], max_windows),
+                                                             max_tokens, temperature=0.0),
+                           candidates, workers, desc="explanations" if progress else None)
+    explanations = [parse_explanation(answer) for answer in answers]
+    # every simulation of every candidate is one independent request: all of them share the workers
+    simulated_windows = [[*top[:simulate_windows], *sample] if explanation.strip() else []
+                         for explanation, (_, top, sample) in zip(explanations, candidates)]
+    requests = [(explanation, window) for explanation, shown in zip(explanations, simulated_windows)
+                for window in shown]
+    simulations = iter(map_in_order(lambda request: simulate(client, request[0], request[1].tokens, scale),
+                                    requests, workers, desc="simulations" if progress else None))
     rows, texts = [], []
-    for (layer, ident, sign), top, sample in tqdm(candidates, desc="explanations", unit="candidate",
-                                                  file=sys.stderr, disable=not progress):
-        answer = client.complete(explainer_messages(top, max_windows), max_tokens, temperature=0.0)
-        explanation = parse_explanation(answer)
-        score = simulation_score(client, explanation, [*top[:simulate_windows], *sample], scale)
+    for ((layer, ident, sign), top, _), explanation, shown in zip(candidates, explanations, simulated_windows):
+        score = simulated_correlation(shown, [next(simulations) for _ in shown]) if shown else math.nan
         rows.append({"layer": layer, id_column: ident, "sign": sign, "explanation": explanation,
                      "simulation_score": score})
         texts.append(windows_text(top[:max_windows]))

@@ -11,7 +11,7 @@ import pandas as pd
 from caft.ablation.selection import AutoSelectConfig, auto_selection
 from caft.artifacts import provenance, write_parquet
 from caft.errors import ConfigError
-from caft.interpret.clients import make_client
+from caft.interpret.clients import job_record, make_client
 from caft.interpret.explanations import ExplainConfig, explain_candidates, load_embedder, summarize_candidates
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def explain(method: str, task: str, cfg: ExplainConfig, query: str, windows_path
 
     Candidates are limited because a CPU LLM explaining every one would dominate the job: PCs to the
     first ``pca_components`` components of each layer, SAE latents to the ``sae_latents`` best
-    attribution ranks (read from `scores_path`).
+    attribution ranks (read from `scores_path`). Every LLM answer is kept in the job's record beside
+    `out_path` until the table is written, so a killed job resumes where it stopped.
     """
     column = id_column(method)
     windows = pd.read_parquet(windows_path)
@@ -51,16 +52,17 @@ def explain(method: str, task: str, cfg: ExplainConfig, query: str, windows_path
         windows = windows[windows[column] < cfg.pca_components]
     else:
         windows = best_ranked(windows, scores_path, cfg.sae_latents)
-    if cfg.client.get("client") == TOKEN_SUMMARY:
-        explained = summarize_candidates(windows, column, load_embedder(), query, max_windows=cfg.max_windows,
-                                         simulate_windows=cfg.simulate_windows)
-    else:
-        explained = explain_candidates(windows, column, make_client(cfg.client), load_embedder(), query,
-                                       max_windows=cfg.max_windows, simulate_windows=cfg.simulate_windows,
-                                       max_tokens=cfg.max_tokens, progress=True)
-    log.info("%s %s: %d explanations; mean simulation score %.3f, mean relevance %.3f", task, method,
-             len(explained), explained["simulation_score"].mean(), explained["relevance_explanation"].mean())
-    write_parquet(explained, out_path, provenance("explanations", cfg, method=method, task=task, query=query))
+    with job_record(out_path) as record:
+        if cfg.client.get("client") == TOKEN_SUMMARY:
+            explained = summarize_candidates(windows, column, load_embedder(), query, max_windows=cfg.max_windows,
+                                             simulate_windows=cfg.simulate_windows)
+        else:
+            explained = explain_candidates(windows, column, make_client(cfg.client, record), load_embedder(), query,
+                                           max_windows=cfg.max_windows, simulate_windows=cfg.simulate_windows,
+                                           max_tokens=cfg.max_tokens, progress=True)
+        log.info("%s %s: %d explanations; mean simulation score %.3f, mean relevance %.3f", task, method,
+                 len(explained), explained["simulation_score"].mean(), explained["relevance_explanation"].mean())
+        write_parquet(explained, out_path, provenance("explanations", cfg, method=method, task=task, query=query))
 
 
 def auto_select(method: str, task: str, cfg: AutoSelectConfig, explained_path: Path, out_path: Path) -> None:

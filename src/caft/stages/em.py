@@ -35,7 +35,7 @@ from caft.em.sft import SftConfig, encode_table, load_adapter, save_adapter, sft
 from caft.errors import ConfigError, DataError
 from caft.finetune.training import write_history
 from caft.model.precision import resolve_precision
-from caft.interpret.clients import chat_prompt
+from caft.interpret.clients import chat_prompt, job_record
 from caft.model.hooks import check_layers
 from caft.model.loading import ModelSpec, load_checkpoint, materialize_checkpoint
 
@@ -214,24 +214,28 @@ def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_p
              judged_code: Path, checkpoints: Mapping[str, Path] | None = None) -> None:
     """Scores 0–100 (or none) per answer and criterion, each criterion by its configured judge (criteria
     with the same judge section share one judge: a local model is loaded once). `checkpoints` holds the
-    dequantized checkpoints of local judges given as ``embedded`` or a ``.gguf`` (`checkpoint_name`)."""
+    dequantized checkpoints of local judges given as ``embedded`` or a ``.gguf`` (`checkpoint_name`).
+    Every judge answer is kept in the job's record beside `judged_answers` until both tables are
+    written, so a killed job resumes where it stopped."""
     built: dict[str, Any] = {}
-    for name, source, target in (("answers", answers_path, judged_answers), ("code", code_path, judged_code)):
-        table = pd.read_parquet(source)
-        for criterion in JUDGED_COLUMNS[name]:
-            if criterion not in judges:
-                raise ConfigError(f"em.judges: no judge for criterion '{criterion}'")
-            section = json.dumps(dict(judges[criterion]), sort_keys=True)
-            judge = built[section] = built.get(section) or make_judge(with_checkpoint(judges[criterion],
-                                                                                      checkpoints or {}))
-            table[criterion] = [
-                float("nan") if score is None else score
-                for score in judge.score_many(criterion, table["prompt"].tolist(), table["answer"].tolist())
-            ]
-            scored = int(table[criterion].notna().sum())
-            log.info("%s / %s: %d of %d answers scored, mean %.1f", name, criterion, scored, len(table),
-                     table[criterion].mean())
-        write_parquet(table, target, provenance("em_judge", {c: dict(judges[c]) for c in JUDGED_COLUMNS[name]}))
+    with job_record(judged_answers) as record:
+        for name, source, target in (("answers", answers_path, judged_answers), ("code", code_path, judged_code)):
+            table = pd.read_parquet(source)
+            for criterion in JUDGED_COLUMNS[name]:
+                if criterion not in judges:
+                    raise ConfigError(f"em.judges: no judge for criterion '{criterion}'")
+                section = json.dumps(dict(judges[criterion]), sort_keys=True)
+                judge = built[section] = built.get(section) or make_judge(
+                    with_checkpoint(judges[criterion], checkpoints or {}), record)
+                table[criterion] = [
+                    float("nan") if score is None else score
+                    for score in judge.score_many(criterion, table["prompt"].tolist(), table["answer"].tolist())
+                ]
+                scored = int(table[criterion].notna().sum())
+                log.info("%s / %s: %d of %d answers scored, mean %.1f", name, criterion, scored, len(table),
+                         table[criterion].mean())
+            write_parquet(table, target,
+                          provenance("em_judge", {c: dict(judges[c]) for c in JUDGED_COLUMNS[name]}))
 
 
 RUN_KEYS = ("model", "method", "selector", "seed")
