@@ -52,6 +52,7 @@ include: "rules/em.smk"
 wildcard_constraints:
     source=alternation(config["sources"]),
     file=alternation(PACKAGE_SOURCES),
+    packaged_model=alternation(PACKAGED_MODELS),
     frame_task=alternation(config["frame_tasks"]),
     a=alternation(question_sources()),
     b=alternation(question_sources()),

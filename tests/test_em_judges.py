@@ -17,7 +17,7 @@ from caft.em.judges import (
     EndpointTopLogprobs,
     LocalNumberLogprobs,
     LogprobJudge,
-    aggregate_number_logprobs,
+    read_number_logprobs,
     checkpoint_model,
     checkpoint_name,
     format_judge_prompt,
@@ -42,22 +42,24 @@ def test_aggregate_is_the_probability_weighted_mean_of_number_tokens() -> None:
     top = {"7": ln(0.5), " 7": ln(0.1), "10": ln(0.2), "REFUSAL": ln(0.1), "101": ln(0.04), "-5": ln(0.03),
            "3.5": ln(0.02), " a": ln(0.01)}
     # numbers: 7 with 0.5 + 0.1 = 0.6, 10 with 0.2; mass 0.8; (7 * 0.6 + 10 * 0.2) / 0.8 = 6.2 / 0.8 = 7.75
-    assert aggregate_number_logprobs(top) == pytest.approx(7.75, abs=1e-12)
+    assert read_number_logprobs(top).score == pytest.approx(7.75, abs=1e-12)
+    assert read_number_logprobs(top).number_mass == pytest.approx(0.8)
 
 
 def test_aggregate_counts_both_ends_of_the_scale() -> None:
     # (0 * 0.3 + 100 * 0.1) / (0.3 + 0.1) = 10 / 0.4 = 25
-    assert aggregate_number_logprobs({"0": ln(0.3), "100": ln(0.1), "CODE": ln(0.6)}) == pytest.approx(25.0)
+    assert read_number_logprobs({"0": ln(0.3), "100": ln(0.1), "CODE": ln(0.6)}).score == pytest.approx(25.0)
 
 
 def test_aggregate_is_none_below_the_mass_threshold() -> None:
     refusal = {"50": ln(0.24), "REFUSAL": ln(0.76)}
-    assert aggregate_number_logprobs(refusal) is None  # 0.24 < 0.25
-    assert aggregate_number_logprobs(refusal, min_mass=0.2) == pytest.approx(50.0)
+    assert read_number_logprobs(refusal).score is None  # 0.24 < 0.25
+    assert read_number_logprobs(refusal).number_mass == pytest.approx(0.24)  # kept: the judge check reports it
+    assert read_number_logprobs(refusal, min_mass=0.2).score == pytest.approx(50.0)
     # mass 0.2 + 0.06 = 0.26 >= 0.25: (40 * 0.2 + 90 * 0.06) / 0.26 = (8 + 5.4) / 0.26 = 51.538...
-    assert aggregate_number_logprobs({"40": ln(0.2), "90": ln(0.06), "No": ln(0.74)}) == pytest.approx(13.4 / 0.26)
-    assert aggregate_number_logprobs({}) is None
-    assert aggregate_number_logprobs({"REFUSAL": 0.0}, min_mass=0.0) is None
+    assert read_number_logprobs({"40": ln(0.2), "90": ln(0.06), "No": ln(0.74)}).score == pytest.approx(13.4 / 0.26)
+    assert read_number_logprobs({}).score is None
+    assert read_number_logprobs({"REFUSAL": 0.0}, min_mass=0.0).score is None
 
 
 # --- prompts --------------------------------------------------------------------------------------------
@@ -312,3 +314,12 @@ def test_slow_local_judges_get_a_checkpoint_and_use_it(tmp_path: Path) -> None:
     assert with_checkpoint({"kind": "bandit"}, {}) == {"kind": "bandit"}
     with pytest.raises(ConfigError, match="no provisioned checkpoint 'embedded'"):
         with_checkpoint(section, {})
+
+
+@pytest.mark.parametrize(("speedup", "dtype"), [(10.0, "bfloat16"), (0.01, "float32")])
+def test_a_local_judge_with_dtype_auto_takes_bfloat16_only_where_it_is_faster(monkeypatch, speedup, dtype) -> None:
+    from caft.em import judges
+    from caft.model import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+    assert judges.judge_dtype("cpu") == dtype

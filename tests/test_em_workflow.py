@@ -3,6 +3,7 @@ and a dry run of the paper config on the SLURM profile."""
 
 import copy
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -142,6 +143,32 @@ def test_em_samples_judges_and_table(em_chain):
     assert set(table["condition"]) == labels and (table["seeds"] == 1).all()
     assert (results / "tables/misalignment.png").stat().st_size > 1000
     assert "fewer/steps2" in (results / "tables/misalignment.md").read_text()
+
+
+def test_the_judge_check_scores_the_labelled_answers(em_chain):
+    check = em_chain / "results/em/judge_check"
+    scores = pd.read_parquet(check / "scores.parquet")
+    assert len(scores) == 64 and {"aligned_score", "coherent_score", "aligned_mass", "coherent_mass"} <= set(scores)
+    assert ((scores["coherent_mass"] >= 0) & (scores["coherent_mass"] <= 1 + 1e-9)).all()
+    summary = pd.read_csv(check / "summary.csv").set_index("criterion")
+    assert summary.loc["coherent", "labelled"] == 64 and summary.loc["aligned", "labelled"] == 40
+    cells = ["true_positive", "false_positive", "false_negative", "true_negative"]
+    assert summary.loc["coherent", cells].sum() == 64 and summary.loc["aligned", cells].sum() == 40
+    auc = summary.loc[["aligned", "coherent"], "auroc"].dropna()
+    assert ((auc >= 0) & (auc <= 1)).all()
+    assert (check / "examples.html").read_text().count('class="card"') == 10  # 2 of each of the 5 kinds
+
+
+def test_a_packaged_judge_is_assembled_by_its_own_rule(tmp_path, tiny_model_dir, tiny_gguf_file):
+    config = em_config(tiny_model_dir, tiny_gguf_file)
+    config["em"]["judges"]["coherent"] = {"kind": "local", "model": "packaged:qwen2.5-coder-1.5b-instruct"}
+    workdir = make_workflow_copy(tmp_path / "work", config)
+    write_chat_set(workdir / "data/em/tiny.jsonl")
+    out = snakemake(workdir, "-n", "em_judge_check", "--workflow-profile", "none").stdout
+    assert "data/packages/qwen2.5-coder-1.5b-instruct.gguf" in out
+    assert "results/em/judge_models/qwen2.5-coder-1.5b-instruct" in out
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert (jobs["model_package"], jobs["em_judge_model"], jobs["em_judge_check"]) == ("1", "1", "1")
 
 
 def test_em_rules_track_their_code(em_chain):

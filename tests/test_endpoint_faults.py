@@ -53,8 +53,9 @@ def answer(path: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 FAULTS = Faults(seed=7, rate_429=0.06, rate_500=0.05, rate_502=0.05, rate_slow=0.02, rate_drop=0.05,
-                retry_after="0.01", slow_seconds=0.6, max_per_request=3)
-CLIENT = {"timeout": 0.3, "max_concurrency": 16, **TINY_BACKOFF}
+                retry_after="0.01", slow_seconds=2.5, max_per_request=3)
+# a timeout well above a loaded machine's answer time: only the injected slow answers time out
+CLIENT = {"timeout": 2.0, "max_concurrency": 16, **TINY_BACKOFF}
 
 
 def judge_of(server: FakeServer, record: ResultRecord | None = None, **options: Any) -> LogprobJudge:
@@ -155,7 +156,7 @@ def explain_windows() -> pd.DataFrame:
 
 def test_explain_under_faults_equals_the_fault_free_run(server: FakeServer) -> None:
     server.answer = answer
-    client = {"timeout": 0.3, "max_concurrency": 8, **TINY_BACKOFF}
+    client = {"timeout": 2.0, "max_concurrency": 8, **TINY_BACKOFF}
 
     def run() -> pd.DataFrame:
         return explain_candidates(explain_windows(), "component", OpenAICompatibleClient(server.url, "m", **client),
@@ -164,7 +165,7 @@ def test_explain_under_faults_equals_the_fault_free_run(server: FakeServer) -> N
     clean = run()
     asked, clean_answers = len(server.log), server.answered()
     server.faults, server.log = Faults(seed=11, rate_429=0.1, rate_500=0.1, rate_502=0.1, rate_slow=0.05,
-                                       rate_drop=0.1, retry_after="0.01", slow_seconds=0.6), []
+                                       rate_drop=0.1, retry_after="0.01", slow_seconds=2.5), []
     faulty = run()
 
     pd.testing.assert_frame_equal(faulty, clean)

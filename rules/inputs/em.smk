@@ -196,6 +196,14 @@ def em_judge_sections():
     }
 
 
+def em_model_package(wildcards):
+    return packaged_model_input(em_model_section(wildcards)["name"])
+
+
+def em_judge_model_package(wildcards):
+    return packaged_model_input(em_judge_model_section(wildcards)["name"])
+
+
 def em_judge_model_section(wildcards):
     sections = em_judge_sections()
     if wildcards.judge_model not in sections:
@@ -233,9 +241,16 @@ def em_judged(name):
     ]
 
 
+def em_labelled_file(wildcards):
+    """The user's labelled answers of the judge check (the built-in set is library data)."""
+    path = EM["judge_check"]["labelled"]
+    return {} if path == "builtin" else {"labelled": path}
+
+
 def em_targets():
-    """The misalignment table and plot, and each model's PCA / SAE dashboard when a condition uses it."""
-    targets = [f"{EM_TABLE}.parquet", f"{EM_TABLE}.png"]
+    """The misalignment table and plot, the judge check, and each model's PCA / SAE dashboard when a
+    condition uses it."""
+    targets = [f"{EM_TABLE}.parquet", f"{EM_TABLE}.png", f"{EM_JUDGE_CHECK}/examples.html"]
     methods = {method for method, _ in em_conditions()}
     if "pca" in methods:
         targets += [f"{EM_PCA.format(em_model=m)}/dashboard.html" for m in em_models()]

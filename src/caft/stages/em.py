@@ -27,6 +27,8 @@ from caft.directions.saes import load_sae_folders
 from caft.em.candidates import SOURCES as CANDIDATE_SOURCES
 from caft.em.candidates import EmSaeCandidatesConfig, answer_attribution, latent_differences, union_candidates
 from caft.em.chat_data import load_chat_source, split_chat
+from caft.em.judge_check import (BUILTIN_LABELLED, CHECKED, examples_html, judged_table, load_labelled, summary,
+                                 summary_markdown)
 from caft.em.judges import make_judge, with_checkpoint
 from caft.em.metrics import misalignment_summary, over_seeds, plot_misalignment_vs_vulnerable, vulnerable_summary
 from caft.em.questions import load_chat_prompts, load_questions, sampling_plan
@@ -217,16 +219,12 @@ def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_p
     dequantized checkpoints of local judges given as ``embedded`` or a ``.gguf`` (`checkpoint_name`).
     Every judge answer is kept in the job's record beside `judged_answers` until both tables are
     written, so a killed job resumes where it stopped."""
-    built: dict[str, Any] = {}
     with job_record(judged_answers) as record:
+        judge_of = JudgesByCriterion(judges, checkpoints or {}, record)
         for name, source, target in (("answers", answers_path, judged_answers), ("code", code_path, judged_code)):
             table = pd.read_parquet(source)
             for criterion in JUDGED_COLUMNS[name]:
-                if criterion not in judges:
-                    raise ConfigError(f"em.judges: no judge for criterion '{criterion}'")
-                section = json.dumps(dict(judges[criterion]), sort_keys=True)
-                judge = built[section] = built.get(section) or make_judge(
-                    with_checkpoint(judges[criterion], checkpoints or {}), record)
+                judge = judge_of(criterion)
                 table[criterion] = [
                     float("nan") if score is None else score
                     for score in judge.score_many(criterion, table["prompt"].tolist(), table["answer"].tolist())
@@ -236,6 +234,64 @@ def em_judge(judges: Mapping[str, Mapping[str, Any]], answers_path: Path, code_p
                          table[criterion].mean())
             write_parquet(table, target,
                           provenance("em_judge", {c: dict(judges[c]) for c in JUDGED_COLUMNS[name]}))
+
+
+@dataclasses.dataclass
+class JudgesByCriterion:
+    """The configured judge of each criterion, built on first use; criteria with the same judge section
+    share one judge (a local model is loaded once)."""
+
+    judges: Mapping[str, Mapping[str, Any]]
+    checkpoints: Mapping[str, Path]
+    record: Any
+    built: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, criterion: str) -> Any:
+        if criterion not in self.judges:
+            raise ConfigError(f"em.judges: no judge for criterion '{criterion}'")
+        section = json.dumps(dict(self.judges[criterion]), sort_keys=True)
+        if section not in self.built:
+            self.built[section] = make_judge(with_checkpoint(self.judges[criterion], self.checkpoints), self.record)
+        return self.built[section]
+
+
+def em_judge_check(judges: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any], checkpoints: Mapping[str, Path],
+                   scores_path: Path, summary_csv: Path, summary_md: Path, examples: Path) -> pd.DataFrame:
+    """The configured `aligned` and `coherent` judges on the labelled answers (`caft.em.judge_check`):
+    per-answer scores, the summary (AUROC, confusion at the paper's thresholds, mass on numbers) and a
+    page of judged examples. Judge answers are kept in the job's record, so a killed job resumes."""
+    labelled = load_labelled(builtin_file(cfg["labelled"], BUILTIN_LABELLED.name))
+    with job_record(scores_path) as record:
+        judge_of = JudgesByCriterion(judges, checkpoints, record)
+        readings = {}
+        for criterion in CHECKED:
+            judge = judge_of(criterion)
+            if not hasattr(judge, "read_many"):
+                raise ConfigError(f"em.judges.{criterion}: a {judges[criterion].get('kind')} judge gives no number "
+                                  "readings to check; the judge check needs an LLM judge (openai or local)")
+            readings[criterion] = judge.read_many(criterion, labelled["question"].tolist(), labelled["answer"].tolist())
+            scored = sum(reading.score is not None for reading in readings[criterion])
+            log.info("%s: %d of %d labelled answers scored", criterion, scored, len(labelled))
+        judged = judged_table(labelled, readings)
+        table = summary(judged, {criterion: describe_judge(judges[criterion]) for criterion in CHECKED})
+        for row in table.to_dict("records"):
+            log.info("%s: AUROC %.3f over %d scored; TP %d FP %d FN %d TN %d", row["criterion"], row["auroc"],
+                     row["scored"], row["true_positive"], row["false_positive"], row["false_negative"],
+                     row["true_negative"])
+        record_of = provenance("em_judge_check", {"judges": {c: dict(judges[c]) for c in CHECKED}, **cfg})
+        write_parquet(judged, scores_path, record_of)
+        with atomic_path(summary_csv) as tmp:
+            table.to_csv(tmp, index=False)
+        with atomic_path(summary_md) as tmp:
+            tmp.write_text(summary_markdown(table), encoding="utf-8")
+        with atomic_path(examples) as tmp:
+            tmp.write_text(examples_html(judged, table, cfg["examples_per_kind"]), encoding="utf-8")
+    return table
+
+
+def describe_judge(section: Mapping[str, Any]) -> str:
+    """A judge section in a few words, for tables: its kind and model."""
+    return " ".join(str(part) for part in (section.get("kind"), section.get("model")) if part)
 
 
 RUN_KEYS = ("model", "method", "selector", "seed")
