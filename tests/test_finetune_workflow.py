@@ -82,6 +82,17 @@ def test_changing_the_recipe_reruns_training_and_evaluation_only(chain, tiny_mod
     assert {path for path, plan in summary_plan(chain).items() if plan != "no update"} == set()
 
 
+def test_keeping_checkpoints_or_not_reruns_nothing(chain, tiny_model_dir):
+    config = chain_config(tiny_model_dir)
+    config["finetune"]["keep_checkpoints"] = False
+    write_config(chain, config)
+    try:
+        stale = {path for path, plan in summary_plan(chain).items() if plan != "no update"}
+    finally:
+        write_config(chain, chain_config(tiny_model_dir))
+    assert stale == set()
+
+
 def test_every_job_ran_only_code_its_rule_tracks(chain):
     """The package files each job of fine-tuning and evaluation executed are all inputs of its rule (`library_code`)."""
     assert untracked_code(chain) == {}

@@ -40,6 +40,12 @@ def finetune_inputs(wildcards):
     )
 
 
+def finetune_settings():
+    """The `finetune` section without `keep_checkpoints`: whether checkpoints are kept changes no result,
+    and params are a rerun trigger, so toggling it must not rerun every fine-tune."""
+    return {key: value for key, value in config["finetune"].items() if key != "keep_checkpoints"}
+
+
 def checkpoint_output(path):
     """Checkpoints are ~1 GB for the default model: optionally deleted once evaluated."""
     keep = config["finetune"]["keep_checkpoints"]

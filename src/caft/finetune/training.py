@@ -70,8 +70,7 @@ class TrainConfig:
     @classmethod
     def from_config(cls, section: dict[str, Any], task_kind: str) -> TrainConfig:
         """Build from the ``finetune`` config section; ``epochs`` there is per task kind."""
-        known = set(cls.__dataclass_fields__) | {"keep_checkpoints"}
-        unknown = set(section) - known
+        unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"finetune: unknown key(s) {sorted(unknown)}")
         values = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
