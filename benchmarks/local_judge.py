@@ -22,9 +22,9 @@ import torch
 
 from caft.em.judges import (
     LocalNumberLogprobs,
-    aggregate_number_logprobs,
     format_judge_prompt,
     load_judge_prompt,
+    read_number_logprobs,
 )
 from caft.interpret import clients
 from caft.interpret.clients import LocalHFClient, chat_prompt
@@ -81,8 +81,8 @@ def main() -> None:
                 numbers = whole.number_logprobs(messages)
                 seconds["whole numbers"].append(time.perf_counter() - start)
             mass = sum(math.exp(v) for v in numbers.values())
-            print(f"{criterion:<10} {name:<22} {show(aggregate_number_logprobs(first)):>11} "
-                  f"{show(aggregate_number_logprobs(numbers)):>13} {mass:>11.3f}")
+            print(f"{criterion:<10} {name:<22} {show(read_number_logprobs(first).score):>11} "
+                  f"{show(read_number_logprobs(numbers).score):>13} {mass:>11.3f}")
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     print(f"seconds per score (median of {len(seconds['first token'])}): first token "
           f"{medians['first token']:.2f}, whole numbers {medians['whole numbers']:.2f} "
