@@ -81,7 +81,7 @@ rule pca_windows:
 
 rule select_pca:
     input:
-        unpack(manual_input),
+        unpack(manual_input("pca")),
         summary=pca_summary,
         code=library_code("select_pca"),
     output:

@@ -111,7 +111,7 @@ rule sae_windows:
 
 rule select_sae:
     input:
-        unpack(manual_input),
+        unpack(manual_input("sae")),
         base=rules.base_model.output[0],
         scores=sae_scores_path,
         code=library_code("select_sae"),

@@ -3,7 +3,7 @@
 import yaml
 
 import caft.config
-from caft.ablation.selection import load_manual_selection
+from caft.ablation.selection import load_manual_selection, manual_rule
 from caft.data.tasks import SPLITS
 
 NO_INTERVENTION = caft.config.NO_INTERVENTION
@@ -110,15 +110,6 @@ def has_manual_selection(task, method):
     return path.is_file() and method in (yaml.safe_load(path.read_text()) or {})
 
 
-def manual_layer_counts(task, method):
-    """Ids per layer in the task's manual file: the random baselines draw the same counts (random) or
-    their total (random-pool). Read here (not as an input) so editing which ids are chosen, at equal
-    counts, leaves random runs alone."""
-    unbounded = 1 << 30
-    selection = load_manual_selection(manual_selection_file(task), method, unbounded, unbounded)
-    return selection.layer_counts()
-
-
 def sae_layers():
     return config["saes"].get("layers", [])
 
@@ -188,26 +179,58 @@ def survey_tasks():
 # Input functions and param pickers shared by the PCA and SAE selection and dashboard rules.
 
 
-def manual_input(wildcards):
-    """The person's selection file, for the manual selector only."""
-    if wildcards.variant != "manual":
+def manual_rule_of(task, method):
+    """The rule of the task's selection file for `method`, or None (no file, or ids)."""
+    path = manual_selection_file(task)
+    return manual_rule(path, method) if has_manual_selection(task, method) else None
+
+
+def manual_layer_counts(task, method):
+    """Ids per layer in the task's manual file (ids, not a rule): the random baselines draw the same counts
+    (random) or their total (random-pool). Read here (not as an input) so editing which ids are chosen, at
+    equal counts, leaves random runs alone."""
+    unbounded = 1 << 30
+    selection = load_manual_selection(manual_selection_file(task), method, unbounded, unbounded)
+    return selection.layer_counts()
+
+
+def manual_input(method):
+    """What a selector reads besides the candidates: the person's file (manual; with the method's windows
+    when the file holds a rule rather than ids), or, for the random baselines of a rule, the manual
+    selection's artifact (a rule's counts are known only once it has been applied)."""
+    windows = {"pca": PCA_WINDOWS, "sae": SAE_WINDOWS}[method]
+
+    def inputs(wildcards):
+        is_rule = manual_rule_of(wildcards.task, method) is not None
+        if wildcards.variant == "manual":
+            dataset = task_dataset(wildcards.task)
+            return {"manual": manual_selection_file(wildcards.task)} | (
+                {"windows": windows.format(dataset=dataset)} if is_rule else {}
+            )
+        if wildcards.variant.startswith(SEEDED_SELECTORS) and is_rule:
+            return {"manual_selection": selection_path(wildcards.task, method, "manual")}
         return {}
-    return {"manual": manual_selection_file(wildcards.task)}
+
+    return inputs
 
 
 def selection_settings(method):
-    """Only the selection keys a selector uses: top_k for top, the manual counts per layer for random,
-    their total for random-pool (moving a manual id to another layer leaves random-pool alone)."""
+    """Only the selection keys a selector uses: top_k for top; for the random baselines of a file with
+    ids, the manual counts per layer (random) or their total (random-pool), so moving an id to another
+    layer leaves random-pool alone (a rule's random baselines read the manual artifact instead)."""
     top_k = {"pca": "top_k", "sae": "sae_top_k"}[method]
 
     def settings(wildcards):
         if wildcards.variant == "top":
             return {"top_k": config["selection"][top_k]}
+        if not wildcards.variant.startswith(SEEDED_SELECTORS) or manual_rule_of(
+            wildcards.task, method
+        ):
+            return {}
+        counts = manual_layer_counts(wildcards.task, method)
         if wildcards.variant.startswith("random/"):
-            return {"counts": manual_layer_counts(wildcards.task, method)}
-        if wildcards.variant.startswith("random-pool/"):
-            return {"count": sum(manual_layer_counts(wildcards.task, method).values())}
-        return {}
+            return {"counts": counts}
+        return {"count": sum(counts.values())}
 
     return settings
 

@@ -78,7 +78,7 @@ def test_missing_file_says_what_to_create(tmp_path: Path) -> None:
         ("sae:\n  layers: {3: [0]}\n", r"no 'pca:' section"),
         ("pca:\n  layers: {3: [0]}\nsea:\n  layers: {}\n", r"unknown top-level key\(s\) \['sea'\]"),
         ("pca:\n  layer: {3: [0]}\n", r"pca: unknown key\(s\) \['layer'\]"),
-        ("pca:\n  notes: hi\n", r"pca: missing 'layers'"),
+        ("pca:\n  notes: hi\n", r"pca: give either 'layers' .* or 'rule'"),
         ("pca:\n  layers: {8: [0]}\n", r"pca: layer 8 out of range: the model has 8 layers"),
         ("pca:\n  layers: {-1: [0]}\n", r"pca: layer -1 out of range"),
         ("pca:\n  layers: {x: [0]}\n", r"pca: layer key 'x' is not an integer"),
@@ -237,7 +237,7 @@ def test_select_sae_random_pool_draws_from_the_top_100_over_all_layers(tmp_path:
         selections.append(Selection.load(out))
     first = selections[0]
     assert (first.selector, first.seed, first.count()) == ("random-pool", 0, 7)
-    assert first.provenance["pool_size"] == 100 and first.provenance["count_from"] == "manual total"
+    assert first.provenance["pool_size"] == 100 and first.provenance["count_from"] == "config"
     assert first.provenance["pool_per_layer"] == {str(k): int(v) for k, v in top.groupby("layer").size().items()}
     assert str(tmp_path / "scores.parquet") in first.provenance["pool"]
     for selection in selections:
@@ -394,3 +394,113 @@ def test_auto_selection_errors() -> None:
         auto_selection(explained, **kwargs, min_relevance=0.5, min_score="0.3")
     with pytest.raises(ConfigError, match="max_per_layer must be a positive integer"):
         auto_selection(explained, **kwargs, min_relevance=0.5, min_score=None, max_per_layer=0)
+
+
+# --- manual selections written as a rule over the dashboard's windows ----------------------------------
+
+RULE = """\
+sae:
+  rule: {peak_tokens: [is, are], min_windows: 3, of_top: 4, ends: [positive]}
+  notes: latents on auxiliary verbs
+pca:
+  rule: {peak_tokens: [is, are], min_windows: 3, of_top: 4, ends: [positive, negative]}
+"""
+
+
+def windows_frame(peaks: dict[tuple[int, int, str], list[str]], id_column: str) -> pd.DataFrame:
+    """One window per listed peak token, ranked in list order: tokens ``["x", peak, "y"]`` with the peak
+    in the middle (negative ends: the most negative value there), plus one random window per direction."""
+    rows = []
+    for (layer, ident, sign), tokens in peaks.items():
+        for rank, token in enumerate(tokens):
+            values = [0.1, 2.0, 0.3] if sign == "positive" else [-0.1, -2.0, -0.3]
+            rows.append({"layer": layer, id_column: ident, "sign": sign, "rank": rank,
+                         "tokens": [" x", f" {token}", " y"], "values": values, "peak": values[1]})
+        rows.append({"layer": layer, id_column: ident, "sign": "random", "rank": 0,
+                     "tokens": [" is", " a", " b"], "values": [5.0, 0.0, 0.0], "peak": 5.0})
+    return pd.DataFrame(rows)
+
+
+def test_rule_selection_chooses_the_directions_whose_top_windows_peak_on_the_tokens(tmp_path: Path) -> None:
+    path = write(tmp_path, RULE, "verbs_sentiment_1.yaml")
+    windows = windows_frame({
+        (4, 10, "positive"): ["is", "is", "are", "the"],          # 3 of the top 4: chosen
+        (4, 11, "positive"): ["is", "is", "the", "a", "is"],      # the 5th window lies beyond of_top: not chosen
+        (6, 537, "positive"): ["are", "are", "are", "are"],       # chosen
+        (6, 538, "positive"): ["Is", "IS", "is", "the"],          # exact match: only 1
+        (8, 2, "positive"): [],                                   # never fires: no top windows
+    }, "latent")
+    selection = load_manual_selection(path, "sae", N_LAYERS, {4: 1024, 6: 1024, 8: 1024}, windows=windows,
+                                      id_column="latent")
+    assert selection.layers == {4: [10], 6: [537]} and selection.selector == "manual"
+    assert selection.task == "verbs_sentiment_1"
+    assert selection.provenance["matches"] == {"L4 #10 positive": '"is" ×2, "are" ×1, "the" ×1',
+                                               "L6 #537 positive": '"are" ×4'}
+    assert selection.provenance["rule"] == {"peak_tokens": ["is", "are"], "min_windows": 3, "of_top": 4,
+                                            "ends": ["positive"]}
+    assert selection.provenance["notes"] == "latents on auxiliary verbs"
+
+
+def test_rule_selection_reads_the_ends_it_names(tmp_path: Path) -> None:
+    path = write(tmp_path, RULE, "verbs_sentiment_1.yaml")
+    windows = windows_frame({
+        (3, 7, "negative"): ["is", "are", "is", "is"],   # the negative end counts for pca (ends: both)
+        (3, 7, "positive"): ["the", "a", "of", "to"],
+        (5, 1, "positive"): ["are", "are", "is", "x"],
+        (5, 1, "negative"): ["are", "are", "is", "x"],   # both ends: the id once
+    }, "component")
+    pca = load_manual_selection(path, "pca", N_LAYERS, N_IDS, windows=windows)
+    assert pca.layers == {3: [7], 5: [1]}
+    assert set(pca.provenance["matches"]) == {"L3 #7 negative", "L5 #1 positive", "L5 #1 negative"}
+    sae_windows = windows.rename(columns={"component": "latent"})
+    sae = load_manual_selection(path, "sae", N_LAYERS, 1024, windows=sae_windows, id_column="latent")
+    assert sae.layers == {5: [1]}, "ends: [positive] ignores the negative windows of L3 #7"
+
+
+def test_rule_selection_errors_name_the_file(tmp_path: Path) -> None:
+    windows = windows_frame({(4, 10, "positive"): ["the", "a", "of", "to"]}, "latent")
+    path = write(tmp_path, RULE, "verbs_sentiment_1.yaml")
+    with pytest.raises(DataError, match=r"verbs_sentiment_1\.yaml: sae: the rule .* chooses none of the 1 directions"):
+        load_manual_selection(path, "sae", N_LAYERS, 1024, windows=windows, id_column="latent")
+    with pytest.raises(DataError, match=r"verbs_sentiment_1\.yaml: sae: the selection is a rule, which needs the "
+                                        "method's windows table"):
+        load_manual_selection(path, "sae", N_LAYERS, 1024)
+    both = write(tmp_path, "sae:\n  layers: {4: [1]}\n  rule: {peak_tokens: [is], min_windows: 1, of_top: 1, "
+                           "ends: [positive]}\n", "both.yaml")
+    with pytest.raises(ConfigError, match=r"both\.yaml: sae: give either 'layers' .* or 'rule' .*exactly one"):
+        load_manual_selection(both, "sae", N_LAYERS, 1024, windows=windows, id_column="latent")
+    bad = {
+        "{peak_tokens: [is], min_windows: 1, of_top: 1}": r"missing key\(s\) \['ends'\]",
+        "{peak_tokens: [], min_windows: 1, of_top: 1, ends: [positive]}": "'peak_tokens' must be a non-empty list",
+        "{peak_tokens: [is], min_windows: 5, of_top: 4, ends: [positive]}": r"'min_windows' must be an integer in "
+                                                                           r"1\.\.of_top \(4\), got 5",
+        "{peak_tokens: [is], min_windows: 1, of_top: 4, ends: [top]}": "'ends' must list distinct ends",
+        "[is, are]": "'rule' must be a mapping like",
+    }
+    for rule, message in bad.items():
+        path = write(tmp_path, f"sae:\n  rule: {rule}\n", "bad.yaml")
+        with pytest.raises(ConfigError, match=rf"bad\.yaml: sae: .*{message}"):
+            load_manual_selection(path, "sae", N_LAYERS, 1024, windows=windows, id_column="latent")
+
+
+def test_random_baselines_match_the_manual_selection_artifact(tmp_path: Path) -> None:
+    """The random rows draw as many latents as the manual artifact holds (a rule's count is known only once
+    applied): per layer for random, in total for random-pool; explicit counts (EM without a file) win."""
+    sae_scores(tmp_path / "scores.parquet")
+    manual = Selection(method="sae", selector="manual", task="gender", seed=None, layers={0: [1, 2, 3], 2: [5]})
+    manual.save(tmp_path / "manual.json")
+    for variant in ("random/seed0", "random-pool/seed0"):
+        out = tmp_path / f"{variant}.json"
+        select_sae(variant, "gender", SelectorConfig(), tmp_path / "scores.parquet", tmp_path, None, out,
+                   manual_selection_path=tmp_path / "manual.json")
+        drawn = Selection.load(out)
+        assert drawn.count() == 4
+        assert str(tmp_path / "manual.json") in json.dumps(drawn.provenance)
+    assert Selection.load(tmp_path / "random/seed0.json").layer_counts() == {0: 3, 2: 1}
+    select_sae("random-pool/seed0", "gender", SelectorConfig(count=2), tmp_path / "scores.parquet", tmp_path, None,
+               tmp_path / "explicit.json", manual_selection_path=tmp_path / "manual.json")
+    assert Selection.load(tmp_path / "explicit.json").count() == 2
+    with pytest.raises(ConfigError, match="the random-pool/seed0 baseline draws as many directions as the manual "
+                                          "selection: it needs the manual selection's artifact, or explicit counts"):
+        select_sae("random-pool/seed0", "gender", SelectorConfig(), tmp_path / "scores.parquet", tmp_path, None,
+                   tmp_path / "x.json")

@@ -217,6 +217,52 @@ def test_pool_random_conditions_resolve_to_jobs_and_draw_the_manual_total(tmp_pa
     assert (pca["selector"], pca["seed"], sae["selector"], sae["seed"]) == ("random-pool", 0, "random-pool", 0)
 
 
+RULE_MANUAL = "sae:\n  rule: {peak_tokens: [he, she], min_windows: 2, of_top: 3, ends: [positive]}\n"
+
+
+def test_a_rule_selection_reads_the_windows_and_its_random_baseline_matches_its_count(tmp_path):
+    """A selection file holding a rule: the manual job reads the SAE windows and chooses the latents whose
+    top windows peak on the rule's tokens; random-pool reads the manual artifact and draws as many."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["runs"] = {"tasks": ["gender"], "seeds": [0, 1], "test_only": False,
+                      "conditions": ["none", "sae/manual", "sae/random-pool"]}
+    config["saes"] = {"layers": [4, 6]}
+    workdir = make_workflow_copy(tmp_path, config)
+    (workdir / "config/selections/gender.yaml").write_text(RULE_MANUAL)
+    leave_embedded_checkpoint(workdir)  # 18 layers
+    out = snakemake(workdir, "-n", "--workflow-profile", "none").stdout
+    manual_job = out.split("wildcards: task=gender, variant=manual")[0].rsplit("rule select_sae:", 1)[1]
+    assert "results/gender/sae/windows.parquet" in manual_job
+    pool_job = out.split("wildcards: task=gender, variant=random-pool/seed1")[0].rsplit("rule select_sae:", 1)[1]
+    assert "results/gender/selections/sae/manual.json" in pool_job
+
+    scores = pd.DataFrame({"layer": np.repeat([4, 6], 64), "latent": np.tile(np.arange(64), 2)})
+    scores["effect"] = np.random.default_rng(0).normal(size=len(scores))
+    scores = rank_scores(scores, top_n=100)
+    (workdir / "results/gender/sae").mkdir(parents=True)
+    scores.to_parquet(workdir / "results/gender/sae/scores.parquet")
+    top = scores[scores["top"]].sort_values(["layer", "latent"])
+    peaks = {0: ["he", "she", "the"], 1: ["he", "a", "of"], 2: ["she", "she", "she"], 3: ["He", "She", "he"]}
+    rows = []
+    for n, (layer, latent) in enumerate(zip(top["layer"][:4], top["latent"][:4])):
+        for rank, token in enumerate(peaks[n]):
+            rows.append({"layer": layer, "latent": latent, "sign": "positive", "rank": rank,
+                         "tokens": [" x", f" {token}"], "values": [0.0, 1.0], "peak": 1.0})
+    pd.DataFrame(rows).to_parquet(workdir / "results/gender/sae/windows.parquet")
+    targets = [f"results/gender/selections/sae/random-pool/seed{seed}.json" for seed in (0, 1)]
+    snakemake(workdir, "--cores", "1", "--workflow-profile", "none", "--allowed-rules", "select_sae", "--", *targets)
+    manual = json.loads((workdir / "results/gender/selections/sae/manual.json").read_text())
+    chosen = [(int(top["layer"].iloc[n]), int(top["latent"].iloc[n])) for n in (0, 2)]
+    assert {(int(layer), i) for layer, ids in manual["layers"].items() for i in ids} == set(chosen)
+    assert manual["provenance"]["rule"]["peak_tokens"] == ["he", "she"]
+    pool = set(zip(top["layer"], top["latent"]))
+    for target in targets:
+        drawn = json.loads((workdir / target).read_text())
+        assert sum(map(len, drawn["layers"].values())) == 2
+        assert {(int(layer), i) for layer, ids in drawn["layers"].items() for i in ids} <= pool
+        assert drawn["provenance"]["count_from"] == "results/gender/selections/sae/manual.json"
+
+
 def test_lint_is_clean():
     out = snakemake(ROOT, "--lint", "--workflow-profile", "none")
     assert "Congratulations" in out.stdout + out.stderr

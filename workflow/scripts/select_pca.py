@@ -14,4 +14,6 @@ with job(snakemake):
         summary_path=Path(snakemake.input.summary),
         manual_path=optional_path(snakemake.input, "manual"),
         out_path=Path(snakemake.output[0]),
+        windows_path=optional_path(snakemake.input, "windows"),
+        manual_selection_path=optional_path(snakemake.input, "manual_selection"),
     )

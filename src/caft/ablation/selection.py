@@ -2,7 +2,9 @@
 
 A *selection* is ``{layer: [ids]}`` — PCA component indices within the layer (0 = largest variance),
 or SAE latent ids — plus who chose them and why. Selectors: `load_manual_selection` (a person's
-choice after auditing the dashboards, kept as YAML under ``config/selections/``), `auto_selection`
+choice after auditing the dashboards, kept as YAML under ``config/selections/``: either the ids, or the
+person's rule over the dashboard's windows, applied by `rule_selection` so that the choice carries over
+to a machine whose SAEs and attribution ranks differ), `auto_selection`
 (thresholds on the explanations' relevance and simulation score), and the baselines `top_selection`
 (best-ranked k per layer), `random_selection` (same count per layer, seeded: the layer-matched random)
 and `random_pool_selection` (the same total count drawn from the pooled candidates of every layer, seeded:
@@ -39,14 +41,17 @@ from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
 
 METHODS: tuple[str, ...] = ("pca", "sae")
-MANUAL_SECTION_KEYS: tuple[str, ...] = ("layers", "notes")
+MANUAL_SECTION_KEYS: tuple[str, ...] = ("layers", "rule", "notes")
+RULE_KEYS: tuple[str, ...] = ("peak_tokens", "min_windows", "of_top", "ends")
+ENDS: tuple[str, ...] = ("positive", "negative")
 JSON_KEYS: tuple[str, ...] = ("method", "selector", "task", "seed", "layers", "provenance")
 
 
 @dataclass(frozen=True)
 class SelectorConfig(SectionConfig):
-    """What one selector variant reads: `top_k` for ``top``, the manual counts per layer for ``random``,
-    the manual total `count` for ``random-pool``."""
+    """What one selector variant reads: `top_k` for ``top``; for the random baselines, explicit `counts`
+    per layer (``random``) or a total `count` (``random-pool``) where no manual selection exists to match
+    (the EM chain without a selection file), else nothing: they match the manual selection's artifact."""
 
     SECTION: ClassVar[str] = "selection"
 
@@ -59,6 +64,18 @@ class SelectorConfig(SectionConfig):
         cfg = super().from_config(section)
         counts = None if cfg.counts is None else {int(layer): int(n) for layer, n in cfg.counts.items()}
         return cls(top_k=cfg.top_k, counts=counts, count=cfg.count)
+
+    def random_counts(self, manual_selection_path: Path | None, variant: str) -> dict[int, int]:
+        """Per-layer counts of the layer-matched random baseline."""
+        if self.counts is not None:
+            return self.counts
+        return matched_selection(manual_selection_path, variant).layer_counts()
+
+    def random_count(self, manual_selection_path: Path | None, variant: str) -> int:
+        """Total count of the pool-wide random baseline."""
+        if self.count is not None:
+            return self.count
+        return matched_selection(manual_selection_path, variant).count()
 
 
 @dataclass(frozen=True)
@@ -216,30 +233,83 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
-def load_manual_selection(
-    path: str | Path, method: str, n_layers: int, n_ids: int | Mapping[int, int]
-) -> Selection:
-    """A person's selection for one task, from ``config/selections/<task>.yaml``.
+@dataclass(frozen=True)
+class PeakTokenRule:
+    """A person's selection rule, written after reading the dashboards: a direction is chosen when at least
+    `min_windows` of the `of_top` strongest corpus windows of one of its `ends` peak on one of
+    `peak_tokens` (the peak token's text with spaces stripped, compared exactly: list "He" beside "he").
 
-    The task is the file's stem. Format (one section per method; either may be absent as long as the
-    requested one is present)::
-
-        # config/selections/gender.yaml
-        pca:                      # method
-          layers:                 # layer index -> ids (PCA component index 0..k-1, or SAE latent id)
-            3: [0, 2]
-            7: [1]
-          notes: "why these were chosen (free text)"   # optional, kept in provenance
-        sae:
-          layers: {5: [1234, 77]}
-
-    Validated strictly, because a typo here silently changes what is ablated: every error is a
-    `ConfigError` naming the file, the method, the layer and the id. Layers must lie in
-    ``0..n_layers-1``; ids in ``0..n-1`` where n is `n_ids` (an int for every layer, or a per-layer
-    mapping — a layer missing from it has no candidates, e.g. no SAE). Ids must be distinct integers,
-    each listed layer needs at least one id, and duplicate YAML keys are rejected.
+    Kept as a rule rather than as ids because ids do not travel: SAEs trained on another CPU, or a pretune
+    in bfloat16 instead of float32, rank other latents at the top, so ids read off one machine's dashboard
+    name latents that another machine's rule would never have looked at.
     """
-    path = Path(path)
+
+    peak_tokens: tuple[str, ...]
+    min_windows: int
+    of_top: int
+    ends: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> PeakTokenRule:
+        """Validated from the YAML's ``rule:`` mapping; every error names `where` (file: method)."""
+        example = "{peak_tokens: [is, are], min_windows: 5, of_top: 8, ends: [positive]}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: 'rule' must be a mapping like {example}, got {raw!r}")
+        unknown = sorted(str(key) for key in raw if key not in RULE_KEYS)
+        missing = [key for key in RULE_KEYS if key not in raw]
+        if unknown or missing:
+            raise ConfigError(f"{where}: rule: unknown key(s) {unknown}, missing key(s) {missing}; "
+                              f"expected {list(RULE_KEYS)}, e.g. {example}")
+        tokens = raw["peak_tokens"]
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
+            raise ConfigError(f"{where}: rule: 'peak_tokens' must be a non-empty list of token texts, got {tokens!r}")
+        ends = raw["ends"]
+        if not isinstance(ends, list) or not ends or not set(ends) <= set(ENDS) or len(set(ends)) != len(ends):
+            raise ConfigError(f"{where}: rule: 'ends' must list distinct ends out of {list(ENDS)}, got {ends!r}")
+        of_top, min_windows = raw["of_top"], raw["min_windows"]
+        if not _is_int(of_top) or of_top < 1:
+            raise ConfigError(f"{where}: rule: 'of_top' must be a positive integer, got {of_top!r}")
+        if not _is_int(min_windows) or not 1 <= min_windows <= of_top:
+            raise ConfigError(f"{where}: rule: 'min_windows' must be an integer in 1..of_top ({of_top}), "
+                              f"got {min_windows!r}")
+        return cls(tuple(t.strip() for t in tokens), int(min_windows), int(of_top), tuple(ends))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"peak_tokens": list(self.peak_tokens), "min_windows": self.min_windows, "of_top": self.of_top,
+                "ends": list(self.ends)}
+
+
+def rule_selection(windows: pd.DataFrame, rule: PeakTokenRule, *, id_column: str, method: str, task: str,
+                   origin: str, provenance: Mapping[str, Any] | None = None) -> Selection:
+    """The directions of a windows table (``windows.parquet``: the dashboard's candidates) that `rule`
+    chooses. The provenance lists every chosen end with its peak-token counts, so the artifact shows why.
+    `origin` (the selection file) names the rule in the error when it chooses nothing."""
+    from caft.interpret.explanations import candidate_windows, peak_token, token_summary
+
+    wanted = set(rule.peak_tokens)
+    layers: dict[int, set[int]] = {}
+    matches: dict[str, str] = {}
+    for (layer, ident, sign), top, _ in candidate_windows(windows, id_column):
+        if sign not in rule.ends:
+            continue
+        shown = top[: rule.of_top]
+        hits = sum(peak_token(window) in wanted for window in shown)
+        if hits >= rule.min_windows:
+            layers.setdefault(layer, set()).add(ident)
+            matches[f"L{layer} #{ident} {sign}"] = token_summary(shown)
+    if not layers:
+        raise DataError(
+            f"{origin}: {method}: the rule {rule.to_json()} chooses none of the "
+            f"{windows.groupby(['layer', id_column]).ngroups} directions of the windows table; a selection must "
+            "ablate something (read the dashboard again and write a rule, or ids, that it supports)"
+        )
+    record = {"rule": rule.to_json(), "matches": matches, **(provenance or {})}
+    return Selection(method=method, selector="manual", task=task, seed=None,
+                     layers={layer: sorted(ids) for layer, ids in layers.items()}, provenance=record)
+
+
+def _manual_section(path: Path, method: str) -> tuple[dict[str, Any], bytes]:
+    """The file's section for `method`, checked for its keys (ids or a rule, and notes), and the file's bytes."""
     task = path.stem
     if method not in METHODS:
         raise ConfigError(f"{path}: unknown selection method {method!r}; expected one of {list(METHODS)}")
@@ -268,16 +338,67 @@ def load_manual_selection(
     section = document[method]
     if not isinstance(section, dict):
         raise ConfigError(
-            f"{where}: expected a mapping with 'layers' (and optional 'notes'), got {section!r}"
+            f"{where}: expected a mapping with 'layers' or 'rule' (and optional 'notes'), got {section!r}"
         )
     unknown = sorted(str(key) for key in section if key not in MANUAL_SECTION_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(MANUAL_SECTION_KEYS)}")
-    if "layers" not in section:
-        raise ConfigError(f"{where}: missing 'layers' (layer index -> list of ids)")
+    if ("layers" in section) == ("rule" in section):
+        raise ConfigError(f"{where}: give either 'layers' (layer index -> list of ids) or 'rule' (peak tokens "
+                          "of the dashboard's windows), exactly one")
     notes = section.get("notes")
     if notes is not None and not isinstance(notes, str):
         raise ConfigError(f"{where}: 'notes' must be text, got {notes!r}")
+    return section, raw
+
+
+def manual_rule(path: str | Path, method: str) -> PeakTokenRule | None:
+    """The section's rule, or None when it lists ids: a rule needs the windows table as an input."""
+    path = Path(path)
+    section, _ = _manual_section(path, method)
+    return PeakTokenRule.parse(section["rule"], f"{path}: {method}") if "rule" in section else None
+
+
+def load_manual_selection(
+    path: str | Path, method: str, n_layers: int, n_ids: int | Mapping[int, int], *,
+    windows: pd.DataFrame | None = None, id_column: str = "component",
+) -> Selection:
+    """A person's selection for one task, from ``config/selections/<task>.yaml``.
+
+    The task is the file's stem. Format (one section per method; either may be absent as long as the
+    requested one is present)::
+
+        # config/selections/gender.yaml
+        pca:                      # method
+          layers:                 # layer index -> ids (PCA component index 0..k-1, or SAE latent id)
+            3: [0, 2]
+            7: [1]
+          notes: "why these were chosen (free text)"   # optional, kept in provenance
+        sae:                      # or the person's rule over the dashboard's windows (`PeakTokenRule`)
+          rule: {peak_tokens: [he, she], min_windows: 5, of_top: 8, ends: [positive]}
+
+    A rule is applied to `windows` (the method's ``windows.parquet``, ids in `id_column`). Validated
+    strictly, because a typo here silently changes what is ablated: every error is a `ConfigError` naming
+    the file, the method, the layer and the id. Layers must lie in ``0..n_layers-1``; ids in ``0..n-1``
+    where n is `n_ids` (an int for every layer, or a per-layer mapping — a layer missing from it has no
+    candidates, e.g. no SAE). Ids must be distinct integers, each listed layer needs at least one id, and
+    duplicate YAML keys are rejected.
+    """
+    path = Path(path)
+    section, raw = _manual_section(path, method)
+    where = f"{path}: {method}"
+    provenance = {
+        "file": str(path),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "notes": section.get("notes"),
+        "n_layers": n_layers,
+    }
+    if "rule" in section:
+        rule = PeakTokenRule.parse(section["rule"], where)
+        if windows is None:
+            raise DataError(f"{where}: the selection is a rule, which needs the method's windows table")
+        return rule_selection(windows, rule, id_column=id_column, method=method, task=path.stem, origin=str(path),
+                              provenance=provenance)
     raw_layers = section["layers"]
     if raw_layers is None or raw_layers == {}:
         raise ConfigError(f"{where}: empty selection: 'layers' lists no layer")
@@ -289,15 +410,17 @@ def load_manual_selection(
         if layer in layers:
             raise ConfigError(f"{where}: layer {layer} is listed twice")
         layers[layer] = _manual_ids(ids, f"{where}: layer {layer}", _id_limit(n_ids, layer, where))
-    provenance = {
-        "file": str(path),
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "notes": notes,
-        "n_layers": n_layers,
-    }
     return Selection(
-        method=method, selector="manual", task=task, seed=None, layers=layers, provenance=provenance
+        method=method, selector="manual", task=path.stem, seed=None, layers=layers, provenance=provenance
     )
+
+
+def matched_selection(path: Path | None, variant: str) -> Selection:
+    """The manual selection whose counts a random baseline (`variant`) matches, from its artifact."""
+    if path is None:
+        raise ConfigError(f"the {variant} baseline draws as many directions as the manual selection: it needs "
+                          "the manual selection's artifact, or explicit counts")
+    return Selection.load(path)
 
 
 def _manual_layer(key: Any, where: str, n_layers: int) -> int:

@@ -459,7 +459,7 @@ def explain_candidates(
         raise ConfigError(f"the relevance query must be a non-empty string, got {query!r}")
     if not isinstance(simulate_windows, int) or simulate_windows < 0:
         raise ConfigError(f"simulate_windows must be a non-negative integer, got {simulate_windows!r}")
-    candidates = _candidates(windows, id_column)
+    candidates = candidate_windows(windows, id_column)
     scale = simulation_scale(client) if candidates else DEFAULT_SCALE
     workers = concurrency(client)
     answers = map_in_order(lambda candidate: client.complete(explainer_messages(candidate[1], max_windows),
@@ -530,7 +530,7 @@ def summarize_candidates(windows: pd.DataFrame, id_column: str, embedder: Any, q
     if not isinstance(query, str) or not query.strip():
         raise ConfigError(f"the relevance query must be a non-empty string, got {query!r}")
     rows, texts = [], []
-    for (layer, ident, sign), top, sample in _candidates(windows, id_column):
+    for (layer, ident, sign), top, sample in candidate_windows(windows, id_column):
         shown = top[:max_windows]
         summary = token_summary(shown)
         listed = {token for token in map(peak_token, shown) if token is not None}
@@ -545,7 +545,7 @@ def summarize_candidates(windows: pd.DataFrame, id_column: str, embedder: Any, q
     return frame.astype({"simulation_score": float})
 
 
-def _candidates(windows: pd.DataFrame, id_column: str) -> list[Candidate]:
+def candidate_windows(windows: pd.DataFrame, id_column: str) -> list[Candidate]:
     """((layer, id, sign), top windows by rank, random windows by rank) per sign with top windows; the
     windows of the negative end negated."""
     needed = ["layer", id_column, "sign", "rank", "tokens", "values", "peak"]

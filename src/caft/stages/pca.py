@@ -82,25 +82,29 @@ def pca_windows(cfg: WindowsConfig, base_dir: Path, corpus_path: Path, component
 
 
 def select_pca(variant: str, task: str, cfg: SelectorConfig, summary_path: Path, manual_path: Path | None,
-               out_path: Path) -> None:
-    """One selected-component list: ``manual``, ``top`` (`top_k` per layer), ``random/seed{N}`` (the
-    manual selection's counts per layer) or ``random-pool/seed{N}`` (the manual total, drawn from the
-    components of every fitted layer together)."""
+               out_path: Path, windows_path: Path | None = None, manual_selection_path: Path | None = None) -> None:
+    """One selected-component list: ``manual`` (ids, or a rule applied to the windows at `windows_path`),
+    ``top`` (`top_k` per layer), ``random/seed{N}`` (the manual selection's counts per layer) or
+    ``random-pool/seed{N}`` (the manual selection's total, drawn from the components of every fitted layer
+    together); the random baselines read the manual selection's artifact at `manual_selection_path`."""
     summary = pd.read_parquet(summary_path)
     per_layer = summary.groupby("layer")["component"].max().add(1).to_dict()
     candidates = {int(layer): list(range(int(count))) for layer, count in per_layer.items()}
     if variant == "manual":
-        selection = load_manual_selection(manual_path, "pca", n_layers=max(per_layer) + 1, n_ids=per_layer)
+        windows = None if windows_path is None else pd.read_parquet(windows_path)
+        selection = load_manual_selection(manual_path, "pca", n_layers=max(per_layer) + 1, n_ids=per_layer,
+                                          windows=windows, id_column="component")
     elif variant == "top":
         selection = top_selection(summary, cfg.top_k, method="pca", task=task)
     elif variant.startswith("random/seed"):
-        selection = random_selection(candidates, cfg.counts, int(variant.removeprefix("random/seed")),
-                                     method="pca", task=task, provenance={"counts_from": "manual"})
+        selection = random_selection(candidates, cfg.random_counts(manual_selection_path, variant),
+                                     int(variant.removeprefix("random/seed")), method="pca", task=task,
+                                     provenance={"counts_from": str(manual_selection_path or "config")})
     elif variant.startswith("random-pool/seed"):
         pool = f"{summary_path}: the components of layers {sorted(candidates)} (pca.components per layer)"
-        selection = random_pool_selection(candidates, cfg.count, int(variant.removeprefix("random-pool/seed")),
-                                          method="pca", task=task, pool_name=pool,
-                                          provenance={"count_from": "manual total"})
+        selection = random_pool_selection(candidates, cfg.random_count(manual_selection_path, variant),
+                                          int(variant.removeprefix("random-pool/seed")), method="pca", task=task,
+                                          pool_name=pool, provenance={"count_from": str(manual_selection_path or "config")})
     else:
         raise ConfigError(f"unknown pca selector variant '{variant}'; expected manual, top, random/seed<N> or "
                           "random-pool/seed<N>")

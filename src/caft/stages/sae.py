@@ -216,36 +216,54 @@ def _top_latents(scores: pd.DataFrame) -> dict[int, list[int]]:
 
 
 def select_sae(variant: str, task: str, cfg: SelectorConfig, scores_path: Path, base_dir: Path,
-               manual_path: Path | None, out_path: Path) -> None:
-    """One selected-latent list: ``manual`` (the YAML's ``sae:`` section), ``top`` (the `top_k` largest
-    effects over all layers), ``random/seed{N}`` (the manual counts per layer, drawn from the top latents)
-    or ``random-pool/seed{N}`` (the manual total, drawn from the top latents over all layers: the paper's
-    random baseline). The top latents are the ``top`` rows of the scores: the `attribution.top_n` best
-    global signed ranks (``rank`` 0 = largest effect over all layers)."""
+               manual_path: Path | None, out_path: Path, windows_path: Path | None = None,
+               manual_selection_path: Path | None = None) -> None:
+    """One selected-latent list: ``manual`` (the YAML's ``sae:`` section: ids, or a rule applied to the
+    windows at `windows_path`), ``top`` (the `top_k` largest effects over all layers), ``random/seed{N}``
+    (the manual selection's counts per layer, drawn from the top latents) or ``random-pool/seed{N}`` (the
+    manual selection's total, drawn from the top latents over all layers: the paper's random baseline);
+    the random baselines read the manual selection's artifact at `manual_selection_path`. The top latents
+    are the ``top`` rows of the scores: the `attribution.top_n` best global signed ranks (``rank`` 0 =
+    largest effect over all layers)."""
     scores = pd.read_parquet(scores_path)
     if variant == "manual":
         n_layers = checkpoint_shape(base_dir)[0]
-        selection = load_manual_selection(manual_path, "sae", n_layers=n_layers, n_ids=_sae_widths(scores))
+        windows = None if windows_path is None else pd.read_parquet(windows_path)
+        selection = load_manual_selection(manual_path, "sae", n_layers=n_layers, n_ids=_sae_widths(scores),
+                                          windows=windows, id_column="latent")
+        _warn_outside_pool(selection, _top_latents(scores), scores_path)
     elif variant == "top":
         best = scores.nsmallest(cfg.top_k, "rank")
         counts = best.groupby("layer").size().to_dict()
         selection = top_selection(scores, counts, method="sae", task=task, id_column="latent", rank_column="rank",
                                   provenance={"global_top_k": cfg.top_k})
     elif variant.startswith("random/seed"):
-        selection = random_selection(_top_latents(scores), cfg.counts, int(variant.removeprefix("random/seed")),
-                                     method="sae", task=task,
-                                     provenance={"counts_from": "manual", "pool": "attribution top"})
+        selection = random_selection(_top_latents(scores), cfg.random_counts(manual_selection_path, variant),
+                                     int(variant.removeprefix("random/seed")), method="sae", task=task,
+                                     provenance={"counts_from": str(manual_selection_path or "config"),
+                                                 "pool": "attribution top"})
     elif variant.startswith("random-pool/seed"):
         pool = (f"{scores_path}: the {int(scores['top'].sum())} latents marked top, the best global signed "
                 "attribution ranks over all layers (attribution.top_n)")
-        selection = random_pool_selection(_top_latents(scores), cfg.count,
+        selection = random_pool_selection(_top_latents(scores), cfg.random_count(manual_selection_path, variant),
                                           int(variant.removeprefix("random-pool/seed")), method="sae", task=task,
-                                          pool_name=pool, provenance={"count_from": "manual total"})
+                                          pool_name=pool, provenance={"count_from": str(manual_selection_path or "config")})
     else:
         raise ConfigError(f"unknown sae selector variant '{variant}'; expected manual, top, random/seed<N> or "
                           "random-pool/seed<N>")
     log.info("sae %s: %d latents over layers %s", variant, selection.count(), sorted(selection.layers))
     selection.save(out_path)
+
+
+def _warn_outside_pool(selection: Selection, pool: Mapping[int, list[int]], scores_path: Path) -> None:
+    """Ids outside this machine's attribution pool are legal but usually read off another machine's
+    dashboard (other SAEs or another pretune rank other latents): say so in the job's log."""
+    outside = [f"L{layer} #{i}" for layer, ids in selection.layers.items() for i in ids
+               if i not in set(pool.get(layer, []))]
+    if outside:
+        log.warning("manual selection: %d of %d latents lie outside the attribution pool of %s: %s. Ids read "
+                    "off another machine's dashboard name other latents here; a 'rule:' section carries over",
+                    len(outside), selection.count(), scores_path, ", ".join(outside))
 
 
 def sae_spec(method: str, selection_path: Path, sae_dirs: Mapping[int, Path], out_path: Path,
