@@ -28,7 +28,7 @@ def test_shipped_configs_pass(name):
 
 def test_sentiment_pronouns_overlay_passes_and_has_its_manual_selection():
     """The second triple's overlay, merged onto the default the way `--configfile` does, is valid, and
-    every task it runs with `pca/manual` has a manual selection file with PCA components."""
+    every task it runs with `pca/manual` has a manual selection file with PCA components (ids or a rule)."""
     config = default_config()
     update_config(config, yaml.safe_load((ROOT / "config" / "sentiment_pronouns.yaml").read_text()))
     check_config(config, SCHEMA)
@@ -36,7 +36,8 @@ def test_sentiment_pronouns_overlay_passes_and_has_its_manual_selection():
     assert config["explanations"]["queries"]["gender"]  # merged, not replaced
     for task in config["runs"]["tasks"]:
         manual = yaml.safe_load((ROOT / "config" / "selections" / f"{task}.yaml").read_text())
-        assert manual["pca"]["layers"] and all(manual["pca"]["layers"].values())
+        section = manual["pca"]
+        assert ("rule" in section and section["rule"]["peak_tokens"]) or all(section["layers"].values())
 
 
 def test_paper_config_has_the_paper_recipe():
