@@ -39,6 +39,7 @@ from caft.ablation.specs import InterventionSpec, orthonormal_basis
 from caft.artifacts import write_json
 from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
+from caft.interpret.explanations import candidate_windows, peak_token, token_summary
 
 METHODS: tuple[str, ...] = ("pca", "sae")
 MANUAL_SECTION_KEYS: tuple[str, ...] = ("layers", "rule", "notes")
@@ -284,8 +285,6 @@ def rule_selection(windows: pd.DataFrame, rule: PeakTokenRule, *, id_column: str
     """The directions of a windows table (``windows.parquet``: the dashboard's candidates) that `rule`
     chooses. The provenance lists every chosen end with its peak-token counts, so the artifact shows why.
     `origin` (the selection file) names the rule in the error when it chooses nothing."""
-    from caft.interpret.explanations import candidate_windows, peak_token, token_summary
-
     wanted = set(rule.peak_tokens)
     layers: dict[int, set[int]] = {}
     matches: dict[str, str] = {}
