@@ -8,6 +8,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
+from caft.ablation.selection import manual_rule
 from caft.config import check_config
 from caft.errors import ConfigError
 
@@ -38,6 +39,16 @@ def test_sentiment_pronouns_overlay_passes_and_has_its_manual_selection():
         manual = yaml.safe_load((ROOT / "config" / "selections" / f"{task}.yaml").read_text())
         section = manual["pca"]
         assert ("rule" in section and section["rule"]["peak_tokens"]) or all(section["layers"].values())
+
+
+def test_gender_sae_overlay_passes_and_its_manual_selection_is_a_rule():
+    """The gender overlay is valid and its `sae/manual` rows read a rule (ids would not carry over)."""
+    config = default_config()
+    update_config(config, yaml.safe_load((ROOT / "config" / "gender_sae.yaml").read_text()))
+    check_config(config, SCHEMA)
+    assert "gender" in config["runs"]["tasks"] and "sae/manual" in config["runs"]["conditions"]
+    rule = manual_rule(ROOT / "config" / "selections" / "gender.yaml", "sae")
+    assert rule is not None and {"he", "she", "nurse"} <= set(rule.peak_tokens) and rule.min_windows == 5
 
 
 def test_paper_config_has_the_paper_recipe():
