@@ -201,13 +201,15 @@ def manual_input(method):
     windows = {"pca": PCA_WINDOWS, "sae": SAE_WINDOWS}[method]
 
     def inputs(wildcards):
-        is_rule = manual_rule_of(wildcards.task, method) is not None
         if wildcards.variant == "manual":
             dataset = task_dataset(wildcards.task)
+            is_rule = manual_rule_of(wildcards.task, method) is not None
             return {"manual": manual_selection_file(wildcards.task)} | (
                 {"windows": windows.format(dataset=dataset)} if is_rule else {}
             )
-        if wildcards.variant.startswith(SEEDED_SELECTORS) and is_rule:
+        if wildcards.variant.startswith(SEEDED_SELECTORS) and manual_rule_of(
+            wildcards.task, method
+        ):
             return {"manual_selection": selection_path(wildcards.task, method, "manual")}
         return {}
 

@@ -421,6 +421,11 @@ def windows_frame(peaks: dict[tuple[int, int, str], list[str]], id_column: str) 
     return pd.DataFrame(rows)
 
 
+def saved(tmp_path: Path, windows: pd.DataFrame, name: str = "windows.parquet") -> Path:
+    windows.to_parquet(tmp_path / name)
+    return tmp_path / name
+
+
 def test_rule_selection_chooses_the_directions_whose_top_windows_peak_on_the_tokens(tmp_path: Path) -> None:
     path = write(tmp_path, RULE, "verbs_sentiment_1.yaml")
     windows = windows_frame({
@@ -430,7 +435,7 @@ def test_rule_selection_chooses_the_directions_whose_top_windows_peak_on_the_tok
         (6, 538, "positive"): ["Is", "IS", "is", "the"],          # exact match: only 1
         (8, 2, "positive"): [],                                   # never fires: no top windows
     }, "latent")
-    selection = load_manual_selection(path, "sae", N_LAYERS, {4: 1024, 6: 1024, 8: 1024}, windows=windows,
+    selection = load_manual_selection(path, "sae", N_LAYERS, {4: 1024, 6: 1024, 8: 1024}, windows_path=saved(tmp_path, windows),
                                       id_column="latent")
     assert selection.layers == {4: [10], 6: [537]} and selection.selector == "manual"
     assert selection.task == "verbs_sentiment_1"
@@ -439,6 +444,8 @@ def test_rule_selection_chooses_the_directions_whose_top_windows_peak_on_the_tok
     assert selection.provenance["rule"] == {"peak_tokens": ["is", "are"], "min_windows": 3, "of_top": 4,
                                             "ends": ["positive"]}
     assert selection.provenance["notes"] == "latents on auxiliary verbs"
+    assert selection.provenance["windows"]["file"] == str(tmp_path / "windows.parquet")
+    assert len(selection.provenance["windows"]["sha256"]) == 64
 
 
 def test_rule_selection_reads_the_ends_it_names(tmp_path: Path) -> None:
@@ -449,11 +456,11 @@ def test_rule_selection_reads_the_ends_it_names(tmp_path: Path) -> None:
         (5, 1, "positive"): ["are", "are", "is", "x"],
         (5, 1, "negative"): ["are", "are", "is", "x"],   # both ends: the id once
     }, "component")
-    pca = load_manual_selection(path, "pca", N_LAYERS, N_IDS, windows=windows)
+    pca = load_manual_selection(path, "pca", N_LAYERS, N_IDS, windows_path=saved(tmp_path, windows))
     assert pca.layers == {3: [7], 5: [1]}
     assert set(pca.provenance["matches"]) == {"L3 #7 negative", "L5 #1 positive", "L5 #1 negative"}
     sae_windows = windows.rename(columns={"component": "latent"})
-    sae = load_manual_selection(path, "sae", N_LAYERS, 1024, windows=sae_windows, id_column="latent")
+    sae = load_manual_selection(path, "sae", N_LAYERS, 1024, windows_path=saved(tmp_path, sae_windows, "sae.parquet"), id_column="latent")
     assert sae.layers == {5: [1]}, "ends: [positive] ignores the negative windows of L3 #7"
 
 
@@ -461,14 +468,18 @@ def test_rule_selection_errors_name_the_file(tmp_path: Path) -> None:
     windows = windows_frame({(4, 10, "positive"): ["the", "a", "of", "to"]}, "latent")
     path = write(tmp_path, RULE, "verbs_sentiment_1.yaml")
     with pytest.raises(DataError, match=r"verbs_sentiment_1\.yaml: sae: the rule .* chooses none of the 1 directions"):
-        load_manual_selection(path, "sae", N_LAYERS, 1024, windows=windows, id_column="latent")
+        load_manual_selection(path, "sae", N_LAYERS, 1024, windows_path=saved(tmp_path, windows), id_column="latent")
+    shallow = windows_frame({(4, 10, "positive"): ["is", "is", "is"]}, "latent")
+    with pytest.raises(DataError, match=r"verbs_sentiment_1\.yaml: sae: the rule reads the 4 strongest windows of "
+                                        r"each end, but the windows table keeps at most 3 \(windows.per_component\)"):
+        load_manual_selection(path, "sae", N_LAYERS, 1024, windows_path=saved(tmp_path, shallow), id_column="latent")
     with pytest.raises(DataError, match=r"verbs_sentiment_1\.yaml: sae: the selection is a rule, which needs the "
                                         "method's windows table"):
         load_manual_selection(path, "sae", N_LAYERS, 1024)
     both = write(tmp_path, "sae:\n  layers: {4: [1]}\n  rule: {peak_tokens: [is], min_windows: 1, of_top: 1, "
                            "ends: [positive]}\n", "both.yaml")
     with pytest.raises(ConfigError, match=r"both\.yaml: sae: give either 'layers' .* or 'rule' .*exactly one"):
-        load_manual_selection(both, "sae", N_LAYERS, 1024, windows=windows, id_column="latent")
+        load_manual_selection(both, "sae", N_LAYERS, 1024, windows_path=saved(tmp_path, windows), id_column="latent")
     bad = {
         "{peak_tokens: [is], min_windows: 1, of_top: 1}": r"missing key\(s\) \['ends'\]",
         "{peak_tokens: [], min_windows: 1, of_top: 1, ends: [positive]}": "'peak_tokens' must be a non-empty list",
@@ -480,7 +491,7 @@ def test_rule_selection_errors_name_the_file(tmp_path: Path) -> None:
     for rule, message in bad.items():
         path = write(tmp_path, f"sae:\n  rule: {rule}\n", "bad.yaml")
         with pytest.raises(ConfigError, match=rf"bad\.yaml: sae: .*{message}"):
-            load_manual_selection(path, "sae", N_LAYERS, 1024, windows=windows, id_column="latent")
+            load_manual_selection(path, "sae", N_LAYERS, 1024, windows_path=saved(tmp_path, windows), id_column="latent")
 
 
 def test_random_baselines_match_the_manual_selection_artifact(tmp_path: Path) -> None:

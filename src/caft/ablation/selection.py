@@ -285,6 +285,13 @@ def rule_selection(windows: pd.DataFrame, rule: PeakTokenRule, *, id_column: str
     """The directions of a windows table (``windows.parquet``: the dashboard's candidates) that `rule`
     chooses. The provenance lists every chosen end with its peak-token counts, so the artifact shows why.
     `origin` (the selection file) names the rule in the error when it chooses nothing."""
+    deepest = int(windows.loc[windows["sign"].isin(rule.ends), "rank"].max()) + 1 if len(windows) else 0
+    if deepest < rule.of_top:
+        raise DataError(
+            f"{origin}: {method}: the rule reads the {rule.of_top} strongest windows of each end, but the windows "
+            f"table keeps at most {deepest} (windows.per_component): raise it, or the rule would not be the one "
+            "that was fixed"
+        )
     wanted = set(rule.peak_tokens)
     layers: dict[int, set[int]] = {}
     matches: dict[str, str] = {}
@@ -360,7 +367,7 @@ def manual_rule(path: str | Path, method: str) -> PeakTokenRule | None:
 
 def load_manual_selection(
     path: str | Path, method: str, n_layers: int, n_ids: int | Mapping[int, int], *,
-    windows: pd.DataFrame | None = None, id_column: str = "component",
+    windows_path: Path | None = None, id_column: str = "component",
 ) -> Selection:
     """A person's selection for one task, from ``config/selections/<task>.yaml``.
 
@@ -376,7 +383,8 @@ def load_manual_selection(
         sae:                      # or the person's rule over the dashboard's windows (`PeakTokenRule`)
           rule: {peak_tokens: [he, she], min_windows: 5, of_top: 8, ends: [positive]}
 
-    A rule is applied to `windows` (the method's ``windows.parquet``, ids in `id_column`). Validated
+    A rule is applied to the windows table at `windows_path` (the method's ``windows.parquet``, ids in
+    `id_column`; its path and sha256 go into the provenance). Validated
     strictly, because a typo here silently changes what is ablated: every error is a `ConfigError` naming
     the file, the method, the layer and the id. Layers must lie in ``0..n_layers-1``; ids in ``0..n-1``
     where n is `n_ids` (an int for every layer, or a per-layer mapping — a layer missing from it has no
@@ -394,10 +402,12 @@ def load_manual_selection(
     }
     if "rule" in section:
         rule = PeakTokenRule.parse(section["rule"], where)
-        if windows is None:
+        if windows_path is None:
             raise DataError(f"{where}: the selection is a rule, which needs the method's windows table")
-        return rule_selection(windows, rule, id_column=id_column, method=method, task=path.stem, origin=str(path),
-                              provenance=provenance)
+        provenance["windows"] = {"file": str(windows_path),
+                                 "sha256": hashlib.sha256(Path(windows_path).read_bytes()).hexdigest()}
+        return rule_selection(pd.read_parquet(windows_path), rule, id_column=id_column, method=method,
+                              task=path.stem, origin=str(path), provenance=provenance)
     raw_layers = section["layers"]
     if raw_layers is None or raw_layers == {}:
         raise ConfigError(f"{where}: empty selection: 'layers' lists no layer")

@@ -91,9 +91,8 @@ def select_pca(variant: str, task: str, cfg: SelectorConfig, summary_path: Path,
     per_layer = summary.groupby("layer")["component"].max().add(1).to_dict()
     candidates = {int(layer): list(range(int(count))) for layer, count in per_layer.items()}
     if variant == "manual":
-        windows = None if windows_path is None else pd.read_parquet(windows_path)
         selection = load_manual_selection(manual_path, "pca", n_layers=max(per_layer) + 1, n_ids=per_layer,
-                                          windows=windows, id_column="component")
+                                          windows_path=windows_path, id_column="component")
     elif variant == "top":
         selection = top_selection(summary, cfg.top_k, method="pca", task=task)
     elif variant.startswith("random/seed"):

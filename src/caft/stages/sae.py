@@ -228,9 +228,8 @@ def select_sae(variant: str, task: str, cfg: SelectorConfig, scores_path: Path, 
     scores = pd.read_parquet(scores_path)
     if variant == "manual":
         n_layers = checkpoint_shape(base_dir)[0]
-        windows = None if windows_path is None else pd.read_parquet(windows_path)
         selection = load_manual_selection(manual_path, "sae", n_layers=n_layers, n_ids=_sae_widths(scores),
-                                          windows=windows, id_column="latent")
+                                          windows_path=windows_path, id_column="latent")
         _warn_outside_pool(selection, _top_latents(scores), scores_path)
     elif variant == "top":
         best = scores.nsmallest(cfg.top_k, "rank")
@@ -261,7 +260,7 @@ def _warn_outside_pool(selection: Selection, pool: Mapping[int, list[int]], scor
     outside = [f"L{layer} #{i}" for layer, ids in selection.layers.items() for i in ids
                if i not in set(pool.get(layer, []))]
     if outside:
-        log.warning("manual selection: %d of %d latents lie outside the attribution pool of %s: %s. Ids read "
+        log.warning("manual selection: %d of %d latents lie outside the candidate pool of %s: %s. Ids read "
                     "off another machine's dashboard name other latents here; a 'rule:' section carries over",
                     len(outside), selection.count(), scores_path, ", ".join(outside))
 
