@@ -105,9 +105,19 @@ def manual_selection_file(task):
     return f"{config['selection']['directory']}/{task}.yaml"
 
 
-def has_manual_selection(task, method):
-    path = Path(manual_selection_file(task))
+def has_section(path, method):
+    """Whether the selection file at `path` exists and has a section for `method`."""
+    path = Path(path)
     return path.is_file() and method in (yaml.safe_load(path.read_text()) or {})
+
+
+def section_rule(path, method):
+    """The rule of a selection file's `method` section, or None (no file, no such section, or ids)."""
+    return manual_rule(path, method) if has_section(path, method) else None
+
+
+def has_manual_selection(task, method):
+    return has_section(manual_selection_file(task), method)
 
 
 def sae_layers():
@@ -181,8 +191,7 @@ def survey_tasks():
 
 def manual_rule_of(task, method):
     """The rule of the task's selection file for `method`, or None (no file, or ids)."""
-    path = manual_selection_file(task)
-    return manual_rule(path, method) if has_manual_selection(task, method) else None
+    return section_rule(manual_selection_file(task), method)
 
 
 def manual_layer_counts(task, method):

@@ -110,11 +110,10 @@ def em_selection_settings(method):
 
     def settings(wildcards):
         manual = em_manual_file(wildcards.em_model)
-        if Path(manual).is_file() and method in (yaml.safe_load(Path(manual).read_text()) or {}):
-            if manual_rule(manual, method) is not None:
-                raise ValueError(
-                    f"{manual}: {method}: the EM chain's selection files list ids (layers:), not a rule"
-                )
+        if section_rule(manual, method) is not None:
+            raise ValueError(
+                f"{manual}: {method}: the EM chain's selection files list ids (layers:), not a rule"
+            )
         if wildcards.variant == "top":
             return {"top_k": top_k}
         if wildcards.variant.startswith("random/"):

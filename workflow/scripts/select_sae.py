@@ -16,6 +16,6 @@ with job(snakemake):
         base_dir=Path(inputs.base),
         manual_path=optional_path(inputs, "manual"),
         out_path=Path(snakemake.output[0]),
-        windows_path=optional_path(snakemake.input, "windows"),
-        manual_selection_path=optional_path(snakemake.input, "manual_selection"),
+        windows_path=optional_path(inputs, "windows"),
+        manual_selection_path=optional_path(inputs, "manual_selection"),
     )
