@@ -12,7 +12,7 @@ import pytest
 
 from caft.ablation.selection import Selection
 from caft.errors import DataError
-from caft.interpret.dashboard import card_anchor, card_data, render_dashboard, write_dashboard
+from caft.interpret.dashboard import KNOWN_BADGES, card_anchor, card_data, render_dashboard, write_dashboard
 
 NAN = math.nan
 VOID = {"meta", "br", "hr", "img", "input", "link"}
@@ -87,6 +87,15 @@ def card_html(html: str, layer: int, component: int) -> str:
     match = re.search(pattern, html, re.S)
     assert match, f"no card for layer {layer} component {component}"
     return match.group(0)
+
+
+def test_the_pool_wide_random_selection_gets_its_badge(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """The dashboard adapters pass only the known badge names: random-pool must be one of them."""
+    windows, summary = tables
+    pool = {"random-pool": Selection("pca", "random-pool", "gender", 0, {7: [0]})}
+    assert "random-pool" in KNOWN_BADGES
+    html = render_dashboard("gender", windows, summary, pool)
+    assert '<span class="b b-random-pool">random-pool</span>' in card_html(html, 7, 0)
 
 
 def test_structure_anchors_index_badges(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:

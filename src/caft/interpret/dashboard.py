@@ -35,7 +35,7 @@ QUANTILE = "quantile"
 SIGN_TITLES = {"positive": "most positive", "negative": "most negative"}
 WINDOW_COLUMNS: tuple[str, ...] = ("layer", "sign", "rank", "doc", "start", "tokens", "values", "peak")
 SIGN_RGB = {"positive": "255,140,0", "negative": "30,110,255"}  # orange / blue
-KNOWN_BADGES = ("manual", "top", "random", "auto")
+KNOWN_BADGES = ("manual", "top", "random", "random-pool", "auto")
 NO_WINDOWS = '<div class="none">no windows</div>'
 
 CSS = """
@@ -56,7 +56,7 @@ details.card>summary{cursor:pointer}
 .b{display:inline-block;padding:0 .45em;margin-right:.3em;border-radius:8px;font-size:.8em;color:#fff;
   background:#00796b}
 .b-manual{background:#2e7d32}.b-top{background:#6a1b9a}.b-random{background:#616161}
-.b-auto{background:#1565c0}
+.b-auto{background:#1565c0}.b-random-pool{background:#8d6e63}
 .signs{display:flex;flex-wrap:wrap;gap:1em}.sign{flex:1 1 30em;min-width:0}
 .sign h4{margin:.4em 0}
 details.rand{margin:.3em 0}details.rand>summary{cursor:pointer;color:#555;font-size:.9em}
