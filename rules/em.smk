@@ -52,9 +52,9 @@ rule em_finetune:
         unpack(em_finetune_inputs),
         code=library_code("em_finetune"),
     output:
-        adapter=directory(f"{EM_RUN}/adapter"),
-        train_log=f"{EM_RUN}/train_log.jsonl",
-        meta=f"{EM_RUN}/run.json",
+        adapter=directory(EM_ADAPTER),
+        train_log=EM_TRAIN_LOG,
+        meta=EM_RUN_META,
     log:
         log_path("em_finetune", "{em_model}/{method}/{selector}/seed{seed}"),
     benchmark:
@@ -104,7 +104,7 @@ rule em_pca_moments:
         responses=EM_RESPONSES,
         code=library_code("em_pca_moments"),
     output:
-        f"{EM_PCA}/moments.safetensors",
+        EM_PCA_MOMENTS,
     log:
         log_path("em_pca_moments", "{em_model}"),
     benchmark:
@@ -128,8 +128,8 @@ use rule pca_components as em_pca_components with:
         moments=rules.em_pca_moments.output[0],
         code=library_code("pca_components"),
     output:
-        components=f"{EM_PCA}/components.safetensors",
-        summary=f"{EM_PCA}/components.parquet",
+        components=EM_PCA_COMPONENTS,
+        summary=EM_PCA_SUMMARY,
     log:
         log_path("em_pca_components", "{em_model}"),
     benchmark:
@@ -146,8 +146,8 @@ use rule pca_windows as em_pca_windows with:
         train=EM_DATA.format(split="train"),
         code=library_code("pca_windows"),
     output:
-        windows=f"{EM_PCA}/windows.parquet",
-        profiles=f"{EM_PCA}/profiles.parquet",
+        windows=EM_PCA_WINDOWS,
+        profiles=EM_PCA_PROFILES,
     log:
         log_path("em_pca_windows", "{em_model}"),
     benchmark:
@@ -211,7 +211,7 @@ use rule pca_dashboard as em_pca_dashboard with:
         code=library_code("pca_dashboard"),
     output:
         report(
-            f"{EM_PCA}/dashboard.html",
+            EM_PCA_DASHBOARD,
             caption="../workflow/report/pca_dashboard.rst",
             category="Emergent misalignment",
             labels={"model": "{em_model}"},
@@ -230,7 +230,7 @@ use rule sae_activations as em_sae_activations with:
         corpus=EM_RESPONSES,
         code=library_code("sae_activations"),
     output:
-        f"{EM_SAES}/activations.safetensors",
+        EM_SAE_ACTIVATIONS,
     log:
         log_path("em_sae_activations", "{em_model}"),
     benchmark:
@@ -246,8 +246,8 @@ use rule provision_sae as em_provision_sae with:
         base=EM_BASE,
         code=library_code("provision_sae"),
     output:
-        sae=directory(f"{EM_SAES}/layer_{{layer}}"),
-        report=f"{EM_SAES}/reports/layer_{{layer}}.parquet",
+        sae=directory(EM_SAE_DIR),
+        report=EM_SAE_REPORT,
     log:
         log_path("em_provision_sae", "{em_model}/layer_{layer}"),
     benchmark:
@@ -265,7 +265,7 @@ rule em_sae_candidates:
         responses=EM_RESPONSES,
         code=library_code("em_sae_candidates"),
     output:
-        f"{EM_SAE}/scores.parquet",
+        EM_SAE_SCORES,
     log:
         log_path("em_sae_candidates", "{em_model}"),
     benchmark:
@@ -293,8 +293,8 @@ use rule sae_windows as em_sae_windows with:
         train=EM_DATA.format(split="train"),
         code=library_code("sae_windows"),
     output:
-        windows=f"{EM_SAE}/windows.parquet",
-        profiles=f"{EM_SAE}/profiles.parquet",
+        windows=EM_SAE_WINDOWS,
+        profiles=EM_SAE_PROFILES,
     log:
         log_path("em_sae_windows", "{em_model}"),
     benchmark:
@@ -341,7 +341,7 @@ use rule sae_dashboard as em_sae_dashboard with:
         code=library_code("sae_dashboard"),
     output:
         report(
-            f"{EM_SAE}/dashboard.html",
+            EM_SAE_DASHBOARD,
             caption="../workflow/report/sae_dashboard.rst",
             category="Emergent misalignment",
             labels={"model": "{em_model}"},
@@ -362,8 +362,8 @@ rule em_sample:
         held_out=EM_DATA.format(split="held_out"),
         code=library_code("em_sample"),
     output:
-        answers=f"{EM_RUN}/answers.parquet",
-        code_answers=f"{EM_RUN}/code_answers.parquet",
+        answers=EM_ANSWERS,
+        code_answers=EM_CODE_ANSWERS,
     log:
         log_path("em_sample", "{em_model}/{method}/{selector}/seed{seed}"),
     benchmark:
@@ -411,8 +411,8 @@ rule em_judge:
         code_answers=rules.em_sample.output.code_answers,
         code=library_code("em_judge"),
     output:
-        answers=f"{EM_RUN}/judged_answers.parquet",
-        code_answers=f"{EM_RUN}/judged_code_answers.parquet",
+        answers=EM_JUDGED_ANSWERS,
+        code_answers=EM_JUDGED_CODE_ANSWERS,
     log:
         log_path("em_judge", "{em_model}/{method}/{selector}/seed{seed}"),
     benchmark:
@@ -435,15 +435,15 @@ rule em_judge_check:
         unpack(em_labelled_file),
         code=library_code("em_judge_check"),
     output:
-        scores=f"{EM_JUDGE_CHECK}/scores.parquet",
+        scores=EM_JUDGE_CHECK_SCORES,
         summary=report(
-            f"{EM_JUDGE_CHECK}/summary.csv",
+            EM_JUDGE_CHECK_SUMMARY,
             caption="../workflow/report/em_judge_check.rst",
             category="Emergent misalignment",
         ),
-        markdown=f"{EM_JUDGE_CHECK}/summary.md",
+        markdown=EM_JUDGE_CHECK_MARKDOWN,
         examples=report(
-            f"{EM_JUDGE_CHECK}/examples.html",
+            EM_JUDGE_CHECK_EXAMPLES,
             caption="../workflow/report/em_judge_check.rst",
             category="Emergent misalignment",
         ),
@@ -466,19 +466,19 @@ rule em_judge_check:
 
 rule em_table:
     input:
-        answers=em_judged("judged_answers.parquet"),
-        code_answers=em_judged("judged_code_answers.parquet"),
+        answers=em_judged(EM_JUDGED_ANSWERS),
+        code_answers=em_judged(EM_JUDGED_CODE_ANSWERS),
         code=library_code("em_table"),
     output:
-        parquet=f"{EM_TABLE}.parquet",
+        parquet=EM_TABLE_PARQUET,
         csv=report(
-            f"{EM_TABLE}.csv",
+            EM_TABLE_CSV,
             caption="../workflow/report/em_table.rst",
             category="Emergent misalignment",
         ),
-        markdown=f"{EM_TABLE}.md",
+        markdown=EM_TABLE_MARKDOWN,
         plot=report(
-            f"{EM_TABLE}.png",
+            EM_TABLE_PLOT,
             caption="../workflow/report/em_plot.rst",
             category="Emergent misalignment",
         ),

@@ -22,8 +22,9 @@ def em_conditions():
     ]
 
 
-def em_run_path(em_model, method, selector, seed, name):
-    return f"{EM_RUN.format(em_model=em_model, method=method, selector=selector, seed=seed)}/{name}"
+def em_run_file(template, em_model, method, selector, seed):
+    """A file or folder of an EM run: `template` (EM_ADAPTER, EM_JUDGED_ANSWERS, ...) filled in."""
+    return template.format(em_model=em_model, method=method, selector=selector, seed=seed)
 
 
 def em_source_files(wildcards):
@@ -70,15 +71,15 @@ def em_sample_adapter(wildcards):
     if wildcards.method == "base":
         return {}
     return {
-        "adapter": em_run_path(
-            wildcards.em_model, wildcards.method, wildcards.selector, wildcards.seed, "adapter"
+        "adapter": em_run_file(
+            EM_ADAPTER, wildcards.em_model, wildcards.method, wildcards.selector, wildcards.seed
         )
     }
 
 
 def em_pretuned_adapter(wildcards):
     """The no-intervention run of seed `em.runs.pretune_seed`: the tuned model of the PCA."""
-    return em_run_path(wildcards.em_model, "none", "none", EM["runs"]["pretune_seed"], "adapter")
+    return em_run_file(EM_ADAPTER, wildcards.em_model, "none", "none", EM["runs"]["pretune_seed"])
 
 
 def em_user_file(section, key, name):
@@ -161,9 +162,7 @@ def em_sae_source_inputs(wildcards):
     """What provisioning one EM layer's SAE reads: the responses' activations, or a local folder."""
     section = EM["saes"]
     if section["from"] == "train":
-        return {
-            "activations": f"{EM_SAES.format(em_model=wildcards.em_model)}/activations.safetensors"
-        }
+        return {"activations": EM_SAE_ACTIVATIONS.format(em_model=wildcards.em_model)}
     if section["from"] == "local":
         return {
             "folder": section["path"].format(em_model=wildcards.em_model, layer=wildcards.layer)
@@ -183,13 +182,17 @@ def em_sae_source(wildcards):
 
 def em_sae_dirs(wildcards):
     """One SAE folder per hooked layer of the model, as ``sae_{layer}`` inputs."""
-    saes = EM_SAES.format(em_model=wildcards.em_model)
-    return {f"sae_{layer}": f"{saes}/layer_{layer}" for layer in em_layers(wildcards)}
+    return {
+        f"sae_{layer}": EM_SAE_DIR.format(em_model=wildcards.em_model, layer=layer)
+        for layer in em_layers(wildcards)
+    }
 
 
 def em_sae_reports(wildcards):
-    saes = EM_SAES.format(em_model=wildcards.em_model)
-    return [f"{saes}/reports/layer_{layer}.parquet" for layer in em_layers(wildcards)]
+    return [
+        EM_SAE_REPORT.format(em_model=wildcards.em_model, layer=layer)
+        for layer in em_layers(wildcards)
+    ]
 
 
 def em_judge_sections():
@@ -236,10 +239,10 @@ def em_judge_checkpoint(name, model):
     return EM_JUDGE_MODEL.format(judge_model=name)
 
 
-def em_judged(name):
-    """One judged file per (model, condition, seed) of the configured EM runs."""
+def em_judged(template):
+    """One judged file (`template`) per (model, condition, seed) of the configured EM runs."""
     return [
-        em_run_path(em_model, method, selector, seed, name)
+        em_run_file(template, em_model, method, selector, seed)
         for em_model in em_models()
         for method, selector in em_conditions()
         for seed in EM["runs"]["seeds"]
@@ -255,10 +258,10 @@ def em_labelled_file(wildcards):
 def em_targets():
     """The misalignment table and plot, the judge check, and each model's PCA / SAE dashboard when a
     condition uses it."""
-    targets = [f"{EM_TABLE}.parquet", f"{EM_TABLE}.png", f"{EM_JUDGE_CHECK}/examples.html"]
+    targets = [EM_TABLE_PARQUET, EM_TABLE_PLOT, EM_JUDGE_CHECK_EXAMPLES]
     methods = {method for method, _ in em_conditions()}
     if "pca" in methods:
-        targets += [f"{EM_PCA.format(em_model=m)}/dashboard.html" for m in em_models()]
+        targets += [EM_PCA_DASHBOARD.format(em_model=m) for m in em_models()]
     if methods & {"sae", "sae-latent"}:
-        targets += [f"{EM_SAE.format(em_model=m)}/dashboard.html" for m in em_models()]
+        targets += [EM_SAE_DASHBOARD.format(em_model=m) for m in em_models()]
     return targets
