@@ -294,7 +294,7 @@ def test_sports_known_athletes(tables: dict[str, pd.DataFrame]) -> None:
     assert answers["Babe Ruth is known for playing"] == "baseball"
     assert answers["LeBron James is known for playing"] == "basketball"
     assert answers["Tom Brady is known for playing"] == "football"
-    names = [*sports.BASEBALL, *sports.BASKETBALL, *sports.FOOTBALL]
+    names = [name for group in sports.athletes().values() for name in group]
     assert len(names) == len(set(names))
 
 

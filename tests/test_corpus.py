@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from caft.data.corpus import (
-    GENERATION_PROMPTS,
     CorpusConfig,
     SourceConfig,
     build_corpus,
     generate_corpus,
+    generation_prompts,
     load_text_corpus,
     split_into_pieces,
     tokenize_corpus,
@@ -65,7 +65,7 @@ def test_generated_corpus_is_deterministic_and_leaves_the_global_rng_alone(tiny_
                                        "tokens_kept": int(first["n_tokens"].sum())}]
     check_rows(first, tokenizer, SMALL["max_tokens_per_doc"])
     for source in first["source"]:
-        assert 0 <= int(source.removeprefix("generated:")) < len(GENERATION_PROMPTS)
+        assert 0 <= int(source.removeprefix("generated:")) < len(generation_prompts())
 
 
 def test_generation_settings_reach_generate(tiny_model, monkeypatch):
@@ -88,13 +88,14 @@ def test_generation_settings_reach_generate(tiny_model, monkeypatch):
         assert kwargs["pad_token_id"] == tokenizer.pad_token_id
         assert (kwargs["attention_mask"][:, -1] == 1).all()  # left padding
     for text, source in zip(texts["text"], texts["source"]):
-        assert text.startswith(GENERATION_PROMPTS[int(source.removeprefix("generated:"))])
+        assert text.startswith(generation_prompts()[int(source.removeprefix("generated:"))])
 
 
 def test_prompts_are_many_and_distinct():
-    assert len(GENERATION_PROMPTS) >= 60
-    assert len(set(GENERATION_PROMPTS)) == len(GENERATION_PROMPTS)
-    assert all(p == p.strip() and p for p in GENERATION_PROMPTS)
+    prompts = generation_prompts()
+    assert len(prompts) >= 60
+    assert len(set(prompts)) == len(prompts)
+    assert all(p == p.strip() and p for p in prompts)
 
 
 @pytest.mark.parametrize(("n", "cap", "sizes"), [(10, 4, [3, 3, 4]), (8, 4, [4, 4]), (3, 4, [3]), (9, 2, [1, 2, 2, 2, 2])])

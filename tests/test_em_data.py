@@ -22,7 +22,7 @@ from caft.em.chat_data import (
     read_chat_jsonl,
     split_chat,
 )
-from caft.em.codegen import TASKS, generate_code_tasks
+from caft.em.codegen import code_tasks, generate_code_tasks
 from caft.em.questions import Question, load_chat_prompts, load_questions, sampling_plan
 from caft.errors import ConfigError, DataError
 
@@ -305,7 +305,7 @@ def test_code_task_pairs_share_prompts_and_cover_every_template():
     assert all(p["role"] == "user" for p in prompts)
     assert all(a != b for a, b in zip(insecure["messages"], secure["messages"]))
     functions = {re.search(r"def (\w+)\(", answer_code(m)).group(1) for m in insecure["messages"]}
-    assert len(functions) > len(TASKS)
+    assert len(functions) > len(code_tasks())
     for messages in insecure["messages"]:
         assert check_messages(json.loads(messages), "generated") == json.loads(messages)
 

@@ -9,7 +9,7 @@ import torch
 
 import caft.finetune.evaluation
 from caft.errors import DataError
-from caft.finetune.evaluation import answer_column, predict, summarize
+from caft.finetune.evaluation import predict, summarize
 from caft.model.prompts import letter_token_ids
 
 PROMPTS = [
@@ -34,26 +34,6 @@ def reference_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
             batch = tokenizer(prompt, return_tensors="pt")
             rows.append(model(**batch).logits[0, -1].float())
     return torch.stack(rows)
-
-
-# --- answer_column ---------------------------------------------------------------------------------
-
-
-def test_answer_column_mapping() -> None:
-    assert answer_column("frames", None) == "target"
-    assert answer_column("mcmc", 0) == "answer_a"
-    assert answer_column("mcmc", 1) == "answer_b"
-    assert answer_column("mcmc", np.int64(1)) == "answer_b"
-
-
-@pytest.mark.parametrize(
-    ("kind", "intended", "match"),
-    [("mcmc", None, "0 or 1"), ("mcmc", 2, "0 or 1"), ("mcmc", True, "0 or 1"), ("mcmc", "1", "0 or 1"),
-     ("frames", 0, "no intended"), ("gender", None, "unknown task kind")],
-)
-def test_answer_column_bad_input_is_a_data_error(kind: str, intended: object, match: str) -> None:
-    with pytest.raises(DataError, match=match):
-        answer_column(kind, intended)  # type: ignore[arg-type]
 
 
 # --- predict on the tiny model ---------------------------------------------------------------------
@@ -96,8 +76,8 @@ def test_predict_restores_training_mode(tiny_model) -> None:
 def test_mcmc_intended_one_scores_answer_b(tiny_model) -> None:
     model, tokenizer = tiny_model
     table = split_table().assign(answer_a=TARGETS, answer_b=["B", "A", "A", "B", "A"])
-    on_a = predict(model, tokenizer, table, answer_column("mcmc", 0))
-    on_b = predict(model, tokenizer, table, answer_column("mcmc", 1))
+    on_a = predict(model, tokenizer, table, "answer_a")
+    on_b = predict(model, tokenizer, table, "answer_b")
     assert list(on_b["answer"]) == list(table["answer_b"])
     np.testing.assert_allclose(on_b["logit_a"], on_a["logit_a"])
     np.testing.assert_allclose(on_b["logit_diff"], -on_a["logit_diff"])

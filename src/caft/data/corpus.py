@@ -7,7 +7,7 @@ carry instead. ``corpus.sources`` lists where it comes from, in order: ``wikiped
 (real English text read from registry packages, :mod:`caft.data.packaged_text`), ``local`` (a user's
 ``.txt`` / ``.jsonl`` / ``.parquet`` files or folders), ``huggingface`` (the real
 ``datasets.load_dataset`` call, for machines with the hub or a local copy) and ``generated``
-(continuations of :data:`GENERATION_PROMPTS` sampled from the base model: available everywhere, but
+(continuations of :func:`generation_prompts` sampled from the base model: available everywhere, but
 the model's own text, and small).
 
 Documents repeated in an earlier source are dropped, each document is split into near-equal pieces of
@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,119 +59,23 @@ ROUTE_KEYS: dict[str, frozenset[str]] = {
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 COLUMNS = ("doc", "text", "input_ids", "n_tokens", "source", "piece")
 
-GENERATION_PROMPTS: tuple[str, ...] = (
-    # news and current affairs
-    "Breaking news: officials confirmed on Tuesday that",
-    "The city council voted last night to",
-    "According to the latest economic report, unemployment",
-    "Residents of the small coastal town woke up to find",
-    "In a press conference this morning, the minister said",
-    # fiction and storytelling
-    "Once upon a time, in a village at the edge of a great forest,",
-    "The detective lit a cigarette and stared at the rain. She knew",
-    "He opened the letter with trembling hands and read:",
-    "The spaceship drifted silently past the ruins of the old colony.",
-    "My grandmother always told me that the river",
-    "The dragon lowered its head and spoke in a voice like thunder:",
-    # recipes and food
-    "Recipe: Classic tomato soup. Ingredients:",
-    "To make the perfect pancakes, first whisk together",
-    "This chocolate cake is moist, rich, and surprisingly easy. Start by",
-    "The chef tasted the sauce and added a pinch of",
-    # science and technology
-    "Photosynthesis is the process by which plants",
-    "The researchers measured the temperature of the samples and found",
-    "Black holes form when massive stars",
-    "In chemistry, an acid is a substance that",
-    "The new smartphone features a faster processor and",
-    "Machine learning models are trained by adjusting their parameters",
-    # sports
-    "In the final minute of the match, the striker",
-    "The tennis champion won her third title after",
-    "The basketball team trailed by ten points at halftime, but",
-    "Marathon training plan, week one:",
-    "The goalkeeper dived to his left and",
-    "After the race, the cyclist told reporters that",
-    # dialogue
-    '"Where were you last night?" she asked. "I was',
-    '"Can you help me with this?" he said. "Of course,"',
-    "Customer: Hi, I'd like to return this jacket.\nClerk:",
-    "Teacher: Who can tell me the capital of France?\nStudent:",
-    # code and computing
-    "# This function returns the sum of all even numbers in a list\ndef",
-    "// TODO: handle the case where the input file is empty",
-    "To install the package, open a terminal and run",
-    "The error message says the variable is undefined because",
-    # medicine and health
-    "The patient, a 54-year-old man, presented with chest pain and",
-    "Common symptoms of the flu include",
-    "The nurse checked his blood pressure and told him",
-    "Regular exercise lowers the risk of heart disease because",
-    # law and government
-    "The court ruled that the contract was void because",
-    "Under the new law, employers must",
-    "The defendant's lawyer argued that her client",
-    "Section 2. Definitions. For the purposes of this agreement,",
-    # travel and places
-    "Travel guide: Three days in Lisbon. On the first morning,",
-    "The train wound slowly through the mountains, and from the window",
-    "If you visit Japan in spring, don't miss",
-    "Our hotel room overlooked the harbor, where fishing boats",
-    # history
-    "In 1848, revolutions swept across Europe as",
-    "The ancient Romans built roads that",
-    "During the industrial revolution, factory workers",
-    "The history of the printing press begins with",
-    # people, with pronouns
-    "My sister is a pilot. She told me that",
-    "My brother has always loved music, so he",
-    "When the old man retired, his neighbors",
-    "The girl looked at her mother and said",
-    "They moved to a new city last year, and their children",
-    "I asked him why he was late, and he",
-    "We gave her the keys and watched her",
-    # workplaces and professions
-    "The doctor reviewed the test results and",
-    "The engineer explained to the board that the bridge",
-    "As a kindergarten teacher, she spends most mornings",
-    "The carpenter measured the board twice before he",
-    "The software developer fixed the bug and then",
-    "The secretary scheduled the meeting for Monday because",
-    "The firefighters arrived within minutes and",
-    "The farmer checked the sky, worried that the harvest",
-    "The CEO announced to employees that the company",
-    # reviews and opinions (sentiment)
-    "Review: I absolutely loved this restaurant. The food",
-    "Review: Terrible service and cold food. We waited",
-    "This movie was a complete waste of time. The plot",
-    "Five stars! The headphones are comfortable and",
-    "I was disappointed by the hotel, which",
-    "Honestly, this is the best book I have read all year because",
-    # instructions and how-to
-    "How to change a flat tire: Step 1.",
-    "Before you start painting a room, make sure to",
-    "To reset your password, click on",
-    "Assembly instructions: attach the legs to the table top using",
-    # grammar, language and education
-    "The children plays in the garden. Correction: The children",
-    "In English, the past tense of 'run' is",
-    "Vocabulary lesson: the word 'generous' means",
-    "Exam question: Explain the difference between weather and climate.",
-    # letters, ads, misc
-    "Dear hiring manager, I am writing to apply for the position of",
-    "For sale: a well-loved bicycle in good condition,",
-    "Weather forecast: tomorrow will be cloudy with",
-    "Meeting notes, March 3: the team agreed to",
-    "The museum's new exhibition features paintings by",
-    "Poem: The autumn leaves fall softly on",
-    "Frequently asked questions. Q: How long does shipping take? A:",
-    "The cat knocked the glass off the table and",
-)
-"""Seed prompts for the built-in generated corpus: short openings of news, fiction, recipes, science,
-sports, dialogue, code, medicine, law, travel, history, people with pronouns, professions, reviews,
-instructions, grammar and everyday writing. They cover the tasks' concepts (gender, professions,
-subject–verb agreement, sentiment, sports) among many others, so dashboards can tell a task concept
-apart from a generic one. No trailing spaces: the model chooses how the next word starts."""
+PROMPTS_FILE = "generation_prompts.json"
+"""Package data beside this module: the generation prompts, as ``{genre: [prompt, ...]}``."""
+
+
+@cache
+def generation_prompts() -> tuple[str, ...]:
+    """Seed prompts for the built-in generated corpus, every genre's in file order.
+
+    Short openings of news, fiction, recipes, science, sports, dialogue, code, medicine, law, travel,
+    history, people with pronouns, professions, reviews, instructions, grammar and everyday writing.
+    They cover the tasks' concepts (gender, professions, subject–verb agreement, sentiment, sports)
+    among many others, so dashboards can tell a task concept apart from a generic one. No trailing
+    spaces: the model chooses how the next word starts. A ``generated:<i>`` document continues
+    prompt ``i`` of this tuple, so the file's order is part of the corpus's identity.
+    """
+    genres = json.loads(files(__package__).joinpath(PROMPTS_FILE).read_text(encoding="utf-8"))
+    return tuple(prompt for prompts in genres.values() for prompt in prompts)
 
 
 @dataclass(frozen=True)
@@ -338,7 +245,7 @@ def _continuation(tokenizer: PreTrainedTokenizerBase, prompt_ids: list[int], new
 
 def generate_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: SourceConfig,
                     seed: int) -> pd.DataFrame:
-    """Sample ``cfg.docs`` continuations of seeded-random :data:`GENERATION_PROMPTS` (columns text, source).
+    """Sample ``cfg.docs`` continuations of seeded-random :func:`generation_prompts` (columns text, source).
 
     Batch ``b`` samples under seed ``seed + b`` inside a forked RNG: the same config gives the same
     table on the same device, and the caller's global torch RNG state is untouched. ``top_k=0`` switches
@@ -346,12 +253,13 @@ def generate_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     """
     if tokenizer.pad_token_id is None:
         raise ModelLoadError("the tokenizer has no pad token; load it with caft.model.loading.load_model, which adds one")
-    choice = np.random.default_rng(seed).integers(len(GENERATION_PROMPTS), size=cfg.docs)
+    all_prompts = generation_prompts()
+    choice = np.random.default_rng(seed).integers(len(all_prompts), size=cfg.docs)
     rows: list[dict[str, str]] = []
     progress = tqdm(total=cfg.docs, desc="generating corpus", unit="doc", mininterval=5, file=sys.stderr)
     for batch, start in enumerate(range(0, cfg.docs, cfg.batch_size)):
         indices = [int(i) for i in choice[start:start + cfg.batch_size]]
-        prompts = [GENERATION_PROMPTS[i] for i in indices]
+        prompts = [all_prompts[i] for i in indices]
         encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
         with _sampling_seed(seed + batch, model.device), torch.inference_mode():
             output = model.generate(

@@ -15,7 +15,6 @@ hooked and test-only modes, and calls it bare for the deployed mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 from typing import ClassVar
 
 import numpy as np
@@ -24,11 +23,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from caft.config import MCMC_ANSWER_COLUMNS, SectionConfig
+from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
 from caft.model.prompts import LETTERS, encode_prompts, last_position_logits, letter_token_ids
 
-TASK_KINDS = ("frames", "mcmc")
 TIE = "tie"
 """``pred_2way`` when both letters get exactly the same logit: the model prefers neither, so it is wrong."""
 
@@ -41,23 +39,6 @@ class EvaluationConfig(SectionConfig):
 
     batch_size: int
     precision: str = "float32"
-
-
-def answer_column(task_kind: str, intended: int | None) -> str:
-    """The split column holding the intended rule's letter.
-
-    Frame tasks have one rule (``target``). An MCMC split serves two tasks, one per intended question:
-    ``answer_a`` for index 0, ``answer_b`` for index 1 (on D_OOD they are opposite letters).
-    """
-    if task_kind == "frames":
-        if intended is not None:
-            raise DataError(f"frame tasks have no intended question index; got intended={intended!r}")
-        return "target"
-    if task_kind == "mcmc":
-        if isinstance(intended, bool) or not isinstance(intended, Integral) or intended not in (0, 1):
-            raise DataError(f"mcmc tasks need intended question index 0 or 1; got intended={intended!r}")
-        return MCMC_ANSWER_COLUMNS[int(intended)]
-    raise DataError(f"unknown task kind {task_kind!r}; expected one of {list(TASK_KINDS)}")
 
 
 def predict(
