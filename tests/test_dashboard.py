@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -154,6 +155,26 @@ def test_tokens_escaped_masked_coloured(tables: tuple[pd.DataFrame, pd.DataFrame
     assert '<span class="t" title="0">␣</span>' in card  # zero: no colour
     assert not re.search(r"https?://", html)
     assert not re.search(r"""(src|href)=["'](?!#)""", html)
+
+
+def test_the_template_escapes_each_value_once_and_inlines_the_package_css_and_js(
+    tables: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """Values reach the page only through the autoescaped template: markup in a token or a field is
+    escaped exactly once (never raw, never twice), and the embedded JSON gives it back verbatim. The
+    page's CSS and JS are the package's files, inlined whole."""
+    windows, summary = tables
+    windows.at[0, "tokens"] = [*windows.at[0, "tokens"][:-1], "<b>&\"'"]
+    summary = summary.assign(explanation="<script>x</script>")
+    html = render_dashboard("t", windows, summary, {})
+    assert html.count(">&lt;b&gt;&amp;&#34;&#39;</span>") == 1 and "<b>&" not in html
+    assert "<script>x" not in html and "&lt;script&gt;x&lt;/script&gt;</span>" in html
+    assert "&amp;lt;" not in html and "&amp;amp;" not in html
+    assert card_data(html)[0]["fields"]["explanation"] == "<script>x</script>"
+    templates = resources.files("caft.interpret") / "templates"
+    css, js = ((templates / name).read_text(encoding="utf-8") for name in ("dashboard.css", "dashboard.js"))
+    assert ".f.x{display:block" in css and f"<style>\n{css}</style>" in html
+    assert "function selectionYaml()" in js and f"<script>\n{js}</script>" in html
 
 
 def test_positive_only_windows_show_one_section(tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:

@@ -8,6 +8,11 @@ and copying them as a manual-selection YAML); the numbers are also embedded as J
 (``<script type="application/json" id="caft-cards">``) so tools and tests read the page without
 scraping. No external resources, so it opens offline, mails, and archives with the results. The
 output is deterministic (no timestamps), so an unchanged input gives a byte-identical file.
+
+The markup is the package's jinja2 templates (``templates/dashboard.html.j2`` and its macros, which
+inline ``dashboard.css`` and ``dashboard.js``), autoescaped: this module computes plain data (cards,
+windows, badges, tables) and never builds HTML, so a token such as ``<script>`` is escaped once, by
+the template.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from html import escape
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from caft.ablation.selection import Selection
 from caft.artifacts import atomic_path
@@ -36,116 +42,133 @@ SIGN_TITLES = {"positive": "most positive", "negative": "most negative"}
 WINDOW_COLUMNS: tuple[str, ...] = ("layer", "sign", "rank", "doc", "start", "tokens", "values", "peak")
 SIGN_RGB = {"positive": "255,140,0", "negative": "30,110,255"}  # orange / blue
 KNOWN_BADGES = ("manual", "top", "random", "random-pool", "auto")
-NO_WINDOWS = '<div class="none">no windows</div>'
+TEMPLATE = "dashboard.html.j2"
+HIST_WIDTH, HIST_HEIGHT = 260, 70
 
-CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
-h1{font-size:1.4em}
-nav.index,.legend,details.layer{background:#fff;border:1px solid #ddd;border-radius:6px;
-  padding:.5em 1em;margin:.6em 0}
-.il{margin:.2em 0}.il a{margin-right:.35em;text-decoration:none;color:#555}
-.il a.sel{font-weight:bold;color:#000;background:#ffe082;padding:0 .25em;border-radius:3px}
-.il .extra{color:#a00;font-size:.85em}
-details.layer>summary{font-size:1.15em;font-weight:bold;cursor:pointer}
-details.card{border:1px solid #e0e0e0;border-radius:5px;margin:.4em 0;padding:.2em .6em;background:#fff}
-details.card.sel{border-left:5px solid #f9a825}
-details.card>summary{cursor:pointer}
-.cid{font-weight:bold;margin-right:.5em}
-.f{margin-right:.9em;font-size:.9em;overflow-wrap:anywhere}.f b{color:#666;font-weight:normal}
-.f.x{display:block;margin:.1em 0 .1em 1.2em;white-space:normal}
-.b{display:inline-block;padding:0 .45em;margin-right:.3em;border-radius:8px;font-size:.8em;color:#fff;
-  background:#00796b}
-.b-manual{background:#2e7d32}.b-top{background:#6a1b9a}.b-random{background:#616161}
-.b-auto{background:#1565c0}.b-random-pool{background:#8d6e63}
-.signs{display:flex;flex-wrap:wrap;gap:1em}.sign{flex:1 1 30em;min-width:0}
-.sign h4{margin:.4em 0}
-details.rand{margin:.3em 0}details.rand>summary{cursor:pointer;color:#555;font-size:.9em}
-.w{margin:.25em 0;padding:.2em .3em;border-bottom:1px dotted #ddd}
-.wh{font-size:.75em;color:#777}
-.tok{font-family:ui-monospace,monospace;font-size:.85em;white-space:pre-wrap;word-break:break-all;
-  line-height:1.6}
-.t{border-radius:2px}.t.m{color:#aaa;background:#eee}
-.none{color:#999;font-style:italic}
-.legend span.t{padding:0 .3em;margin-right:.6em}
-.bar{position:sticky;top:0;z-index:2;background:#fafafa;padding:.4em 0;border-bottom:1px solid #ddd}
-.bar input[type=search]{width:22em}.bar label{margin-left:.8em}#count{margin-left:.8em;color:#555}
-#yaml{display:block;width:100%;max-width:60em;height:7em;margin-top:.3em;font-family:ui-monospace,monospace}
-#yaml[hidden]{display:none}
-details.card.focus{outline:2px solid #1565c0}
-.pick{margin-right:.4em;transform:scale(1.2)}
-.prof{display:flex;flex-wrap:wrap;gap:1.2em;margin:.4em 0;font-size:.85em}
-.prof svg{background:#fff;border:1px solid #eee}.prof .lg li{list-style:none}
-.prof ul{margin:.1em 0;padding-left:0}.prof code{background:#f1f1f1;padding:0 .2em}
-.ex{margin:.3em 0}.ex h4{margin:.3em 0}
-table.report{border-collapse:collapse;font-size:.85em;margin:.4em 0}
-table.report td,table.report th{border:1px solid #ddd;padding:.15em .5em;text-align:right}
-"""
 
-JS = """
-function openTarget(){
-  var id=decodeURIComponent(location.hash.slice(1)),el=id&&document.getElementById(id),t=el;
-  for(;el;el=el.parentElement){if(el.tagName==="DETAILS")el.open=true;}
-  if(t)t.scrollIntoView();
-}
-function setAll(open){visible().forEach(function(d){d.open=open;});}
-window.addEventListener("hashchange",openTarget);openTarget();
-var cards=Array.prototype.slice.call(document.querySelectorAll("details.card")),focusAt=-1;
-cards.forEach(function(c,i){c.dataset.order=i;c.origin=c.parentElement;});
-function visible(){return cards.filter(function(c){return c.style.display!=="none";});}
-function num(c,key){var v=parseFloat(c.dataset["f_"+key]);return isNaN(v)?null:v;}
-function apply(){
-  var q=document.getElementById("q").value.toLowerCase().trim(),layer=document.getElementById("layer").value,
-      ticked=document.getElementById("ticked").checked,key=document.getElementById("sort").value,
-      desc=document.getElementById("desc").checked,shown=0;
-  cards.forEach(function(c){
-    var ok=(!q||c.dataset.text.indexOf(q)>=0)&&(layer===""||c.dataset.layer===layer)&&
-           (!ticked||c.querySelector("input.pick").checked);
-    c.style.display=ok?"":"none";if(ok)shown++;});
-  var flat=document.getElementById("sorted");
-  if(key===""){cards.forEach(function(c){c.origin.appendChild(c);});
-    document.querySelectorAll("details.layer").forEach(function(l){l.style.display="";});flat.style.display="none";}
-  else{var order=cards.slice().sort(function(a,b){var x=num(a,key),y=num(b,key);
-      if(x===null&&y===null)return a.dataset.order-b.dataset.order;if(x===null)return 1;if(y===null)return -1;
-      return desc?y-x:x-y;});
-    order.forEach(function(c){flat.appendChild(c);});flat.style.display="";
-    document.querySelectorAll("details.layer").forEach(function(l){l.style.display="none";});}
-  document.getElementById("count").textContent=shown+" of "+cards.length+" cards";
-}
-function selectionYaml(){
-  var byLayer={},method=document.body.dataset.method;
-  cards.forEach(function(c){if(c.querySelector("input.pick").checked){
-    (byLayer[c.dataset.layer]=byLayer[c.dataset.layer]||[]).push(parseInt(c.dataset.id,10));}});
-  var layers=Object.keys(byLayer).map(Number).sort(function(a,b){return a-b;});
-  var lines=["# manual selection ticked in "+document.title,method+":","  layers:"];
-  layers.forEach(function(l){lines.push("    "+l+": ["+byLayer[l].sort(function(a,b){return a-b;}).join(", ")+"]");});
-  if(!layers.length)lines[2]="  layers: {}";
-  lines.push('  notes: "ticked on the dashboard"');return lines.join("\\n")+"\\n";
-}
-function copySelection(){
-  var box=document.getElementById("yaml");box.value=selectionYaml();box.hidden=false;box.select();
-  if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(box.value).catch(function(){});}
-  else{try{document.execCommand("copy");}catch(e){}}
-}
-function move(step){
-  var shown=visible();if(!shown.length)return;
-  var at=shown.indexOf(cards[focusAt]);at=Math.max(0,Math.min(shown.length-1,at<0?0:at+step));
-  if(focusAt>=0)cards[focusAt].classList.remove("focus");
-  focusAt=cards.indexOf(shown[at]);shown[at].classList.add("focus");shown[at].scrollIntoView({block:"nearest"});
-}
-document.addEventListener("keydown",function(e){
-  var typing=e.target.tagName==="INPUT"&&e.target.type!=="checkbox"||e.target.tagName==="TEXTAREA";
-  if(e.key==="Escape"){e.target.blur();return;}if(typing||e.ctrlKey||e.metaKey||e.altKey)return;
-  var c=cards[focusAt];
-  if(e.key==="j"){move(1);}else if(e.key==="k"){move(-1);}
-  else if(e.key==="/"){document.getElementById("q").focus();}
-  else if(e.key==="x"&&c){var box=c.querySelector("input.pick");box.checked=!box.checked;}
-  else if(e.key==="o"&&c){c.open=!c.open;}else{return;}
-  e.preventDefault();
-});
-["q","layer","sort","ticked","desc"].forEach(function(id){
-  var el=document.getElementById(id);el.addEventListener("input",apply);el.addEventListener("change",apply);});
-apply();
-"""
+class Token(NamedTuple):
+    """A window token as shown: visible text, its value (None: masked BOS/pad) and tint (None: too faint)."""
+
+    text: str
+    value: float | None
+    rgb: str | None
+    alpha: float
+
+
+class Window(NamedTuple):
+    """One window of a card: its header numbers and tokens."""
+
+    rank: Any
+    doc: Any
+    start: Any
+    peak: Any
+    tokens: list[Token]
+
+
+class CardWindows(NamedTuple):
+    """A card's windows: the top ones per page-wide sign (side by side; a sign may have none), the
+    quantile bands below the top, and the random sample."""
+
+    signs: list[tuple[str, list[Window]]]
+    quantile: list[Window]
+    random: list[Window]
+
+
+class Bar(NamedTuple):
+    """A histogram bin, in SVG coordinates, with its edges and count for the hover title."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    low: float
+    high: float
+    count: int
+
+
+class Mark(NamedTuple):
+    """A vertical line on the histogram: a quantile (no sign) or a top window's peak."""
+
+    x: float
+    value: float
+    sign: str = ""
+
+
+class Histogram(NamedTuple):
+    """A card's activation histogram: its bins, quantile lines and top-window peak ticks."""
+
+    bars: list[Bar]
+    quantiles: list[Mark]
+    peaks: list[Mark]
+
+
+class Profile(NamedTuple):
+    """A card's activation profile: statistics, histogram (None: no bins), logit effects (None: not
+    computed) as (token text, logit) pairs, and D_amb examples as (row, tokens) pairs."""
+
+    tokens: Any
+    density: Any
+    mean: Any
+    std: Any
+    low: Any
+    high: Any
+    quantiles: list[tuple[float, float]]
+    histogram: Histogram | None
+    ab_logit_diff: Any
+    promoted: list[tuple[str, float]] | None
+    suppressed: list[tuple[str, float]] | None
+    examples: list[tuple[Any, list[Token]]]
+
+
+class Field(NamedTuple):
+    """A field on a card's header; text (an explanation) gets a line of its own."""
+
+    name: str
+    value: Any
+    text: bool
+
+
+class Card(NamedTuple):
+    """One candidate: its anchor, the selectors that chose it (badges), header fields, the numbers it
+    sorts by (``data-f_*``), what the search box matches, its windows (None: none) and profile."""
+
+    layer: int
+    ident: int
+    anchor: str
+    names: list[str]
+    ticked: bool
+    fields: list[Field]
+    numbers: list[tuple[str, float]]
+    search: str
+    windows: CardWindows | None
+    profile: Profile | None
+
+
+class LegendRow(NamedTuple):
+    """A selection in the legend: ``layers`` is (layer, directions) for the layers it selects from."""
+
+    name: str
+    directions: int
+    method: str
+    seed: int | None
+    layers: list[tuple[int, int]]
+
+
+class IndexLine(NamedTuple):
+    """A layer in the index: links as (id, anchor, selectors) and selected ids without a card as
+    (selector, ids)."""
+
+    layer: int
+    links: list[tuple[int, str, list[str]]]
+    extras: list[tuple[str, list[int]]]
+
+
+class ReportTable(NamedTuple):
+    """A table shown above the cards; cells are formatted by the template (`fmt`)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
 
 
 def card_anchor(layer: int, ident: int) -> str:
@@ -210,37 +233,27 @@ def render_dashboard(
                 chosen.setdefault((layer, ident), []).append(name)
     signs = [sign for sign in SIGNS if (windows["sign"] == sign).any()]
     profile_of = _profiles_by_card(profiles, id_column)
-    method = "sae" if id_column == "latent" else "pca"
 
-    records = summary.to_dict("records")
-    by_layer: dict[int, list[str]] = {}
+    by_layer: dict[int, list[Card]] = {}
     data = []
-    for key, record in zip(keys, records):
+    for key, record in zip(keys, summary.to_dict("records")):
         profile = profile_of.get(key)
         by_layer.setdefault(key[0], []).append(
             _card(key, record, fields, grouped.get(key), signs, chosen.get(key, []), id_column, profile)
         )
         data.append(_card_data(key, record, fields, chosen.get(key, []), profile))
-    layers_html = "".join(
-        f'<details class="layer" open id="L{layer}"><summary>Layer {layer} '
-        f'<span class="f">({len(cards)} cards)</span></summary>{"".join(cards)}</details>'
-        for layer, cards in sorted(by_layer.items())
-    )
-    body = (
-        f"<h1>{escape(title)}</h1>"
-        f"{_legend(selections, len(keys), len(windows))}"
-        f"{''.join(_table(title, frame) for title, frame in tables)}"
-        f"{_index(keys, chosen, selections)}"
-        f"{_toolbar(fields, summary, sorted(by_layer))}"
-        f'<div id="sorted" style="display:none"></div>'
-        f"{layers_html}"
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title><style>{CSS}</style></head>"
-        f'<body data-method="{method}">{body}'
-        f'<script type="application/json" id="caft-cards">{_json(data)}</script>'
-        f"<script>{JS}</script></body></html>\n"
+    return _environment().get_template(TEMPLATE).render(
+        title=title,
+        method="sae" if id_column == "latent" else "pca",
+        id_column=id_column,
+        n_cards=len(keys),
+        n_windows=len(windows),
+        legend=_legend(selections),
+        tables=[_report_table(name, frame) for name, frame in tables],
+        index=_index(keys, chosen, selections),
+        sort_fields=[f for f in fields if pd.api.types.is_numeric_dtype(summary[f])],
+        layers=sorted(by_layer.items()),
+        data=data,
     )
 
 
@@ -258,16 +271,31 @@ def write_dashboard(html: str, path: str | Path) -> None:
         tmp.write_text(html, encoding="utf-8")
 
 
-def _table(title: str, frame: pd.DataFrame) -> str:
-    head = "".join(f"<th>{escape(str(column))}</th>" for column in frame.columns)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(value)}</td>" for value in record) + "</tr>"
-        for record in frame.itertuples(index=False)
+@cache
+def _environment() -> Environment:
+    """The templates' environment. Autoescaped, so no value reaches the page unescaped; strict, so a
+    misspelt name fails instead of rendering empty; trimmed, so the page has no whitespace between
+    elements; `tojson` keeps the cards' key order, writes UTF-8 as is and refuses NaN (invalid JSON)."""
+    environment = Environment(
+        loader=PackageLoader("caft.interpret", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    return (
-        f'<details class="legend" open><summary><b>{escape(title)}</b></summary>'
-        f'<table class="report"><tr>{head}</tr>{rows}</table></details>'
+    environment.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "allow_nan": False}
+    environment.filters["fmt"] = _fmt
+    environment.globals.update(
+        sign_titles=SIGN_TITLES, sign_rgb=SIGN_RGB, known_badges=KNOWN_BADGES,
+        hist_width=HIST_WIDTH, hist_height=HIST_HEIGHT,
     )
+    return environment
+
+
+def _report_table(title: str, frame: pd.DataFrame) -> ReportTable:
+    rows = [list(record) for record in frame.itertuples(index=False)]
+    return ReportTable(title, [str(column) for column in frame.columns], rows)
 
 
 def _require(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -277,68 +305,45 @@ def _require(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
 
 
 def _fmt(value: Any) -> str:
-    """A cell as escaped text: 4 significant digits for floats, an em dash for missing values."""
+    """A value as text (the `fmt` filter): 4 significant digits for floats, an em dash for missing values."""
     if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
         return "—"
     if isinstance(value, float | np.floating):
         return f"{value:.4g}"
-    return escape(str(value))
+    return str(value)
 
 
-def _badges(names: Sequence[str]) -> str:
-    out = []
-    for name in names:
-        known = f" b-{name}" if name in KNOWN_BADGES else ""
-        out.append(f'<span class="b{known}">{escape(name)}</span>')
-    return "".join(out)
-
-
-def _legend(selections: Mapping[str, Selection], n_cards: int, n_windows: int) -> str:
-    rows = "".join(
-        f"<li>{_badges([name])} {selection.count()} {escape(selection.method)} directions"
-        f"{'' if selection.seed is None else f', seed {selection.seed}'}: "
-        + ", ".join(f"L{layer}: {len(ids)}" for layer, ids in selection.layers.items() if ids)
-        + "</li>"
+def _legend(selections: Mapping[str, Selection]) -> list[LegendRow]:
+    return [
+        LegendRow(name, selection.count(), selection.method, selection.seed,
+                  [(layer, len(ids)) for layer, ids in selection.layers.items() if ids])
         for name, selection in selections.items()
-    )
-    return (
-        f'<div class="legend"><div>{n_cards} cards, {n_windows} windows. '
-        f'<span class="t" style="background:rgba({SIGN_RGB["positive"]},0.8)">positive</span>'
-        f'<span class="t" style="background:rgba({SIGN_RGB["negative"]},0.8)">negative</span>'
-        '<span class="t m">masked (BOS/pad)</span> '
-        "intensity ∝ |value| / max |value| of the card; hover a token for its value; "
-        "␣ = space, ↵ = newline, ⇥ = tab.</div>"
-        f"<ul>{rows or '<li>no selections</li>'}</ul></div>"
-    )
+    ]
 
 
 def _index(
     keys: Sequence[tuple[int, int]],
     chosen: Mapping[tuple[int, int], list[str]],
     selections: Mapping[str, Selection],
-) -> str:
+) -> list[IndexLine]:
     """Per layer, links to every card (selected ones highlighted), plus selected ids that have no
     card (e.g. random SAE latents outside the candidates), so nothing selected goes unseen."""
     ids_on_page: dict[int, set[int]] = {}
     for layer, ident in keys:
         ids_on_page.setdefault(layer, set()).add(ident)
     layers = sorted({layer for layer, _ in keys} | {layer for layer, _ in chosen})
-    lines = []
-    for layer in layers:
-        links = []
-        for key in (k for k in keys if k[0] == layer):
-            names = chosen.get(key, [])
-            attrs = f' class="sel" title="{escape(", ".join(names))}"' if names else ""
-            links.append(f'<a href="#{card_anchor(*key)}"{attrs}>{key[1]}</a>')
-        extras = "".join(
-            f'<span class="extra">{escape(name)} also selects {sorted(missing)} (no card) </span>'
-            for name, selection in selections.items()
-            if (missing := set(selection.layers.get(layer, [])) - ids_on_page.get(layer, set()))
+    return [
+        IndexLine(
+            layer,
+            [(key[1], card_anchor(*key), chosen.get(key, [])) for key in keys if key[0] == layer],
+            [
+                (name, sorted(missing))
+                for name, selection in selections.items()
+                if (missing := set(selection.layers.get(layer, [])) - ids_on_page.get(layer, set()))
+            ],
         )
-        lines.append(
-            f'<div class="il"><a href="#L{layer}"><b>Layer {layer}</b></a>: {"".join(links)}{extras}</div>'
-        )
-    return f'<nav class="index"><b>Index</b>{"".join(lines)}</nav>'
+        for layer in layers
+    ]
 
 
 def _card(
@@ -350,35 +355,20 @@ def _card(
     names: Sequence[str],
     id_column: str,
     profile: Mapping[str, Any] | None = None,
-) -> str:
-    layer, ident = key
-    shown = "".join(_field(f, record[f]) for f in fields)
-    ticked = " checked" if "manual" in names else ""
-    head = (
-        f'<input type="checkbox" class="pick" title="tick for the selection YAML (key x)"{ticked}>'
-        f'<span class="cid">L{layer} · {escape(id_column)} {ident}</span>{_badges(names)}{shown}'
+) -> Card:
+    """A card's view; its header shows the fields that have a value (missing ones are left out)."""
+    return Card(
+        layer=key[0],
+        ident=key[1],
+        anchor=card_anchor(*key),
+        names=list(names),
+        ticked="manual" in names,
+        fields=[Field(f, record[f], isinstance(record[f], str)) for f in fields if not _missing(record[f])],
+        numbers=[(f, float(record[f])) for f in fields if _is_number(record[f])],
+        search=_search_text(record, fields, windows, profile),
+        windows=None if windows is None else _card_windows(windows, signs, key, id_column),
+        profile=None if profile is None else _profile(profile, windows),
     )
-    body = NO_WINDOWS if windows is None else _card_windows(windows, signs, key, id_column)
-    if profile is not None:
-        body = _profile_html(profile, windows) + body + _examples_html(profile)
-    selected = " sel" if names else ""
-    numbers = "".join(
-        f' data-f_{escape(f)}="{float(record[f]):.6g}"' for f in fields if _is_number(record[f])
-    )
-    return (
-        f'<details class="card{selected}" id="{card_anchor(layer, ident)}" data-layer="{layer}" '
-        f'data-id="{ident}" data-text="{escape(_search_text(record, fields, windows, profile))}"{numbers}>'
-        f"<summary>{head}</summary>{body}</details>"
-    )
-
-
-def _field(name: str, value: Any) -> str:
-    """A card field; text (an explanation) on a line of its own, so long sentences wrap under the
-    numbers. Missing values are left out: the header shows what is known."""
-    if _missing(value):
-        return ""
-    kind = "f x" if isinstance(value, str) else "f"
-    return f'<span class="{kind}"><b>{escape(name)}</b> {_fmt(value)}</span>'
 
 
 def _missing(value: Any) -> bool:
@@ -402,28 +392,6 @@ def _search_text(record: Mapping[str, Any], fields: Sequence[str], windows: pd.D
     if profile is not None:
         parts += [str(t) for t in _plain(profile.get("promoted")) or []]
     return " ".join(parts).lower()
-
-
-def _toolbar(fields: Sequence[str], summary: pd.DataFrame, layers: Sequence[int]) -> str:
-    numeric = [f for f in fields if pd.api.types.is_numeric_dtype(summary[f])]
-    sorts = "".join(f'<option value="{escape(f)}">{escape(f)}</option>' for f in numeric)
-    layer_options = "".join(f'<option value="{layer}">layer {layer}</option>' for layer in layers)
-    return (
-        '<div class="bar"><input type="search" id="q" placeholder="search explanations and tokens (/)"> '
-        f'<select id="layer"><option value="">all layers</option>{layer_options}</select> '
-        f'sort <select id="sort"><option value="">page order</option>{sorts}</select>'
-        '<label><input type="checkbox" id="desc" checked> descending</label>'
-        '<label><input type="checkbox" id="ticked"> ticked only</label> '
-        '<button onclick="setAll(true)">expand</button> <button onclick="setAll(false)">collapse</button> '
-        '<button id="copy" onclick="copySelection()">copy selection YAML</button><span id="count"></span>'
-        '<span class="wh"> keys: j/k next/previous card, o open, x tick, / search, Esc leave a field</span>'
-        '<textarea id="yaml" readonly hidden></textarea></div>'
-    )
-
-
-def _json(value: Any) -> str:
-    """JSON safe inside a <script> element (no "</" and no "<!--" can appear)."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
 
 
 def _plain(value: Any) -> Any:
@@ -461,44 +429,40 @@ def _profiles_by_card(profiles: pd.DataFrame | None, id_column: str) -> dict[tup
     return {(int(r["layer"]), int(r[id_column])): r for r in profiles.to_dict("records")}
 
 
-HIST_WIDTH, HIST_HEIGHT = 260, 70
-
-
-def _profile_html(profile: Mapping[str, Any], windows: pd.DataFrame | None) -> str:
-    """Histogram (quantiles dashed, top-window peaks as ticks), its numbers, and the logit effects."""
+def _profile(profile: Mapping[str, Any], windows: pd.DataFrame | None) -> Profile:
+    """Histogram (quantiles dashed, top-window peaks as ticks), its numbers, the logit effects and the
+    candidate's activation on each token of a few D_amb prompts (coloured like the windows)."""
     counts = [int(c) for c in _plain(profile.get("hist_counts")) or []]
     edges = [float(e) for e in _plain(profile.get("hist_edges")) or []]
-    stats = (
-        f"{_fmt(profile.get('tokens'))} tokens · density {_fmt(profile.get('density'))} · "
-        f"mean {_fmt(profile.get('mean'))} ± {_fmt(profile.get('std'))} · "
-        f"range [{_fmt(profile.get('min'))}, {_fmt(profile.get('max'))}]"
-    )
     quantiles = [float(q) for q in _plain(profile.get("quantiles")) or []]
     levels = _plain(profile.get("quantile_levels")) or []
-    qtext = ", ".join(f"q{q:g} {_fmt(v)}" for q, v in zip(levels, quantiles))
     peaks = [] if windows is None else [
         (str(sign), float(peak)) for sign, peak in zip(windows["sign"], windows["peak"])
         if sign in SIGNS and math.isfinite(float(peak))
     ]
-    svg = _histogram_svg(counts, edges, quantiles, peaks) if counts and edges else NO_WINDOWS
-    effects = ""
-    if profile.get("promoted") is not None:
-        def tokens(names: Any, logits: Any) -> str:
-            return "".join(f"<li><code>{_token_text(str(t))}</code> {_fmt(float(v))}</li>"
-                           for t, v in zip(names, _plain(logits)))
+    has_effects = profile.get("promoted") is not None
+    return Profile(
+        tokens=profile.get("tokens"),
+        density=profile.get("density"),
+        mean=profile.get("mean"),
+        std=profile.get("std"),
+        low=profile.get("min"),
+        high=profile.get("max"),
+        quantiles=list(zip(levels, quantiles)),
+        histogram=_histogram(counts, edges, quantiles, peaks) if counts and edges else None,
+        ab_logit_diff=profile.get("ab_logit_diff"),
+        promoted=_effects(profile["promoted"], profile["promoted_logits"]) if has_effects else None,
+        suppressed=_effects(profile["suppressed"], profile["suppressed_logits"]) if has_effects else None,
+        examples=_examples(profile),
+    )
 
-        effects = (
-            '<div class="lg"><b>logit effects</b> (unit step, direct path) · '
-            f"A−B logit difference {_fmt(profile.get('ab_logit_diff'))}"
-            f'<div class="signs"><div><i>promotes</i><ul>{tokens(profile["promoted"], profile["promoted_logits"])}'
-            f'</ul></div><div><i>suppresses</i><ul>{tokens(profile["suppressed"], profile["suppressed_logits"])}'
-            "</ul></div></div></div>"
-        )
-    return f'<div class="prof"><div>{svg}<div class="wh">{stats}</div><div class="wh">{qtext}</div></div>{effects}</div>'
+
+def _effects(names: Any, logits: Any) -> list[tuple[str, float]]:
+    return [(_token_text(str(name)), float(logit)) for name, logit in zip(names, _plain(logits))]
 
 
-def _histogram_svg(counts: Sequence[int], edges: Sequence[float], quantiles: Sequence[float],
-                   peaks: Sequence[tuple[str, float]]) -> str:
+def _histogram(counts: Sequence[int], edges: Sequence[float], quantiles: Sequence[float],
+               peaks: Sequence[tuple[str, float]]) -> Histogram:
     low, high = edges[0], edges[-1]
     span = (high - low) or 1.0
     top = max(counts) or 1
@@ -507,66 +471,43 @@ def _histogram_svg(counts: Sequence[int], edges: Sequence[float], quantiles: Seq
         return (min(max(value, low), high) - low) / span * HIST_WIDTH
 
     width = HIST_WIDTH / len(counts)
-    bars = "".join(
-        f'<rect x="{i * width:.1f}" y="{HIST_HEIGHT - 10 - c / top * (HIST_HEIGHT - 14):.1f}" width="{width:.1f}" '
-        f'height="{c / top * (HIST_HEIGHT - 14):.1f}" fill="#90a4ae"><title>[{edges[i]:.3g}, {edges[i + 1]:.3g}): '
-        f"{c}</title></rect>"
+    bars = [
+        Bar(i * width, HIST_HEIGHT - 10 - c / top * (HIST_HEIGHT - 14), width, c / top * (HIST_HEIGHT - 14),
+            edges[i], edges[i + 1], c)
         for i, c in enumerate(counts)
-    )
-    lines = "".join(
-        f'<line x1="{x(q):.1f}" x2="{x(q):.1f}" y1="0" y2="{HIST_HEIGHT - 10}" stroke="#555" '
-        f'stroke-dasharray="2,2"><title>quantile {q:.4g}</title></line>'
-        for q in quantiles
-    )
-    ticks = "".join(
-        f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{HIST_HEIGHT - 9}" y2="{HIST_HEIGHT}" '
-        f'stroke="rgb({SIGN_RGB[sign]})"><title>{SIGN_TITLES[sign]} window peak {v:.4g}</title></line>'
-        for sign, v in peaks
-    )
-    return (f'<svg width="{HIST_WIDTH}" height="{HIST_HEIGHT}" role="img" aria-label="activation histogram">'
-            f"{bars}{lines}{ticks}</svg>")
+    ]
+    return Histogram(bars, [Mark(x(q), q) for q in quantiles], [Mark(x(v), v, sign) for sign, v in peaks])
 
 
-def _examples_html(profile: Mapping[str, Any]) -> str:
-    """The candidate's activation on each token of a few D_amb prompts (coloured like the windows)."""
+def _examples(profile: Mapping[str, Any]) -> list[tuple[Any, list[Token]]]:
+    """The D_amb prompts as (row, tokens), coloured on the scale of their own largest |value|."""
     rows = _plain(profile.get("example_rows"))
     if not rows:
-        return ""
+        return []
     all_values = [v for values in _plain(profile["example_values"]) for v in values if v is not None]
     scale = max((abs(v) for v in all_values if math.isfinite(v)), default=0.0)
-    items = "".join(
-        f'<div class="w"><div class="wh">D_amb row {row}</div><div class="tok">'
-        + "".join(_token(str(t), math.nan if v is None else float(v), scale) for t, v in zip(tokens, values))
-        + "</div></div>"
+    return [
+        (row, [_token(str(t), math.nan if v is None else float(v), scale) for t, v in zip(tokens, values)])
         for row, tokens, values in zip(rows, profile["example_tokens"], _plain(profile["example_values"]))
-    )
-    return f'<details class="ex"><summary>on D_amb training prompts ({len(rows)})</summary>{items}</details>'
+    ]
 
 
-def _card_windows(windows: pd.DataFrame, signs: Sequence[str], key: tuple[int, int], id_column: str) -> str:
-    """One section per sign (side by side), then the random sample collapsed: it is there to check
-    simulation scores, not to read first."""
+def _card_windows(windows: pd.DataFrame, signs: Sequence[str], key: tuple[int, int],
+                  id_column: str) -> CardWindows | None:
+    """One section per sign (side by side), then the quantile bands and the random sample, collapsed:
+    it is there to check simulation scores, not to read first. None when there is nothing to show."""
     scale = _max_abs(windows)
-    sections = []
-    for sign in signs:
-        items = _windows_html(windows, sign, scale, key, id_column)
-        sections.append(f'<div class="sign {sign}"><h4>{SIGN_TITLES[sign]}</h4>{items or NO_WINDOWS}</div>')
-    body = f'<div class="signs">{"".join(sections)}</div>' if sections else ""
-    bands = _windows_html(windows, QUANTILE, scale, key, id_column)
-    if bands:
-        count = int((windows["sign"] == QUANTILE).sum())
-        body += (f'<details class="rand" open><summary>below the top: {count} activating windows at evenly '
-                 f"spaced quantiles of their peak, weakest first</summary>{bands}</details>")
-    sample = _windows_html(windows, RANDOM, scale, key, id_column)
-    if sample:
-        count = int((windows["sign"] == RANDOM).sum())
-        body += f'<details class="rand"><summary>random sample ({count} windows)</summary>{sample}</details>'
-    return body or NO_WINDOWS
+    shown = CardWindows(
+        [(sign, _windows(windows, sign, scale, key, id_column)) for sign in signs],
+        _windows(windows, QUANTILE, scale, key, id_column),
+        _windows(windows, RANDOM, scale, key, id_column),
+    )
+    return shown if any(shown) else None
 
 
-def _windows_html(windows: pd.DataFrame, sign: str, scale: float, key: tuple[int, int], id_column: str) -> str:
+def _windows(windows: pd.DataFrame, sign: str, scale: float, key: tuple[int, int], id_column: str) -> list[Window]:
     rows = windows[windows["sign"] == sign].sort_values("rank", kind="stable")
-    return "".join(_window(row, scale, key, id_column) for row in rows.to_dict("records"))
+    return [_window(row, scale, key, id_column) for row in rows.to_dict("records")]
 
 
 def _values(raw: Any) -> list[float]:
@@ -579,7 +520,7 @@ def _max_abs(windows: pd.DataFrame) -> float:
     return max(finite, default=0.0)
 
 
-def _window(row: Mapping[str, Any], scale: float, key: tuple[int, int], id_column: str) -> str:
+def _window(row: Mapping[str, Any], scale: float, key: tuple[int, int], id_column: str) -> Window:
     tokens = list(row["tokens"])
     values = _values(row["values"])
     if len(tokens) != len(values):
@@ -587,38 +528,30 @@ def _window(row: Mapping[str, Any], scale: float, key: tuple[int, int], id_colum
             f"dashboard windows: layer {key[0]} {id_column} {key[1]} {row['sign']} rank {row['rank']}: "
             f"{len(tokens)} tokens but {len(values)} values"
         )
-    spans = "".join(_token(str(token), value, scale) for token, value in zip(tokens, values))
-    head = (
-        f"#{_fmt(row['rank'])} · doc {_fmt(row['doc'])} · start {_fmt(row['start'])} "
-        f"· peak {_fmt(row['peak'])}"
-    )
-    return f'<div class="w"><div class="wh">{head}</div><div class="tok">{spans}</div></div>'
+    spans = [_token(str(token), value, scale) for token, value in zip(tokens, values)]
+    return Window(row["rank"], row["doc"], row["start"], row["peak"], spans)
 
 
 _SPACES = re.compile(r"^ +$")
 
 
 def _token_text(token: str) -> str:
-    """Visible, escaped token text: SentencePiece ▁ is a space; whitespace-only tokens show ␣ per
-    space (else they would be invisible), newlines ↵, tabs ⇥. The empty text is a byte-fallback
-    continuation (`caft.directions.windows.decode_tokens` gives the character to the run's first token)
-    and shows nothing."""
+    """Visible token text: SentencePiece ▁ is a space; whitespace-only tokens show ␣ per space (else
+    they would be invisible), newlines ↵, tabs ⇥. The empty text is a byte-fallback continuation
+    (`caft.directions.windows.decode_tokens` gives the character to the run's first token) and shows
+    nothing."""
     text = token.replace("\u2581", " ").replace("\r\n", "↵").replace("\n", "↵").replace("\r", "↵")
     text = text.replace("\t", "⇥")
-    if not text:
-        return ""
     if _SPACES.match(text):
         text = "␣" * len(text)
-    return escape(text)
+    return text
 
 
-def _token(token: str, value: float, scale: float) -> str:
+def _token(token: str, value: float, scale: float) -> Token:
+    """A token and its tint: opacity |value| / the card's scale, none below 0.5%."""
     text = _token_text(token)
     if not math.isfinite(value):
-        return f'<span class="t m" title="masked">{text}</span>'
+        return Token(text, None, None, 0.0)
     alpha = abs(value) / scale if scale > 0 else 0.0
-    style = ""
-    if alpha >= 0.005:
-        rgb = SIGN_RGB["positive" if value > 0 else "negative"]
-        style = f' style="background:rgba({rgb},{alpha:.2f})"'
-    return f'<span class="t"{style} title="{value:.4g}">{text}</span>'
+    rgb = SIGN_RGB["positive" if value > 0 else "negative"] if alpha >= 0.005 else None
+    return Token(text, value, rgb, alpha)
