@@ -40,3 +40,13 @@ def alternation(names):
 def config_keys(section, *keys):
     """Only the keys of a config section a rule uses, so changing another one does not rerun it."""
     return {key: config[section][key] for key in keys}
+
+
+# Params are a rerun trigger (Snakemake's default `--rerun-triggers`): a key a rule passes reruns every
+# job of the rule when it changes. Keys that change no output and that the job does not need stay out of
+# params (tests/test_rule_params.py toggles them).
+
+
+def without(section, *keys):
+    """`section` less `keys`: keys that change none of a rule's outputs."""
+    return {key: value for key, value in section.items() if key not in keys}

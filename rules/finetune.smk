@@ -48,7 +48,7 @@ rule finetune:
         runtime=240,
         gpu=1,
     params:
-        cfg=finetune_settings(),
+        cfg=finetune_settings,
         model=config["model"],
         task_kind=task_kind,
         answer=training_answer,

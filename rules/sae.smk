@@ -50,8 +50,7 @@ rule provision_sae:
         runtime=120,
         gpu=1,
     params:
-        # not `layers` or `batch_size`: adding a layer must not retrain the others
-        cfg=config_keys("saes", "from", "release", "sae_id", "path", "train"),
+        cfg=sae_source_settings(config["saes"]),
     script:
         script_of("provision_sae")
 

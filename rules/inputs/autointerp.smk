@@ -1,5 +1,7 @@
 """Input functions and param pickers of rules/autointerp.smk."""
 
+from caft.stages.autointerp import TOKEN_SUMMARY
+
 
 def candidate_inputs(wildcards):
     """What an explainer reads: the task's data's PCA or SAE windows, and for SAEs the attribution ranks."""
@@ -13,9 +15,14 @@ def candidate_inputs(wildcards):
 
 
 def explanation_settings(wildcards):
-    keys = ("client", "max_windows", "simulate_windows", "max_tokens")
+    """The `explanations` keys of one method's explanations; `max_tokens` (the explainer's reply length)
+    only for an LLM client: token summaries write no reply."""
+    section = config["explanations"]
+    keys = ("client", "max_windows", "simulate_windows")
     keys += ("pca_components",) if wildcards.imethod == "pca" else ("sae_latents",)
-    return {key: config["explanations"][key] for key in keys}
+    if section["client"].get("client") != TOKEN_SUMMARY:
+        keys += ("max_tokens",)
+    return {key: section[key] for key in keys}
 
 
 def task_query(wildcards):

@@ -1,11 +1,11 @@
 """Input functions and param pickers of rules/em.smk."""
 
+import caft.config
 import caft.em.judges
 import caft.em.sft
 
 EM = config["em"]
-EM_UNHOOKED = ("none", "fewer")
-"""EM conditions without a spec: no intervention, and the same recipe stopped early (`fewer/steps<N>`)."""
+EM_UNHOOKED = caft.config.EM_UNHOOKED
 EM_BUILTIN = "builtin"
 
 
@@ -171,9 +171,9 @@ def em_sae_source_inputs(wildcards):
 
 
 def em_sae_source(wildcards):
-    """The `em.saes` keys an SAE depends on (not `batch_size`: it only batches the activations), with
-    ``{em_model}`` filled in `release`, `sae_id` and `path` (``{layer}`` stays for the stage)."""
-    section = {key: value for key, value in EM["saes"].items() if key != "batch_size"}
+    """The `em.saes` keys an SAE depends on (`sae_source_settings`), with ``{em_model}`` filled in
+    `release`, `sae_id` and `path` (``{layer}`` stays for the stage)."""
+    section = sae_source_settings(EM["saes"])
     for key in ("release", "sae_id", "path"):
         if section.get(key):
             section[key] = pattern(section[key], em_model=wildcards.em_model)

@@ -40,10 +40,14 @@ def finetune_inputs(wildcards):
     )
 
 
-def finetune_settings():
-    """The `finetune` section without `keep_checkpoints`: whether checkpoints are kept changes no result,
-    and params are a rerun trigger, so toggling it must not rerun every fine-tune."""
-    return {key: value for key, value in config["finetune"].items() if key != "keep_checkpoints"}
+def finetune_settings(wildcards):
+    """The `finetune` section as one run reads it: `epochs` of its task kind only (a frame task's run does
+    not depend on the MCMC epochs), and no `keep_checkpoints` (whether a checkpoint is kept is decided
+    here, by `checkpoint_output`, and changes no result)."""
+    section = without(config["finetune"], "keep_checkpoints")
+    kind = task_kind(wildcards)
+    epochs = section.get("epochs", {})
+    return section | ({"epochs": {kind: epochs[kind]}} if kind in epochs else {})
 
 
 def checkpoint_output(path):

@@ -1,5 +1,17 @@
 """Input functions and param pickers of rules/sae.smk."""
 
+SAE_SOURCE_KEYS = {"train": ("train",), "pretrained": ("release", "sae_id"), "local": ("path",)}
+"""The keys of an `saes` section each source reads (`caft.directions.saes.provision_sae`)."""
+
+
+def sae_source_settings(section):
+    """What an SAE is made from: `from` and its source's keys, not another source's (the `train` settings
+    of a pretrained SAE) nor `layers` or `batch_size` (adding a layer must not remake the others; the
+    batch only collects the activations)."""
+    source = section["from"]
+    keys = SAE_SOURCE_KEYS.get(source, ())
+    return {"from": source} | {key: section[key] for key in keys if key in section}
+
 
 def sae_source_inputs(wildcards):
     """What provisioning one layer's SAE reads: corpus activations to train on, or a local folder."""
