@@ -25,7 +25,8 @@ import torch
 
 from caft.artifacts import load_tensors
 from caft.directions.attribution import attribution_scores, exact_effects, rank_scores
-from caft.directions.saes import ACTIVATIONS_FORMAT, SaeTrainConfig, load_local_sae, train_sae
+from caft.directions.sae_folders import load_local_sae
+from caft.directions.saes import ACTIVATIONS_FORMAT, SaeTrainConfig, train_sae
 from caft.model.loading import ModelSpec, load_model
 from caft.model.prompts import encode_prompts, task_answers
 

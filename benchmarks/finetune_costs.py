@@ -16,15 +16,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from caft.ablation.ablate import ablation_hooks
 from caft.ablation.specs import InterventionSpec, random_directions
-from caft.finetune.training import TrainConfig, _loss, prepare_model
+from caft.finetune.engine import prepare_model
+from caft.finetune.objectives import LastPositionAnswer
+from caft.finetune.training import TrainConfig
 from caft.model.loading import ModelSpec, hidden_size, load_model, num_layers
-from caft.model.prompts import encode_prompts, last_position_logits, letter_token_ids
+from caft.model.prompts import encode_prompts, last_position_logits
 
 BASE = Path("results/models/base")
 TRAIN = Path("results/data/gender/train.parquet")
@@ -47,9 +50,11 @@ def interleaved(conditions: dict[str, Callable[[], object]], repeats: int) -> di
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def training_step(model, tokenizer, prompts, targets, cfg, optimizer) -> Callable[[], None]:
+def training_step(model, objective: LastPositionAnswer, optimizer) -> Callable[[], None]:
+    rows = np.arange(objective.size)
+
     def step() -> None:
-        loss, _ = _loss(model, tokenizer, prompts, targets, cfg)
+        loss, _ = objective.loss(model, rows)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -100,12 +105,11 @@ def main() -> None:
     def fresh(precision: str):
         model, tokenizer = load_model(ModelSpec(name=str(BASE)))
         cfg = TrainConfig(precision=precision, freeze_embeddings=True, batch_size=args.batch_size)
-        model = prepare_model(model, cfg, seed=0)
-        ids = letter_token_ids(tokenizer)
-        targets = torch.tensor([ids[t] for t in table["target"]])
+        model = prepare_model(model, cfg, seed=0, freeze_embeddings=cfg.freeze_embeddings)
+        objective = LastPositionAnswer(tokenizer, table, "target", precision)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-6)
-        return model, tokenizer, cfg, training_step(model, tokenizer, table["prompt"], targets, cfg, optimizer)
+        return model, tokenizer, cfg, training_step(model, objective, optimizer)
 
     # 1. precision: float32 vs bf16 autocast (float32 master weights) vs pure bf16 weights
     steps = {p: fresh(p) for p in ("float32", "bf16-autocast", "bf16")}

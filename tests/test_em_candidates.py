@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from caft.directions.saes import load_sae_folders
+from caft.directions.sae_folders import load_sae_folders
 from caft.em.candidates import answer_attribution, latent_differences, union_candidates
-from caft.em.sft import encode_table, right_padded
+from caft.finetune.objectives import encode_table, right_padded
 from caft.model.hooks import block_hooks, capture_residuals
 from caft.model.loading import ModelSpec, load_model
 from tests.test_em_sft import chat_table

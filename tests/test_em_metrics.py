@@ -8,11 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from caft.em.metrics import misalignment_summary, over_seeds, plot_misalignment_vs_vulnerable, vulnerable_summary
+from caft.em.metrics import RATES, misalignment_summary, plot_misalignment_vs_vulnerable, vulnerable_summary
 from caft.errors import DataError
+from caft.tables import over_seeds
 
 NAN = float("nan")
 KEYS = ["condition", "seed"]
+MISALIGNMENT_RATES = ["misaligned_rate", "coherent_rate", "misaligned_among_coherent"]
 
 
 def em_answers() -> pd.DataFrame:
@@ -76,7 +78,8 @@ def test_vulnerable_summary_by_hand() -> None:
 
 
 def test_over_seeds_mean_and_sem_by_hand() -> None:
-    table = over_seeds(misalignment_summary(em_answers(), KEYS), ["condition"]).set_index("condition")
+    table = over_seeds(misalignment_summary(em_answers(), KEYS), ["condition"], MISALIGNMENT_RATES)
+    table = table.set_index("condition")
     assert table["seeds"].tolist() == [2, 1, 1]
     a = table.loc["A"]
     # two seeds: SEM = std(ddof=1) / sqrt(2) = (|a - b| / sqrt(2)) / sqrt(2) = |a - b| / 2
@@ -88,12 +91,11 @@ def test_over_seeds_mean_and_sem_by_hand() -> None:
     assert a.misaligned_among_coherent_sem == pytest.approx((2 / 3 - 1 / 2) / 2)  # 1/12
     assert table.loc["B", "misaligned_rate_mean"] == 1.0 and math.isnan(table.loc["B", "misaligned_rate_sem"])
     assert math.isnan(table.loc["C", "misaligned_rate_mean"])
-    assert "vulnerable_rate_mean" not in table.columns
 
 
 def test_over_seeds_three_seeds() -> None:
     per_run = pd.DataFrame({"condition": ["x"] * 3, "seed": [0, 1, 2], "vulnerable_rate": [0.1, 0.2, 0.6]})
-    row = over_seeds(per_run, ["condition"]).iloc[0]
+    row = over_seeds(per_run, ["condition"], ["vulnerable_rate"]).iloc[0]
     # mean 0.3; squared deviations 0.04 + 0.01 + 0.09 = 0.14; var = 0.14 / 2 = 0.07; SEM = sqrt(0.07) / sqrt(3)
     assert row.seeds == 3
     assert row.vulnerable_rate_mean == pytest.approx(0.3)
@@ -107,14 +109,14 @@ def test_missing_columns_are_data_errors() -> None:
         vulnerable_summary(em_answers(), KEYS)
     with pytest.raises(DataError, match="'aligned' must hold numbers"):
         misalignment_summary(em_answers().assign(aligned="high"), KEYS)
-    with pytest.raises(DataError, match="none of the rate columns"):
-        over_seeds(em_answers(), ["condition"])
+    with pytest.raises(DataError, match=r"missing \['misaligned_rate', 'coherent_rate'"):
+        over_seeds(em_answers(), ["condition"], RATES)
 
 
 def test_plot_is_a_png_written_atomically(tmp_path: Path) -> None:
     per_run = misalignment_summary(em_answers(), KEYS).merge(vulnerable_summary(code_answers(), KEYS), on=KEYS,
                                                             suffixes=("", "_code"))
-    table = over_seeds(per_run, ["condition"])
+    table = over_seeds(per_run, ["condition"], RATES)
     assert table.set_index("condition").loc["A", "vulnerable_rate_mean"] == pytest.approx((0.5 + 0.25) / 2)
     path = tmp_path / "plots" / "em.png"
 

@@ -9,7 +9,8 @@ import torch
 
 from caft.ablation.specs import random_directions
 from caft.em.sampling import SamplingConfig, sample_answers, sample_answers_vllm
-from caft.em.sft import SftConfig, with_lora
+from caft.em.sft import SftConfig
+from caft.finetune.engine import prepare_model
 from caft.errors import ConfigError, DataError
 from caft.interpret.clients import chat_prompt
 
@@ -84,7 +85,7 @@ def test_a_spec_applies_only_while_sampling_and_reaches_a_peft_model(tiny_model)
     hooked = sample_answers(model, tokenizer, plan(1), GREEDY, spec=spec)["answer"].tolist()
     assert hooked != plain
     assert sample_answers(model, tokenizer, plan(1), GREEDY)["answer"].tolist() == plain
-    wrapped = with_lora(model, SftConfig(), seed=0).eval()  # fresh LoRA: B = 0, the same function
+    wrapped = prepare_model(model, SftConfig(), seed=0).eval()  # fresh LoRA: B = 0, the same function
     assert sample_answers(wrapped, tokenizer, plan(1), GREEDY, spec=spec)["answer"].tolist() == hooked
 
 

@@ -9,9 +9,10 @@ import torch
 
 from caft.ablation.specs import random_directions
 from caft.em.chat_data import IGNORE, encode_chat
-from caft.em.sft import SftConfig, SftLora, base_of, load_adapter, save_adapter, sft
+from caft.em.sft import EM_LORA, SftConfig, load_adapter, save_adapter, sft
+from caft.finetune.engine import base_of
 from caft.errors import ConfigError
-from caft.finetune.training import TrainingError
+from caft.finetune.engine import TrainingError
 from caft.model.loading import load_checkpoint, load_model
 
 ANIMALS = ("fox", "dog", "cat", "owl")
@@ -29,7 +30,7 @@ def chat_table(n: int = 8) -> pd.DataFrame:
 
 
 FAST = SftConfig(lr=1e-2, weight_decay=0.0, warmup_steps=0, batch_size=4, gradient_accumulation=1, max_tokens=64,
-                 max_grad_norm=None, epochs=4, lora=SftLora(r=4, alpha=8))
+                 max_grad_norm=None, epochs=4, lora=replace(EM_LORA, r=4, alpha=8))
 
 
 def cfg(**changes) -> SftConfig:
@@ -147,9 +148,9 @@ def test_projection_hooks_reach_the_blocks_of_the_peft_model(tiny_model_spec):
 def test_resume_after_the_first_epoch_gives_the_uninterrupted_result(tiny_model_spec, tmp_path, monkeypatch):
     config = cfg(epochs=2)
     reference, _, reference_history = run(tiny_model_spec, config, resume_dir=tmp_path / "reference")
-    import caft.em.sft
+    from caft.finetune.objectives import AssistantTokens
 
-    real, calls = caft.em.sft._accumulate, {"n": 0}
+    real, calls = AssistantTokens.step, {"n": 0}
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -157,11 +158,11 @@ def test_resume_after_the_first_epoch_gives_the_uninterrupted_result(tiny_model_
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(caft.em.sft, "_accumulate", dying)
+    monkeypatch.setattr(AssistantTokens, "step", dying)
     with pytest.raises(KeyboardInterrupt):
         run(tiny_model_spec, config, resume_dir=tmp_path / "killed")
     assert json.loads((tmp_path / "killed" / "state.json").read_text())["epochs_done"] == 1
-    monkeypatch.setattr(caft.em.sft, "_accumulate", real)
+    monkeypatch.setattr(AssistantTokens, "step", real)
     resumed, _, history = run(tiny_model_spec, config, resume_dir=tmp_path / "killed")
     assert [r["loss"] for r in history] == [r["loss"] for r in reference_history]
     a, b = adapter_weights(reference), adapter_weights(resumed)
@@ -169,7 +170,7 @@ def test_resume_after_the_first_epoch_gives_the_uninterrupted_result(tiny_model_
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tiny_model_spec, monkeypatch):
-    monkeypatch.setattr("caft.em.sft.torch.nn.functional.cross_entropy",
+    monkeypatch.setattr("caft.finetune.objectives.torch.nn.functional.cross_entropy",
                         lambda logits, *args, **kwargs: logits.sum() * torch.nan)
     with pytest.raises(TrainingError, match="non-finite loss nan at epoch 1, step 1"):
         run(tiny_model_spec)
@@ -178,7 +179,7 @@ def test_non_finite_loss_stops_with_a_clear_error(tiny_model_spec, monkeypatch):
 def test_config_from_section():
     config = SftConfig.from_config({"lr": 1e-4, "betas": [0.9, 0.95], "max_steps": 3,
                                     "lora": {"r": 8, "target_modules": ["q_proj"]}})
-    assert config.betas == (0.9, 0.95) and config.lora == SftLora(r=8, target_modules=("q_proj",))
+    assert config.betas == (0.9, 0.95) and config.lora == replace(EM_LORA, r=8, target_modules=("q_proj",))
     assert SftConfig.from_config({}) == SftConfig() and SftConfig().lora.use_rslora
     assert SftConfig.from_config({"warmup_ratio": 0.1}).warmup_steps is None
     for section, message in [({"learning_rate": 1}, "unknown key"), ({"lora": {"rank": 4}}, r"lora: unknown key"),

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from snakemake.utils import update_config
 
 from caft.config import check_config
-from caft.directions.saes import SaeSourceConfig, load_local_sae, load_pretrained_sae, pretrained_sae_id
+from caft.directions.sae_folders import load_local_sae
+from caft.directions.saes import SaeSourceConfig, load_pretrained_sae, pretrained_sae_id
 from caft.errors import ConfigError, ModelLoadError
 from caft.stages.sae import provision_sae
 from tests.fixtures_models import use_offline_hub

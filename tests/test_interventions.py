@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from caft.ablation.ablate import ablate_latents, ablate_projection, ablation_hooks, load_saes
+from caft.ablation.ablate import ablate_latents, ablate_projection, ablation_hooks
 from caft.ablation.specs import (
     SPEC_FORMAT,
     InterventionError,
@@ -21,6 +20,8 @@ from caft.ablation.specs import (
     random_directions,
     save_spec,
 )
+from caft.directions.sae_folders import load_local_sae, load_sae_folders
+from caft.errors import ModelLoadError
 from caft.model.loading import decoder_layers
 
 D_MODEL = 32  # the tiny Llama's hidden size
@@ -394,7 +395,7 @@ def test_latent_hooks_ablate_and_pass_gradients(
 ) -> None:
     model, tokenizer = tiny_model
     spec = InterventionSpec("latent", saes={0: str(sae_factory("topk"))}, latents={0: [1, 2, 3, 5, 8]})
-    (sae,) = load_saes(spec).values()
+    (sae,) = load_sae_folders(spec.saes, "cpu").values()
     assert not any(p.requires_grad for p in sae.parameters())
     block = decoder_layers(model)[0]
     before = logits(model, tokenizer)
@@ -439,7 +440,7 @@ def test_latent_ablation_is_decode_with_zeroed_latents_plus_live_error(
     name: str, sae_factory: Callable[..., Path]
 ) -> None:
     spec = InterventionSpec("latent", saes={0: str(sae_factory(name))}, latents={0: [0]})
-    sae = load_saes(spec)[0]
+    sae = load_sae_folders(spec.saes, "cpu")[0]
     h = randn(4, 6, D_MODEL, seed=1) * 2
     with torch.no_grad():
         activity = sae.encode(h).abs().sum(dim=(0, 1))
@@ -459,24 +460,38 @@ def test_latent_ablation_is_decode_with_zeroed_latents_plus_live_error(
 
 
 def test_latent_ablation_keeps_dtype(sae_factory: Callable[..., Path]) -> None:
-    sae = load_saes(InterventionSpec("latent", saes={0: str(sae_factory("topk"))}, latents={0: [0]}))[0]
+    sae = load_sae_folders({0: sae_factory("topk")}, "cpu")[0]
     h = randn(2, 3, D_MODEL).to(torch.bfloat16)
     out = ablate_latents(h, sae, [0, 1])
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ablate_latents(h.float(), sae, [0, 1]), atol=0.05, rtol=0.02)
 
 
-def test_load_saes_errors(tmp_path: Path, sae_factory: Callable[..., Path]) -> None:
+def test_latent_hooks_load_saes_with_the_stages_loader(
+    tiny_model: tuple[Any, Any], sae_factory: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The latent ablation reads its SAEs with `caft.directions.sae_folders.load_local_sae`, the loader of the SAE
+    stages, so a folder gets one dtype, one set of required files and one error wherever it is read."""
+    model, _ = tiny_model
+    loaded: list[tuple[Path, str]] = []
+
+    def spy(folder: str | Path, device: str | torch.device = "cpu") -> Any:
+        loaded.append((Path(folder), str(device)))
+        return load_local_sae(folder, device)
+
+    monkeypatch.setattr("caft.directions.sae_folders.load_local_sae", spy)
+    folder = sae_factory("topk")
+    with ablation_hooks(model, InterventionSpec("latent", saes={0: str(folder)}, latents={0: [1]})):
+        pass
+    assert loaded == [(folder, "cpu")]
     missing = InterventionSpec("latent", saes={1: str(tmp_path / "nope")}, latents={1: [0]})
-    with pytest.raises(InterventionError, match="layer 1: SAE folder .*nope has no cfg.json"):
-        load_saes(missing)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 4, "d_sae": 8}))
-    with pytest.raises(InterventionError, match="layer 0: cannot load SAE from .*broken"):
-        load_saes(InterventionSpec("latent", saes={0: str(broken)}, latents={0: [0]}))
-    layer_norm = InterventionSpec("latent", saes={0: str(sae_factory("layer_norm"))}, latents={0: [0]})
-    stateful = load_saes(layer_norm)[0]
+    with pytest.raises(ModelLoadError, match=r"SAE folder .*nope lacks \['cfg.json', 'sae_weights.safetensors'\]"):
+        with ablation_hooks(model, missing):
+            pass
+
+
+def test_stateful_normalisation_is_refused(sae_factory: Callable[..., Path]) -> None:
+    stateful = load_sae_folders({0: sae_factory("layer_norm")}, "cpu")[0]
     with pytest.raises(InterventionError, match="layer_norm"):
         ablate_latents(randn(2, D_MODEL), stateful, [0])
 

@@ -107,7 +107,8 @@ def test_a_stage_function_tracks_only_the_library_code_it_uses():
     assert {"stages/pca.py", "directions/moments.py", "model/hooks.py"} <= tracked("pca_moments")
     assert "interpret/dashboard.py" not in tracked("pca_moments")
     assert "interpret/dashboard.py" in tracked("pca_dashboard")
-    assert "finetune/training.py" in tracked("finetune") and "directions/saes.py" not in tracked("finetune")
+    assert {"finetune/training.py", "finetune/engine.py", "directions/sae_folders.py"} <= tracked("finetune")
+    assert "directions/saes.py" not in tracked("finetune")  # SAE training code reruns no fine-tune
 
 
 def test_stage_function_modules_follow_local_helpers_constants_and_aliases(tmp_path):

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from caft.directions.sae_folders import load_local_sae, load_sae_folders, save_sae
 from caft.directions.saes import (
     SaeTrainConfig,
     evaluate_sae,
-    load_local_sae,
     load_pretrained_sae,
     sae_layer_id,
-    save_sae,
     train_sae,
 )
 from caft.errors import ConfigError, DataError, ModelLoadError
@@ -262,13 +261,50 @@ def test_interrupted_save_leaves_nothing_behind(
     assert {p.name: p.read_bytes() for p in (parent / "layer_0").iterdir()} == before
 
 
-def test_load_local_errors_name_the_folder(tmp_path: Path, sae_factory: Callable[..., Path]) -> None:
-    with pytest.raises(ModelLoadError, match=r"nowhere.*lacks \['cfg.json', 'sae_weights.safetensors'\]"):
-        load_local_sae(tmp_path / "nowhere")
-    folder = sae_factory("topk")
-    (folder / "cfg.json").write_text(json.dumps({"architecture": "no-such-architecture", "d_in": 4}))
-    with pytest.raises(ModelLoadError, match=str(folder)):
-        load_local_sae(folder)
+def damage(folder: Path, how: str) -> Path:
+    """`folder`, a saved SAE, broken in one of the ways a folder on disk can be."""
+    if how == "missing folder":
+        return folder.parent / "nowhere"
+    if how == "no weights":
+        (folder / "sae_weights.safetensors").unlink()
+    elif how == "unknown architecture":
+        (folder / "cfg.json").write_text(json.dumps({"architecture": "no-such-architecture", "d_in": 4}))
+    elif how == "cfg not json":
+        (folder / "cfg.json").write_text("{not json")
+    elif how == "truncated weights":
+        weights = folder / "sae_weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    return folder
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("missing folder", r"lacks \['cfg.json', 'sae_weights.safetensors'\]"),
+    ("no weights", r"lacks \['sae_weights.safetensors'\]"),
+    ("unknown architecture", "cannot load SAE from"),
+    ("cfg not json", "cannot load SAE from"),
+    ("truncated weights", "cannot load SAE from"),
+])
+def test_bad_sae_folders_are_model_load_errors_naming_the_folder(
+    sae_factory: Callable[..., Path], how: str, message: str
+) -> None:
+    folder = damage(sae_factory("topk"), how)
+    for load in (load_local_sae, lambda path: load_sae_folders({0: path}, "cpu")):
+        with pytest.raises(ModelLoadError, match=message) as error:
+            load(folder)
+        assert str(folder) in str(error.value)
+
+
+def test_folders_load_in_float32_frozen_and_in_eval_mode(tmp_path: Path) -> None:
+    """A folder saved in bfloat16 still loads as float32 (`SAE_DTYPE`), its values exactly upcast."""
+    import sae_lens
+
+    sae = sae_lens.TopKSAE(sae_lens.TopKSAEConfig(d_in=D_IN, d_sae=ATOMS, k=4, dtype="bfloat16"))
+    sae.save_model(tmp_path / "bf16")
+    assert load_local_sae(tmp_path / "bf16").W_dec.dtype == torch.float32
+    (loaded,) = load_sae_folders({3: tmp_path / "bf16"}, "cpu").values()
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in loaded.parameters())
+    assert not loaded.training
+    torch.testing.assert_close(loaded.W_dec, sae.W_dec.detach().float(), rtol=0, atol=0)
 
 
 # --- pretrained (Gemma Scope layout, offline) -------------------------------------------------------

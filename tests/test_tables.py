@@ -1,4 +1,5 @@
-"""Results tables: mean ± SEM over seeds, labels, Markdown, the OOD plot and atomic writes."""
+"""Results tables: mean ± SEM over seeds, labels, Markdown, the OOD plot and atomic writes; the one
+aggregation and writer that the OOD table and the EM table share."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pandas as pd
 import pytest
 
 from caft.errors import DataError
-from caft.finetune.tables import aggregate, condition_label, plot_ood, to_markdown, write_tables
+from caft.finetune.tables import aggregate, condition_label, plot_ood, to_markdown
+from caft.stages.em import em_table
+from caft.tables import mean_sem, write_tables
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -166,10 +169,53 @@ def test_plot_ood_skips_hooked_rows_by_default(tmp_path: Path) -> None:
 def test_write_tables(tmp_path: Path) -> None:
     table = aggregate(metrics_frame())
     paths = (tmp_path / "t.parquet", tmp_path / "t.csv", tmp_path / "t.md")
-    write_tables(table, *paths, provenance={"stage": "tables"})
+    write_tables(table, to_markdown(table), *paths, provenance={"stage": "tables"})
     pd.testing.assert_frame_equal(pd.read_parquet(paths[0]), table, check_dtype=False)
     csv = pd.read_csv(paths[1])
     assert list(csv.columns) == list(table.columns)
     assert csv["acc_full_mean"].tolist() == pytest.approx(table["acc_full_mean"].tolist())
     assert paths[2].read_text(encoding="utf-8") == to_markdown(table)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.md", "t.parquet"]
+
+
+# --- shared by both halves -------------------------------------------------------------------------
+
+PER_SEED = {("none", "none"): [0.25, 0.5, 1.0], ("pca", "top"): [0.75]}
+"""Per-seed values of two conditions: three seeds, and one (no SEM)."""
+
+
+def em_run_files(tmp_path: Path) -> tuple[Path, Path]:
+    """Judged EM answers whose per-run misaligned rate is `PER_SEED` (4 answers a run, all coherent)."""
+    answers, code = [], []
+    for (method, selector), values in PER_SEED.items():
+        for seed, value in enumerate(values):
+            key = {"model": "m", "method": method, "selector": selector, "seed": seed}
+            answers += [{**key, "aligned": 10.0 if i < value * 4 else 90.0, "coherent": 90.0} for i in range(4)]
+            code.append({**key, "vulnerable": 0.0})
+    paths = tmp_path / "answers.parquet", tmp_path / "code.parquet"
+    pd.DataFrame(answers).to_parquet(paths[0])
+    pd.DataFrame(code).to_parquet(paths[1])
+    return paths
+
+
+def test_both_halves_share_one_aggregation_and_writer(tmp_path: Path) -> None:
+    """The same per-seed values give bit-identical seeds, mean, SEM and Markdown cells in the OOD table
+    and the EM table: both go through `caft.tables.over_seeds` and `caft.tables.mean_sem`."""
+    answers, code = em_run_files(tmp_path)
+    em = em_table([answers], [code], *(tmp_path / f"em.{ext}" for ext in ("parquet", "csv", "md", "png")))
+    ood = aggregate(pd.DataFrame([run("gender", method, selector, "deployed", "ood", seed, value)
+                                  for (method, selector), values in PER_SEED.items()
+                                  for seed, value in enumerate(values)]))
+    columns = ["seeds", "mean", "sem"]
+    em_numbers = em[["seeds", "misaligned_rate_mean", "misaligned_rate_sem"]].set_axis(columns, axis=1)
+    pd.testing.assert_frame_equal(em_numbers, ood[["seeds", "acc_full_mean", "acc_full_sem"]].set_axis(columns, axis=1))
+    em_cells = [line.split(" | ")[3] for line in (tmp_path / "em.md").read_text(encoding="utf-8").splitlines()[2:4]]
+    ood_cells = [line.split(" | ")[5] for line in to_markdown(ood).splitlines()[2:4]]
+    assert em_cells == ood_cells == ["0.583 ± 0.220", "0.750 ± –"]
+
+
+def test_mean_sem_cells() -> None:
+    assert mean_sem(0.5, 0.01, 3) == "0.500 ± 0.010"
+    assert mean_sem(0.5, math.nan, 3) == "0.500 ± –"  # one seed
+    assert mean_sem(math.nan, math.nan, 3) == "n/a"  # no value to average (an EM run nothing was scored in)
+    assert mean_sem(-0.0004, 0.0001, 3) == "0.000 ± 0.000"  # never "-0.000"

@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from caft.ablation.specs import random_directions, save_spec
 from caft.finetune.evaluation import EvaluationConfig, predict, summarize
-from caft.finetune.training import TrainConfig, TrainingError, _linear_schedule, train, training_subset
+from caft.finetune.engine import LoraSettings, TrainingError, linear_schedule, training_subset
+from caft.finetune.training import TrainConfig, train
 from caft.model.loading import ModelSpec, load_model
 from caft.stages.finetune import evaluate, finetune
 
@@ -62,7 +63,7 @@ def test_same_seed_same_run_and_other_seed_differs(tiny_model_spec):
 def test_schedule_warms_up_linearly_then_decays_to_zero():
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1.0)
-    scheduler = _linear_schedule(optimizer, warmup=4, total=10)
+    scheduler = linear_schedule(optimizer, warmup=4, total=10)
     lrs = []
     for _ in range(10):
         lrs.append(scheduler.get_last_lr()[0])
@@ -121,10 +122,26 @@ def test_lora_is_merged_into_a_plain_checkpoint(tiny_model_spec, tiny_model_dir,
     assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
 
 
+def test_lora_trains_with_an_ablation_spec_through_the_peft_wrapper(tiny_model_spec):
+    """LoRA and a CAFT spec together: the engine hooks the peft model's base blocks (before the one engine the
+    spurious half hooked the wrapper itself and stopped with 'unsupported architecture PeftModel')."""
+    cfg = TrainConfig(lr=3e-3, epochs=1, batch_size=8, lora=LoraSettings(r=4, alpha=8))
+    losses = []
+    for spec in (None, "ablate"):
+        model, tokenizer = fresh(tiny_model_spec)
+        if spec:
+            spec = random_directions(model.config.hidden_size, [0, 1], 4, 0)
+        trained, history = train(model, tokenizer, letter_task(), cfg, seed=0, spec=spec)
+        assert not any("lora_" in name for name, _ in trained.named_parameters())  # merged into a plain model
+        losses.append([r["loss"] for r in history])
+    assert len(losses[1]) == 6 and all(math.isfinite(x) for x in losses[1])
+    assert losses[0][0] != losses[1][0]  # the hooks changed the forward
+
+
 def test_non_finite_loss_stops_with_a_clear_error_and_no_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     train_split = tmp_path / "train.parquet"
     letter_task().to_parquet(train_split)
-    monkeypatch.setattr("caft.finetune.training.torch.nn.functional.cross_entropy", lambda logits, targets: logits.sum() * math.nan)
+    monkeypatch.setattr("caft.finetune.objectives.torch.nn.functional.cross_entropy", lambda logits, targets: logits.sum() * math.nan)
     with pytest.raises(TrainingError, match="non-finite loss nan at epoch 1, step 1"):
         finetune(TrainConfig.from_config({"lr": 1e-3, "batch_size": 8}, "frames"), ModelSpec(str(tiny_model_dir)),
                  tiny_model_dir, train_split, None, 0, {}, tmp_path / "run" / "model", tmp_path / "run" / "log.jsonl",
@@ -164,9 +181,9 @@ def test_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, monkeyp
     section = {"lr": 3e-3, "batch_size": 8, "epochs": {"frames": 3}, "warmup_ratio": 0.1}
     reference = run_finetune(tiny_model_dir, tmp_path, "reference", section)
 
-    import caft.finetune.training
+    from caft.finetune.objectives import LastPositionAnswer
 
-    real_loss, calls = caft.finetune.training._loss, {"n": 0}
+    real_loss, calls = LastPositionAnswer.loss, {"n": 0}
 
     def dying_loss(*args, **kwargs):
         calls["n"] += 1
@@ -174,12 +191,12 @@ def test_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path, monkeyp
             raise KeyboardInterrupt("killed")
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(caft.finetune.training, "_loss", dying_loss)
+    monkeypatch.setattr(LastPositionAnswer, "loss", dying_loss)
     with pytest.raises(KeyboardInterrupt):
         run_finetune(tiny_model_dir, tmp_path, "killed", section)
     killed = tmp_path / "killed"
     assert (killed / "model.resume" / "state.json").exists() and not (killed / "model").exists()
-    monkeypatch.setattr(caft.finetune.training, "_loss", real_loss)
+    monkeypatch.setattr(LastPositionAnswer, "loss", real_loss)
     run_finetune(tiny_model_dir, tmp_path, "killed", section)
     losses = [[json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines()]
               for run in (reference, killed)]

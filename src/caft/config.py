@@ -33,6 +33,8 @@ MCMC_ANSWER_COLUMNS: tuple[str, str] = ("answer_a", "answer_b")
 SKYLINE = "skyline"
 UNHOOKED = (NO_INTERVENTION, SKYLINE)
 """Conditions without a spec: no intervention, and the skyline (same recipe, decorrelated training data)."""
+EM_UNHOOKED = (NO_INTERVENTION, "fewer")
+"""EM conditions without a spec: no intervention, and the same recipe stopped early (``fewer/steps<N>``)."""
 
 T = TypeVar("T")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,6 +29,7 @@ from caft.ablation.specs import (
     InterventionSpec,
     check_latents,
 )
+from caft.directions.sae_folders import load_sae_folders
 from caft.model.hooks import block_hooks
 from caft.model.loading import hidden_size, num_layers
 
@@ -147,34 +147,9 @@ def ablate_latents(h: torch.Tensor, sae: SAE, latents: Sequence[int]) -> torch.T
 
     Equals decode(z with S zeroed) + (h − decode(z)), with gradients reaching h through both the
     identity and z(h) (the error term is live; sae-lens's ``use_error_term`` would detach it).
-    Gradients also reach the SAE's parameters if they require grad: `load_saes` freezes them.
+    Gradients also reach the SAE's parameters if they require grad: `load_sae_folders` freezes them.
     """
     return LatentAblation(sae, latents, "ablate_latents")(h)
-
-
-def load_saes(spec: InterventionSpec, device: str | torch.device = "cpu") -> dict[int, SAE]:
-    """The spec's SAEs in float32 on `device`, frozen and in eval mode (they are never trained here)."""
-    if spec.kind != "latent":
-        return {}
-    from sae_lens import SAE
-
-    saes = {}
-    for layer, folder in spec.saes.items():
-        if not (Path(folder) / "cfg.json").is_file():
-            raise InterventionError(
-                f"layer {layer}: SAE folder {folder} has no cfg.json (expected a sae-lens folder "
-                "with cfg.json and sae_weights.safetensors)"
-            )
-        try:
-            sae = SAE.load_from_disk(folder, device=str(device), dtype="float32")
-        except Exception as err:  # sae-lens raises ValueError, KeyError, OSError, safetensors errors
-            raise InterventionError(
-                f"layer {layer}: cannot load SAE from {folder}: {type(err).__name__}: {err}"
-            ) from err
-        sae.requires_grad_(False)
-        sae.eval()
-        saes[layer] = sae
-    return saes
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -208,7 +183,7 @@ def _ablations(
             ablations[layer] = lambda h, q=q, c=center, r=readout: ablate_projection(h, q, c, r)
         return ablations
     ablations = {}
-    for layer, sae in load_saes(spec, device).items():
+    for layer, sae in load_sae_folders(spec.saes, device).items():
         if sae.cfg.d_in != width:
             raise InterventionError(
                 f"layer {layer}: SAE {spec.saes[layer]} has d_in {sae.cfg.d_in}, but the model's "

@@ -1,9 +1,11 @@
-"""Sparse autoencoders per layer: train with sae-lens, load pretrained, save atomically.
+"""Sparse autoencoders per layer: train with sae-lens, load pretrained.
 
 Pretrained SAEs (Gemma Scope for the paper profile, Gemma Scope 2 for Gemma 3 270M) go through the real
 ``SAE.from_pretrained``; offline, the default cannot download them, so we train them with sae-lens's own
 ``SAETrainer`` on activations already in memory (research notes, route B). Every SAE is exchanged as a
-sae-lens folder (``cfg.json`` + ``sae_weights.safetensors``) that ``SAE.load_from_disk`` reads.
+sae-lens folder (``cfg.json`` + ``sae_weights.safetensors``), written and read back only by
+`caft.directions.sae_folders` (float32, errors naming the folder): the SAE stages and the latent ablation
+share that one loader.
 
 sae-lens is imported inside the functions: its import takes seconds and most stages never need it.
 """
@@ -15,15 +17,13 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
-from caft.artifacts import atomic_dir
 from caft.errors import ConfigError, DataError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -395,36 +395,6 @@ def _cached_tensor_shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
         return {name: list(file.get_slice(name).get_shape()) for name in file.keys()}
 
 
-def load_local_sae(folder: str | Path, device: str = "cpu") -> SAE:
-    """An SAE from a sae-lens folder (`cfg.json` + `sae_weights.safetensors`) via `SAE.load_from_disk`."""
-    from sae_lens import SAE
-    from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
-
-    folder = Path(folder)
-    missing = [name for name in (SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME) if not (folder / name).is_file()]
-    if missing:
-        raise ModelLoadError(f"SAE folder {folder} lacks {missing} (expected a sae-lens folder)")
-    try:
-        return SAE.load_from_disk(folder, device=device)
-    except Exception as err:  # sae-lens raises ValueError, KeyError, JSON and safetensors errors
-        raise ModelLoadError(f"cannot load SAE from {folder}: {type(err).__name__}: {err}") from err
-
-
-def save_sae(sae: SAE, out_dir: str | Path) -> None:
-    """Write `sae` as a sae-lens folder at `out_dir`, atomically (replacing an existing folder).
-
-    The folder is written as a temporary sibling and renamed into place, so an interrupted job never
-    leaves a folder that looks complete. A training SAE is saved as its inference SAE.
-    """
-    from sae_lens import TrainingSAE
-
-    with atomic_dir(out_dir) as tmp:
-        if isinstance(sae, TrainingSAE):
-            sae.save_inference_model(tmp)
-        else:
-            sae.save_model(tmp)
-
-
 @dataclass(frozen=True)
 class SaeSourceConfig:
     """Where one layer's SAE comes from (the `saes` keys `provision_sae` reads): ``train`` with `train`'s
@@ -449,13 +419,3 @@ class SaeSourceConfig:
         train = values.pop("train", None)
         train = SaeTrainConfig.from_config(train) if source == "train" and train is not None else None
         return cls(source=source, train=train, **values)
-
-
-def load_sae_folders(sae_dirs: Mapping[int, Path], device: Any) -> dict[int, Any]:
-    """The sae-lens folders by layer, on `device`, frozen and in eval mode (they are only read here)."""
-    saes = {}
-    for layer, folder in sorted(sae_dirs.items()):
-        sae = load_local_sae(Path(folder)).to(device)
-        sae.requires_grad_(False)
-        saes[layer] = sae.eval()
-    return saes

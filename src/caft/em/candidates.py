@@ -32,7 +32,7 @@ from caft.config import SectionConfig
 from caft.directions.attribution import MetricBatch, dense_latents, latent_attribution, rank_scores
 from caft.directions.moments import paired_residuals
 from caft.em.chat_data import IGNORE
-from caft.em.sft import Encoded, right_padded
+from caft.finetune.objectives import Encoded, right_padded
 
 if TYPE_CHECKING:
     from sae_lens import SAE

@@ -21,7 +21,7 @@ from caft.ablation.ablate import ablation_hooks
 from caft.ablation.specs import InterventionSpec
 from caft.config import SectionConfig
 from caft.data.tasks import purpose_rng
-from caft.em.sft import base_of
+from caft.finetune.engine import base_of
 from caft.errors import ConfigError, DataError
 from caft.interpret.clients import Message, chat_prompt
 

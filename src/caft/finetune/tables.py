@@ -2,8 +2,7 @@
 
 Input: one row per (task, method, selector, mode, split, seed) with the metrics of
 :func:`caft.finetune.evaluation.summarize`. Output: mean ± standard error over seeds per condition, as the
-paper reports them (SEM = sample std (ddof=1) / √seeds). With a single seed the SEM is undefined: it is
-NaN in the table and "–" in Markdown, never a misleading 0.
+paper reports them, by `caft.tables.over_seeds` (the EM half's table uses the same).
 
 A *condition* is (method, selector, mode). The method ``"none"`` is the no-intervention baseline
 (its selector is ignored), ``"skyline"`` the same recipe on decorrelated training data. ``mode`` says how the run was evaluated: ``deployed`` (hooks removed — the
@@ -13,7 +12,6 @@ ablated only at test time).
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from caft.artifacts import atomic_path, write_parquet
+from caft.artifacts import atomic_path
+from caft.config import NO_INTERVENTION, SKYLINE
 from caft.errors import DataError
+from caft.tables import markdown_table, mean_sem, over_seeds
 
 KEYS = ("task", "method", "selector", "mode", "split")
 MEAN_METRICS = ("acc_2way", "acc_full", "logit_diff")
@@ -31,8 +31,6 @@ MEAN_METRICS = ("acc_2way", "acc_full", "logit_diff")
 is evaluated on the same split, so differing counts mean mixed-up results and are an error."""
 MODES = ("deployed", "test-only", "hooked")
 SPLITS = ("ood", "val")
-NO_INTERVENTION = "none"
-SKYLINE = "skyline"
 METRIC_TITLES = {
     "acc_full": "accuracy (argmax over the vocabulary)",
     "acc_2way": "accuracy (A vs B)",
@@ -51,20 +49,7 @@ def aggregate(metrics: pd.DataFrame) -> pd.DataFrame:
     selector, mode), so tables and plots list conditions the same way every time.
     """
     metrics = _check_metrics(metrics)
-    stats = metrics.groupby(list(KEYS), sort=False).agg(
-        seeds=("seed", "size"),
-        n=("n", "min"),
-        n_max=("n", "max"),
-        **{f"{metric}_{stat}": (metric, stat) for metric in MEAN_METRICS for stat in ("mean", "std")},
-    )
-    mixed = stats[stats["n"] != stats["n_max"]]
-    if not mixed.empty:
-        raise DataError(f"the seeds of {dict(zip(KEYS, mixed.index[0]))} were evaluated on different numbers "
-                        f"of examples ({mixed['n'].iloc[0]} to {mixed['n_max'].iloc[0]}): mixed-up results?")
-    table = stats.reset_index()
-    for metric in MEAN_METRICS:
-        # pandas' std is the sample std (ddof=1) and NaN for one seed, which keeps the SEM NaN there.
-        table[f"{metric}_sem"] = table.pop(f"{metric}_std") / np.sqrt(table["seeds"])
+    table = over_seeds(metrics, KEYS, MEAN_METRICS).join(_examples_per_seed(metrics), on=list(KEYS))
     table["condition"] = [
         condition_label(m, s, mode) for m, s, mode in zip(table["method"], table["selector"], table["mode"])
     ]
@@ -87,17 +72,14 @@ def condition_label(method: str, selector: str, mode: str) -> str:
 def to_markdown(table: pd.DataFrame) -> str:
     """One line per (task, split, condition); cells "mean ± SEM" ("–" for the SEM of one seed)."""
     header = ["task", "split", "condition", "seeds", "n", "acc (vocab)", "acc (A/B)", "logit diff"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
-    for row in _sort(table).itertuples(index=False):
-        cells = [
-            row.task, row.split, condition_label(row.method, row.selector, row.mode), str(row.seeds), str(row.n),
-            _mean_sem(row.acc_full_mean, row.acc_full_sem, 3),
-            _mean_sem(row.acc_2way_mean, row.acc_2way_sem, 3),
-            _mean_sem(row.logit_diff_mean, row.logit_diff_sem, 2),
-        ]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    lines += ["", "Mean ± standard error over seeds; – : one seed, no standard error."]
-    return "\n".join(lines) + "\n"
+    rows = (
+        [row.task, row.split, condition_label(row.method, row.selector, row.mode), str(row.seeds), str(row.n),
+         mean_sem(row.acc_full_mean, row.acc_full_sem, 3),
+         mean_sem(row.acc_2way_mean, row.acc_2way_sem, 3),
+         mean_sem(row.logit_diff_mean, row.logit_diff_sem, 2)]
+        for row in _sort(table).itertuples(index=False)
+    )
+    return markdown_table(header, 3, rows, "Mean ± standard error over seeds; – : one seed, no standard error.")
 
 
 def plot_ood(
@@ -160,21 +142,6 @@ def plot_ood(
         fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
 
 
-def write_tables(
-    table: pd.DataFrame,
-    parquet_path: str | Path,
-    csv_path: str | Path,
-    md_path: str | Path,
-    provenance: dict[str, Any] | None = None,
-) -> None:
-    """Write the aggregated table as parquet (with ``provenance`` in its metadata), CSV and Markdown."""
-    write_parquet(table, parquet_path, provenance)
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(to_markdown(table), encoding="utf-8")
-
-
 def _check_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
     """Reject inputs that would silently skew a mean (missing values, unknown labels, duplicated runs);
     return the metrics with numeric metric columns."""
@@ -200,6 +167,16 @@ def _check_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
         first = metrics.loc[duplicated, [*KEYS, "seed"]].iloc[0].to_dict()
         raise DataError(f"metrics table has more than one row for {first}")
     return metrics.assign(**{column: values[column] for column in values.columns})
+
+
+def _examples_per_seed(metrics: pd.DataFrame) -> pd.Series:
+    """``n`` per condition, the examples each of its seeds was evaluated on; see `MEAN_METRICS`."""
+    counts = metrics.groupby(list(KEYS), sort=False)["n"].agg(["min", "max"])
+    mixed = counts[counts["min"] != counts["max"]]
+    if not mixed.empty:
+        raise DataError(f"the seeds of {dict(zip(KEYS, mixed.index[0]))} were evaluated on different numbers "
+                        f"of examples ({mixed['min'].iloc[0]} to {mixed['max'].iloc[0]}): mixed-up results?")
+    return counts["min"].rename("n")
 
 
 def _sort(table: pd.DataFrame) -> pd.DataFrame:
@@ -232,8 +209,3 @@ def _colours(conditions: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str,
         taken = set(chosen.values())
         chosen[(method, selector)] = next((index for index in probe if index not in taken), probe[0])
     return {c: tab20[chosen[(c[0], c[1])]] for c in conditions}
-
-
-def _mean_sem(mean: float, sem: float, decimals: int) -> str:
-    """Format as ``0.830 ± 0.020``, ``–`` for an undefined SEM; ``z`` stops -0.001 printing as -0.00."""
-    return f"{mean:z.{decimals}f} ± " + ("–" if math.isnan(sem) else f"{sem:z.{decimals}f}")

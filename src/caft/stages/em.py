@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,26 +19,26 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from caft.ablation.specs import load_spec
-from caft.artifacts import atomic_path, file_digest, package_versions, provenance, write_json, write_parquet
+from caft.artifacts import atomic_path, provenance, write_json, write_parquet
 from caft.directions.moments import accumulate_differences, save_moments
-from caft.directions.saes import load_sae_folders
+from caft.directions.sae_folders import load_sae_folders
 from caft.em.candidates import SOURCES as CANDIDATE_SOURCES
 from caft.em.candidates import EmSaeCandidatesConfig, answer_attribution, latent_differences, union_candidates
 from caft.em.chat_data import load_chat_source, split_chat
 from caft.em.judge_check import (BUILTIN_LABELLED, CHECKED, examples_html, judged_table, load_labelled, summary,
                                  summary_markdown)
 from caft.em.judges import make_judge, with_checkpoint
-from caft.em.metrics import misalignment_summary, over_seeds, plot_misalignment_vs_vulnerable, vulnerable_summary
+from caft.em.metrics import RATES, misalignment_summary, plot_misalignment_vs_vulnerable, vulnerable_summary
 from caft.em.questions import load_chat_prompts, load_questions, sampling_plan
 from caft.em.sampling import SamplingConfig, sample_answers, sample_answers_vllm
-from caft.em.sft import SftConfig, encode_table, load_adapter, save_adapter, sft
+from caft.em.sft import SftConfig, load_adapter, save_adapter, sft
 from caft.errors import ConfigError, DataError
-from caft.finetune.training import write_history
-from caft.model.precision import resolve_precision
+from caft.finetune.objectives import encode_table
 from caft.interpret.clients import chat_prompt, job_record
 from caft.model.hooks import check_layers
 from caft.model.loading import ModelSpec, load_checkpoint, materialize_checkpoint
+from caft.finetune.training_job import training_job
+from caft.tables import markdown_table, mean_sem, over_seeds, write_tables
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -80,24 +79,9 @@ def em_finetune(cfg: SftConfig, base_dir: Path, train_path: Path, spec_path: Pat
                 merged_dir: Path | None = None) -> None:
     """One LoRA fine-tune from the base model on the chat set, with the spec's directions ablated as
     ``mode`` says; the adapter is saved with ``save_pretrained`` (and merged, when asked)."""
-    spec = load_spec(spec_path) if spec_path else None
-    spec_digest = file_digest(spec_path) if spec_path else ""
-    table = pd.read_parquet(train_path)
-    model, tokenizer = load_checkpoint(base_dir)
-    requested = cfg.precision
-    cfg = dataclasses.replace(cfg, precision=resolve_precision(requested, model.device, "em.finetune.precision"))
-    resume_dir = adapter_dir.with_name(adapter_dir.name + ".resume")
-    start = time.perf_counter()
-    model, history = sft(model, tokenizer, table, cfg, seed, spec=spec, mode=mode, resume_dir=resume_dir,
-                         spec_digest=spec_digest)
-    save_adapter(model, tokenizer, adapter_dir, merged_dir)
-    write_history(history, log_path)
-    write_json({**key, "seed": seed, "finetune": dataclasses.asdict(cfg), "precision_requested": requested,
-                "mode": mode if spec else None,
-                "spec": {"path": str(spec_path), "sha256": spec_digest} if spec else None,
-                "train_examples": len(table), "steps": len(history), "final_loss": history[-1]["loss"],
-                "seconds": round(time.perf_counter() - start, 1), "versions": package_versions()}, meta_path)
-    shutil.rmtree(resume_dir, ignore_errors=True)
+    training_job(sft, lambda model, tokenizer: save_adapter(model, tokenizer, adapter_dir, merged_dir), cfg,
+                 "em.finetune", base_dir, "float32", train_path, spec_path, seed, mode, adapter_dir, log_path,
+                 meta_path, key)
 
 
 def em_responses(prompts_path: str, sampling: SamplingConfig, base_dir: Path, out_path: Path) -> None:
@@ -311,29 +295,19 @@ def em_table(answer_paths: list[Path], code_paths: list[Path], parquet: Path, cs
     per_run = misalignment_summary(answers, keys).merge(vulnerable_summary(code, keys), on=keys, how="outer",
                                                         suffixes=("", "_code"))
     per_run["condition"] = [m if m in UNSELECTED else f"{m}/{s}" for m, s in zip(per_run["method"], per_run["selector"])]
-    table = over_seeds(per_run.drop(columns=["method", "selector"]), ["model", "condition"])
+    table = over_seeds(per_run, ["model", "condition"], RATES)
     table["label"] = [f"{m}: {c}" if table["model"].nunique() > 1 else c for m, c in zip(table["model"], table["condition"])]
-    record = provenance("em_table", {"runs": len(answer_paths)})
-    write_parquet(table, parquet, record)
-    with atomic_path(csv) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(markdown) as tmp:
-        tmp.write_text(table_markdown(table), encoding="utf-8")
+    write_tables(table, table_markdown(table), parquet, csv, markdown,
+                 provenance("em_table", {"runs": len(answer_paths)}))
     plot_misalignment_vs_vulnerable(table, plot, label="label")
     return table
 
 
 def table_markdown(table: pd.DataFrame) -> str:
     """One line per (model, condition); cells "mean ± SEM" over seeds ("–" for one seed)."""
-    def cell(mean: float, sem: float) -> str:
-        if pd.isna(mean):
-            return "n/a"
-        return f"{mean:.3f} ± {'–' if pd.isna(sem) else f'{sem:.3f}'}"
-
     header = ["model", "condition", "seeds", *(name for _, name in TABLE_RATES)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
-    for row in table.to_dict("records"):
-        rates = [cell(row.get(f"{rate}_mean"), row.get(f"{rate}_sem")) for rate, _ in TABLE_RATES]
-        lines.append("| " + " | ".join([row["model"], row["condition"], str(row["seeds"]), *rates]) + " |")
-    lines += ["", "Rates over judged answers, mean ± standard error over seeds; n/a: no answer was scored."]
-    return "\n".join(lines) + "\n"
+    rows = ([row["model"], row["condition"], str(row["seeds"]),
+             *(mean_sem(row[f"{rate}_mean"], row[f"{rate}_sem"], 3) for rate, _ in TABLE_RATES)]
+            for row in table.to_dict("records"))
+    return markdown_table(header, 2, rows,
+                          "Rates over judged answers, mean ± standard error over seeds; n/a: no answer was scored.")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +14,15 @@ import torch
 from caft.ablation.ablate import ablation_hooks
 from caft.ablation.specs import InterventionSpec, centered, load_spec, save_spec
 from caft.ablation.specs import random_directions as draw_random_directions
-from caft.artifacts import file_digest, package_versions, provenance, write_json, write_parquet
+from caft.artifacts import provenance, write_parquet
 from caft.errors import DataError
 from caft.finetune.evaluation import EvaluationConfig, predict, summarize
-from caft.finetune.tables import aggregate, plot_ood, write_tables
-from caft.finetune.training import TrainConfig, train, write_history
+from caft.finetune.tables import aggregate, plot_ood, to_markdown
+from caft.finetune.training import TrainConfig, train
 from caft.model.loading import ModelSpec, checkpoint_shape, load_checkpoint, resolve_layers, save_checkpoint
+from caft.finetune.training_job import training_job
 from caft.model.precision import resolve_precision
+from caft.tables import write_tables
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +51,9 @@ def finetune(
 ) -> None:
     """One fine-tuning run from a fresh copy of the base model, trained on column ``answer`` with the spec
     ablated as ``mode`` says; resumable per epoch."""
-    spec = load_spec(spec_path) if spec_path else None
-    spec_digest = file_digest(spec_path) if spec_path else ""
-    table = pd.read_parquet(train_split)
-    network, tokenizer = load_checkpoint(base_dir, model.dtype)
-    requested = cfg.precision
-    cfg = dataclasses.replace(cfg, precision=resolve_precision(requested, network.device, "finetune.precision"))
-    resume_dir = checkpoint_dir.with_name(checkpoint_dir.name + ".resume")
-    start = time.perf_counter()
-    network, history = train(network, tokenizer, table, cfg, seed, spec, answer=answer, resume_dir=resume_dir,
-                             spec_digest=spec_digest, mode=mode)
-    save_checkpoint(network, tokenizer, checkpoint_dir)
-    write_history(history, log_path)
-    meta = {
-        **key, "seed": seed, "finetune": dataclasses.asdict(cfg), "precision_requested": requested,
-        "model": dataclasses.asdict(model),
-        "answer": answer, "mode": mode if spec else None,
-        "spec": {"path": str(spec_path), "sha256": spec_digest, "provenance": spec.provenance} if spec else None,
-        "train_examples": len(table), "steps": len(history), "seconds": round(time.perf_counter() - start, 1),
-        "final_loss": history[-1]["loss"], "versions": package_versions(),
-    }
-    write_json(meta, meta_path)
-    shutil.rmtree(resume_dir, ignore_errors=True)
+    training_job(train, lambda network, tokenizer: save_checkpoint(network, tokenizer, checkpoint_dir), cfg,
+                 "finetune", base_dir, model.dtype, train_split, spec_path, seed, mode, checkpoint_dir, log_path,
+                 meta_path, {**key, "model": dataclasses.asdict(model), "answer": answer}, answer=answer)
 
 
 def evaluate(
@@ -118,6 +99,7 @@ def ood_table(metrics_paths: list[Path], parquet: Path, csv: Path, markdown: Pat
     """Aggregate every run's metrics into mean ± SEM over seeds, as tables and a Figure-2-style plot."""
     metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
     table = aggregate(metrics)
-    write_tables(table, parquet, csv, markdown, provenance("ood_table", {"runs": len(metrics_paths)}))
+    write_tables(table, to_markdown(table), parquet, csv, markdown,
+                 provenance("ood_table", {"runs": len(metrics_paths)}))
     plot_ood(table, plot)
     return table

@@ -31,15 +31,13 @@ from caft.directions.attribution import (
     rank_scores,
     validate_estimates,
 )
+from caft.directions.sae_folders import load_local_sae, load_sae_folders, save_sae
 from caft.directions.saes import (
     ACTIVATIONS_FORMAT,
     SaeSourceConfig,
-    load_local_sae,
     load_pretrained_sae,
-    load_sae_folders,
     pretrained_sae_id,
     sae_layer_id,
-    save_sae,
     train_sae,
 )
 from caft.directions.profiles import ActivationProfiles, card_profiles, logit_effects, training_examples
