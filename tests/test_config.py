@@ -51,6 +51,50 @@ def test_gender_sae_overlay_passes_and_its_manual_selection_is_a_rule():
     assert rule is not None and {"he", "she", "nurse"} <= set(rule.peak_tokens) and rule.min_windows == 5
 
 
+@pytest.mark.parametrize("overlay", sorted(p.name for p in (ROOT / "config").glob("*.yaml")
+                                             if p.name not in ("config.yaml", "schema.yaml")))
+def test_every_overlay_validates_merged_onto_the_default(overlay):
+    """As `--configfile` merges it: our checks, then Snakemake's validate(), which fills the defaults."""
+    from snakemake.utils import validate
+
+    config = default_config()
+    update_config(config, yaml.safe_load((ROOT / "config" / overlay).read_text()))
+    check_config(config, SCHEMA)
+    validate(config, str(SCHEMA))
+
+
+def test_the_default_config_is_every_schema_default_it_sets():
+    """config/config.yaml's recommended values are the schema's defaults, except the keys that say which
+    runs, data and tasks there are (a default of those would run or download more than asked), the EM
+    SAEs' training (one schema with `saes.train`, smaller for SmolLM2's responses) and EM warmup steps
+    (a filled-in default would clash with a `warmup_ratio`)."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    choices = {"mcmc.triples", "runs.tasks", "runs.seeds", "runs.conditions", "runs.test_only", "corpus.sources",
+               "explanations.methods", "em.runs.conditions"}
+    shared = {"em.saes.train.width", "em.saes.train.k", "em.saes.train.tokens", "em.saes.train.batch_size"}
+    differing = {path for path, default, value in schema_defaults_beside(schema, default_config())
+                 if default != value}
+    assert differing == choices | shared | {"em.finetune.warmup_steps"}
+
+
+def schema_defaults_beside(schema: dict, config: dict, node: dict | None = None, path: str = ""):
+    """(dotted key, schema default, config value) for every key of `config` whose schema has a default."""
+    from caft.config_docs import resolve
+
+    node = resolve(schema if node is None else node, schema)
+    for key, value in config.items():
+        child = node.get("properties", {}).get(key)
+        if child is None and isinstance(node.get("additionalProperties"), dict):
+            child = node["additionalProperties"]
+        if child is None:
+            continue
+        child = resolve(child, schema)
+        if "default" in child and child["default"] != {}:  # `{}`: a section's own defaults fill it
+            yield f"{path}{key}", child["default"], value
+        if isinstance(value, dict):
+            yield from schema_defaults_beside(schema, value, child, f"{path}{key}.")
+
+
 def test_paper_config_has_the_paper_recipe():
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     assert paper["model"]["name"] == "google/gemma-2-2b"
@@ -90,6 +134,36 @@ def mutated(path: list, value) -> dict:
         (["saes", "layers"], "all", r"key 'saes.layers': 'all' is not of type 'array'"),
         (["saes", "train", "architecture"], "gated", r"key 'saes.train.architecture'"),
         (["attribution", "model"], "tuned", r"key 'attribution.model'"),
+        # kind-keyed sections: a key of another kind, or a kind's missing key, names the kind
+        (["sources", "verbs"], {"from": "builtin", "path": "x"},
+         r"key 'sources.verbs': 'path' does not apply to from: builtin \(its keys: from, generator, rows, seed\)"),
+        (["sources", "verbs"], {"from": "huggingface"}, r"key 'sources.verbs': 'dataset' is a required property "
+                                                        r"\(from: huggingface\)"),
+        (["sources", "verbs"], {"from": "builtin", "rows": "many"}, r"key 'sources.verbs.rows': 'many' is not of type"),
+        (["corpus", "sources"], [{"from": "generated", "paths": ["a.txt"]}],
+         r"key 'corpus.sources.0': 'paths' does not apply to from: generated"),
+        (["corpus", "sources"], [{"from": "wikipedia"}, {"from": "web"}], r"key 'corpus.sources.1.from': 'web' is not one"),
+        (["explanations", "client"], {"client": "local", "model": "x", "base_url": "http://x"},
+         r"key 'explanations.client': 'base_url' does not apply to client: local"),
+        (["explanations", "client"], {"client": "openai", "model": "m"},
+         r"key 'explanations.client': 'base_url' is a required property \(client: openai\)"),
+        (["em", "judges", "vulnerable"], {"kind": "bandit", "model": "x"},
+         r"key 'em.judges.vulnerable': 'model' does not apply to kind: bandit"),
+        (["em", "judges", "aligned"], {"model": "m"}, r"key 'em.judges.aligned': 'kind' is a required property"),
+        (["em", "data", "source"], {"from": "local", "path": "x", "file": "y"},
+         r"key 'em.data.source': 'file' does not apply to from: local"),
+        (["saes", "train"], {"architecture": "jumprelu", "l1_coefficient": 1.0},
+         r"key 'saes.train': 'l1_coefficient' does not apply to architecture: jumprelu"),
+        # the EM sections are typed
+        (["em", "finetune", "learning_rate"], 1.0, r"'learning_rate' was unexpected\) at key 'em.finetune'"),
+        (["em", "finetune", "lora"], {"rank": 4}, r"'rank' was unexpected\) at key 'em.finetune.lora'"),
+        (["em", "finetune", "precision"], "fp8", r"key 'em.finetune.precision'"),
+        (["em", "sampling", "backend"], "llama.cpp", r"key 'em.sampling.backend'"),
+        (["em", "sampling", "top_p"], 0, r"key 'em.sampling.top_p'"),
+        (["em", "responses", "batch_size"], 0, r"key 'em.responses.batch_size'"),
+        (["em", "runs", "conditions"], ["fewer/steps0"], r"key 'em.runs.conditions.0'"),
+        # YAML's .nan and .inf pass a schema's bounds; no setting takes one
+        (["selection", "auto", "min_relevance"], float("nan"), r"key 'selection.auto.min_relevance': nan is not a finite"),
     ],
 )
 def test_schema_errors_name_the_key(path, value, message):
@@ -104,7 +178,6 @@ def test_schema_errors_name_the_key(path, value, message):
         (["mcmc", "triples"], [["verbs", "verbs", 0]], r"pairs source 'verbs' with itself"),
         (["frame_tasks", "gender", "source"], "gendre", r"frame_tasks.gender.source names unknown source 'gendre'"),
         (["mcmc", "triples"], [["gender", "verbs", 0]], r"source 'gender' is used both as a frame table"),
-        (["sources", "verbs"], {"from": "builtin", "path": "x"}, r"\['path'\] of sources.verbs do not apply"),
         (["runs", "tasks"], ["verbs_sports_2"], r"runs.tasks\[0\] 'verbs_sports_2' is neither"),
         (["runs", "conditions"], ["pca/psychic"], r"runs.conditions\[0\] 'pca/psychic' is unknown"),
         (["saes"], {"from": "pretrained", "layers": [3]}, r"saes.from is 'pretrained', so saes.release must be set"),

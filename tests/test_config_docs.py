@@ -115,7 +115,12 @@ def test_rows_show_defaults(schema: dict, rendered: str) -> None:
 def test_rows_cover_maps_refs_enums_and_variants(rendered: str) -> None:
     rows = table_rows(rendered)
     assert rows["sources.<name>.from"][0] == r"`builtin \| local \| huggingface`"  # $ref to $defs.source
-    assert "Required when `from` is `local`." in rows["sources.<name>.path"][2]
+    path = rows["sources.<name>.path"][2]  # a kind's own key: listed under its `if`/`then` clause
+    assert path.startswith("Only when `from` is `local`: ") and path.endswith(" Required.")
+    assert rows["corpus.sources[].text_column"][2].startswith("Only when `from` is `local` or `huggingface`: ")
+    assert rows["explanations.client.max_retries"][1] == "`8`"  # a $ref beside the clause's own keys
+    assert rows["explanations.client.top_logprobs"][2].startswith("Only when `client` is `openai`: ")
+    assert rows["finetune.lora.r"][1] == "`16`" and rows["finetune.lora"][0] == r"null \| object"
     assert rows["finetune.precision"][0] == r"`auto \| float32 \| bf16-autocast \| bf16`"
     assert rows["interventions.layers"][0].startswith(r"`all` \| array of integer")
     assert rows["runs.seeds"][1] == "`[0]`" and rows["model.revision"][1] == "`null`"

@@ -21,9 +21,10 @@ from caft.data.corpus import (
     tokenize_corpus,
 )
 from caft.errors import ConfigError, DataError
+from tests.config_helpers import check_section
 
 GENERATED = {"from": "generated", "docs": 6, "new_tokens": 8, "batch_size": 4}
-SMALL = {"sources": [GENERATED], "max_tokens_per_doc": 24}
+SMALL = {"sources": [GENERATED], "max_tokens": None, "max_tokens_per_doc": 24}
 LONG = " ".join(f"The quick brown fox {i} jumps over the lazy dog {i * 3}." for i in range(12))
 
 
@@ -79,7 +80,7 @@ def test_generation_settings_reach_generate(tiny_model, monkeypatch):
         return output
 
     monkeypatch.setattr(model, "generate", spy)
-    cfg = SourceConfig.from_config({**GENERATED, "new_tokens": 3, "temperature": 0.7, "top_p": 0.5}, "s")
+    cfg = SourceConfig.from_config({**GENERATED, "new_tokens": 3, "temperature": 0.7, "top_p": 0.5})
     texts = generate_corpus(model, tokenizer, cfg, seed=0)
     assert [kwargs["input_ids"].shape[0] for kwargs, _ in calls] == [4, 2]
     for kwargs, new in calls:
@@ -166,7 +167,7 @@ def test_huggingface_route_loads_a_local_dataset_directory(tmp_path, monkeypatch
     assert table["source"].tolist() == [f"huggingface:{tmp_path / 'ds'}:train"] * 2
     assert set(table.attrs["sources"][0]["digests"]) == {"fingerprint"}
     with pytest.raises(DataError, match=r"no column 'text'.*body"):
-        load_text_corpus(SourceConfig.from_config({"from": "huggingface", "dataset": str(tmp_path / "ds")}, "s"))
+        load_text_corpus(SourceConfig.from_config({"from": "huggingface", "dataset": str(tmp_path / "ds")}))
 
 
 def test_tokenize_drops_empty_documents(tiny_tokenizer):
@@ -180,7 +181,7 @@ def test_tokenize_drops_empty_documents(tiny_tokenizer):
 
 def test_local_errors(tmp_path):
     def load(paths, **extra):
-        return load_text_corpus(SourceConfig.from_config(local(paths, **extra), "s"), tmp_path)
+        return load_text_corpus(SourceConfig.from_config(local(paths, **extra)), tmp_path)
 
     with pytest.raises(DataError, match=r"no file matches 'missing/\*\.txt'"):
         load(["missing/*.txt"])
@@ -196,29 +197,30 @@ def test_local_errors(tmp_path):
 
 
 @pytest.mark.parametrize(("section", "message"), [
-    ({"sources": [{"from": "generated", "colour": 1}]}, r"unknown key\(s\) in corpus.sources\[0\].*'colour'"),
-    ({"sources": [{"from": "generated", "paths": ["a.txt"]}]}, r"\['paths'\] do not apply to from: generated"),
-    ({"sources": [{"from": "wikipedia"}, {"from": "web"}]}, r"corpus.sources\[1\].from must be one of"),
-    ({"sources": [{"from": "local"}]}, "needs 'paths'"),
-    ({"sources": [{"from": "huggingface"}]}, "needs 'dataset'"),
-    ({"sources": [{"from": "generated", "docs": 0}]}, r"corpus.sources\[0\].docs must be a positive integer"),
-    ({"sources": [{"from": "brown", "max_tokens": 0}]}, r"max_tokens must be a positive integer"),
-    ({"sources": []}, "non-empty list"),
-    ({"sources": ["wikipedia"]}, r"corpus.sources\[0\] must be a mapping with a 'from' key"),
-    ({"max_tokens_per_doc": 1}, "integer >= 2"),
-    ({"max_docs": 3}, r"unknown key\(s\) in config section 'corpus': \['max_docs'\]"),
-    ({"from": "generated", "docs": 5}, r"corpus.from: the corpus is now a list of sources; write corpus: "
-                                       r"\{sources: \[\{from: generated, ...\}\]\}"),
-    ({"sources": [{"from": "generated", "top_p": 1.5}]}, r"top_p must be a number in \(0, 1\]"),
+    ({"sources": [{"from": "generated", "colour": 1}]}, r"key 'corpus.sources.0': 'colour' does not apply to from: "
+                                                        r"generated"),
+    ({"sources": [{"from": "generated", "paths": ["a.txt"]}]}, r"'paths' does not apply to from: generated"),
+    ({"sources": [{"from": "wikipedia"}, {"from": "web"}]}, r"key 'corpus.sources.1.from': 'web' is not one of"),
+    ({"sources": [{"from": "local"}]}, r"key 'corpus.sources.0': 'paths' is a required property \(from: local\)"),
+    ({"sources": [{"from": "huggingface"}]}, r"'dataset' is a required property \(from: huggingface\)"),
+    ({"sources": [{"from": "generated", "docs": 0}]}, r"key 'corpus.sources.0.docs': 0 is less than the minimum"),
+    ({"sources": [{"from": "brown", "max_tokens": 0}]}, r"key 'corpus.sources.0.max_tokens'"),
+    ({"sources": []}, r"key 'corpus.sources': \[\] should be non-empty"),
+    ({"sources": ["wikipedia"]}, r"key 'corpus.sources.0': 'wikipedia' is not of type 'object'"),
+    ({"max_tokens_per_doc": 1}, r"key 'corpus.max_tokens_per_doc': 1 is less than the minimum of 2"),
+    ({"max_docs": 3}, r"'max_docs' was unexpected\) at key 'corpus'"),
+    ({"from": "generated", "docs": 5}, r"\('docs', 'from' were unexpected\) at key 'corpus'"),
+    ({"sources": [{"from": "generated", "top_p": 1.5}]}, r"key 'corpus.sources.0.top_p': 1.5 is greater than"),
 ])
 def test_config_errors(section, message):
+    """The schema checks the section (config/schema.yaml); its message names the key and the kind."""
     with pytest.raises(ConfigError, match=message):
-        CorpusConfig.from_config(section)
+        check_section("corpus", section)
 
 
 def test_config_defaults():
     cfg = CorpusConfig.from_config({})
-    assert (cfg.max_tokens, cfg.max_tokens_per_doc, cfg.seed) == (None, 128, 0)
+    assert (cfg.max_tokens, cfg.max_tokens_per_doc, cfg.seed) == (250_000, 128, 0)
     assert cfg.sources == (SourceConfig("generated"),)
     assert (cfg.sources[0].docs, cfg.sources[0].max_tokens) == (200, None)
     assert cfg.input_files() == []

@@ -25,6 +25,7 @@ from caft.em.chat_data import (
 from caft.em.codegen import code_tasks, generate_code_tasks
 from caft.em.questions import Question, load_chat_prompts, load_questions, sampling_plan
 from caft.errors import ConfigError, DataError
+from tests.config_helpers import check_section
 
 DATA = Path(caft.em.__file__).parent / "data"
 CHATML = (
@@ -127,19 +128,24 @@ def test_local_source_reads_a_file_or_a_sorted_folder(tmp_path):
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"from": "ftp"}, "'from' must be one of"),
-        ({"path": "x"}, "'from' must be one of"),
-        ({"from": "local", "path": "x", "file": "y"}, r"chat source \(local\): unknown key\(s\) \['file'\]"),
-        ({"from": "huggingface"}, r"missing key\(s\) \['dataset'\]"),
-        ({"from": "builtin", "kind": "insecure"}, r"missing key\(s\) \['n'\]"),
-        ({"from": "builtin", "kind": "evil", "n": 3}, "kind must be one of"),
-        ({"from": "builtin", "kind": "secure", "n": 0}, "n must be a positive integer"),
-        ({"from": "builtin", "kind": "secure", "n": 2, "seed": "0"}, "seed must be an integer"),
+        ({"from": "ftp"}, r"key 'em.data.source.from': 'ftp' is not one of"),
+        ({"path": "x"}, r"key 'em.data.source': 'from' is a required property"),
+        ({"from": "local", "path": "x", "file": "y"}, r"key 'em.data.source': 'file' does not apply to from: local"),
+        ({"from": "huggingface"}, r"key 'em.data.source': 'dataset' is a required property \(from: huggingface\)"),
+        ({"from": "builtin", "kind": "evil", "n": 3}, r"key 'em.data.source.kind': 'evil' is not one of"),
+        ({"from": "builtin", "kind": "secure", "n": 0}, r"key 'em.data.source.n': 0 is less than the minimum"),
+        ({"from": "builtin", "kind": "secure", "n": 2, "seed": "0"}, r"key 'em.data.source.seed': '0' is not of type"),
     ],
 )
 def test_bad_source_sections_are_config_errors_naming_the_key(section, message):
+    """The schema checks `em.data.source` (config/schema.yaml), naming the key and the kind."""
     with pytest.raises(ConfigError, match=message):
-        load_chat_source(section)
+        check_section("em.data.source", section)
+
+
+def test_builtin_source_defaults_are_the_schemas():
+    assert load_chat_source({"from": "builtin", "n": 5}).equals(
+        load_chat_source({"from": "builtin", "kind": "insecure", "n": 5, "seed": 0}))
 
 
 def test_builtin_source_is_the_code_generator():

@@ -29,6 +29,7 @@ from caft.em.judges import (
 from caft.errors import ConfigError
 from caft.interpret import clients
 from caft.interpret.clients import LLMError, LocalHFClient, OpenAICompatibleClient, chat_prompt
+from tests.config_helpers import check_section
 from tests.fake_openai import FakeServer
 
 CHAT = "/v1/chat/completions"
@@ -278,20 +279,26 @@ def test_make_judge_local(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path,
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"kind": "bandit", "model": "x"}, r"unknown key\(s\) in judge section \(bandit\): \['model'\]"),
-        ({"kind": "openai", "model": "m"}, r"lacks required key\(s\): \['base_url'\]"),
-        ({"kind": "local", "model": "x", "top_k": 5}, r"\['top_k'\]"),
-        ({"kind": "gpt"}, "'kind' must be one of"),
-        ({"model": "m"}, "'kind' must be one of"),
-        ({"kind": "openai", "base_url": "http://x", "model": "m", "prompts": "a.txt"}, "'prompts' must map"),
-        ({"kind": "openai", "base_url": "http://x", "model": "m", "prompts": {"aligned": "/no/such.txt"}},
-         r"/no/such\.txt"),
-        (["bandit"], "must be a mapping"),
+        ({"kind": "bandit", "model": "x"}, r"key 'em.judges.aligned': 'model' does not apply to kind: bandit "
+                                           r"\(its keys: kind\)"),
+        ({"kind": "openai", "model": "m"}, r"key 'em.judges.aligned': 'base_url' is a required property \(kind: openai\)"),
+        ({"kind": "local", "model": "x", "top_k": 5}, r"'top_k' does not apply to kind: local"),
+        ({"kind": "gpt"}, r"key 'em.judges.aligned.kind': 'gpt' is not one of"),
+        ({"model": "m"}, r"key 'em.judges.aligned': 'kind' is a required property"),
+        ({"kind": "openai", "base_url": "http://x", "model": "m", "prompts": "a.txt"},
+         r"key 'em.judges.aligned.prompts': 'a.txt' is not of type 'object'"),
+        (["bandit"], r"key 'em.judges.aligned': \['bandit'\] is not of type 'object'"),
     ],
 )
-def test_make_judge_rejects_bad_sections(section: Any, message: str) -> None:
+def test_bad_judge_sections_name_the_key(section: Any, message: str) -> None:
+    """The schema checks each judge (config/schema.yaml), naming the key and the kind."""
     with pytest.raises(ConfigError, match=message):
-        make_judge(section)
+        check_section("em.judges.aligned", section)
+
+
+def test_make_judge_names_a_missing_prompt_file() -> None:
+    with pytest.raises(ConfigError, match=r"/no/such\.txt"):
+        make_judge({"kind": "openai", "base_url": "http://x", "model": "m", "prompts": {"aligned": "/no/such.txt"}})
 
 
 def test_score_many_needs_one_answer_per_question() -> None:

@@ -13,6 +13,7 @@ from caft.em.sft import SftConfig
 from caft.finetune.engine import prepare_model
 from caft.errors import ConfigError, DataError
 from caft.interpret.clients import chat_prompt
+from tests.config_helpers import check_section
 
 QUESTIONS = ("Which animal is the quick brown fox?", "Hello!", "What does a model read one token at a time?")
 
@@ -97,7 +98,10 @@ def test_vllm_backend_without_vllm_is_a_clear_config_error(monkeypatch, tmp_path
 
 def test_config_from_section():
     assert SamplingConfig.from_config({"max_new_tokens": 600, "backend": "vllm"}).max_new_tokens == 600
-    for section, message in [({"top_k": 5}, "unknown key"), ({"backend": "llama.cpp"}, "backend"),
-                             ({"top_p": 0}, "top_p"), ({"batch_size": 0}, "positive")]:
-        with pytest.raises(ConfigError, match=message):
-            SamplingConfig.from_config(section)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['top_k'\]"):
+        SamplingConfig.from_config({"top_k": 5})
+    for key, value, message in [("backend", "llama.cpp", "is not one of"), ("top_p", 0, "less than or equal to"),
+                                ("batch_size", 0, "less than the minimum")]:
+        for section in ("em.sampling", "em.responses"):  # checked by the schema, naming the key
+            with pytest.raises(ConfigError, match=rf"key '{section}.{key}': .*{message}"):
+                check_section(f"{section}.{key}", value)

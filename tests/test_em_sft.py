@@ -14,6 +14,7 @@ from caft.finetune.engine import base_of
 from caft.errors import ConfigError
 from caft.finetune.engine import TrainingError
 from caft.model.loading import load_checkpoint, load_model
+from tests.config_helpers import check_section
 
 ANIMALS = ("fox", "dog", "cat", "owl")
 
@@ -30,7 +31,7 @@ def chat_table(n: int = 8) -> pd.DataFrame:
 
 
 FAST = SftConfig(lr=1e-2, weight_decay=0.0, warmup_steps=0, batch_size=4, gradient_accumulation=1, max_tokens=64,
-                 max_grad_norm=None, epochs=4, lora=replace(EM_LORA, r=4, alpha=8))
+                 max_grad_norm=None, epochs=4, lora=replace(EM_LORA, r=4, alpha=8), precision="float32")
 
 
 def cfg(**changes) -> SftConfig:
@@ -182,8 +183,12 @@ def test_config_from_section():
     assert config.betas == (0.9, 0.95) and config.lora == replace(EM_LORA, r=8, target_modules=("q_proj",))
     assert SftConfig.from_config({}) == SftConfig() and SftConfig().lora.use_rslora
     assert SftConfig.from_config({"warmup_ratio": 0.1}).warmup_steps is None
-    for section, message in [({"learning_rate": 1}, "unknown key"), ({"lora": {"rank": 4}}, r"lora: unknown key"),
-                             ({"warmup_ratio": 0.1, "warmup_steps": 3}, "not both"), ({"batch_size": 10}, "multiple"),
-                             ({"precision": "fp8"}, "precision")]:
-        with pytest.raises(ConfigError, match=message):
+    for section, message in [({"learning_rate": 1}, "unknown key"), ({"warmup_ratio": 0.1, "warmup_steps": 3}, "not both"),
+                             ({"batch_size": 10, "gradient_accumulation": 4}, "multiple")]:
+        with pytest.raises(ConfigError, match=message):  # what the schema cannot say: keys that depend on others
             SftConfig.from_config(section)
+    for key, value, message in [("lora", {"rank": 4}, r"'rank' was unexpected\) at key 'em.finetune.lora'"),
+                                ("precision", "fp8", r"key 'em.finetune.precision': 'fp8' is not one of"),
+                                ("epochs", 0, r"key 'em.finetune.epochs': 0 is less than the minimum of 1")]:
+        with pytest.raises(ConfigError, match=message):
+            check_section(f"em.finetune.{key}", value)

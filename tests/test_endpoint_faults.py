@@ -232,14 +232,19 @@ def test_schema_defaults_are_the_clients_and_fill_only_endpoint_sections() -> No
     from caft.interpret import clients
 
     schema = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
-    defaults = {key: spec["default"] for key, spec in schema["$defs"]["endpoint"]["properties"].items()}
-    assert defaults == {"max_concurrency": clients.MAX_CONCURRENCY, "max_retries": clients.MAX_RETRIES,
-                        "backoff_initial": clients.BACKOFF_INITIAL, "backoff_max": clients.BACKOFF_MAX}
+    defaults = {key: spec["default"] for key, spec in schema["$defs"]["endpoint"]["properties"].items()
+                if "default" in spec}
+    assert defaults == {"api_key_env": None, "timeout": 120.0, "max_concurrency": clients.MAX_CONCURRENCY,
+                        "max_retries": clients.MAX_RETRIES, "backoff_initial": clients.BACKOFF_INITIAL,
+                        "backoff_max": clients.BACKOFF_MAX}
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     endpoint = {"base_url": "http://127.0.0.1:1/v1", "model": "m"}
     config["explanations"]["client"] = {"client": "openai", **endpoint, "max_retries": 2}
     config["em"]["judges"] = {"aligned": {"kind": "openai", **endpoint}, "coherent": {"kind": "local", "model": "x"}}
     validate(config, str(ROOT / "config/schema.yaml"))  # Snakemake's, which fills the schema's defaults
-    assert config["explanations"]["client"] == {"client": "openai", **endpoint, **defaults, "max_retries": 2}
-    assert config["em"]["judges"]["aligned"] == {"kind": "openai", **endpoint, **defaults}
-    assert config["em"]["judges"]["coherent"] == {"kind": "local", "model": "x"}  # nothing a local judge rejects
+    assert config["explanations"]["client"] == {"client": "openai", **endpoint, **defaults, "max_retries": 2,
+                                                "top_logprobs": 20}
+    assert config["em"]["judges"]["aligned"] == {"kind": "openai", **endpoint, **defaults, "prompts": {}}
+    # a local judge gets its own kind's defaults, none of an endpoint's
+    assert config["em"]["judges"]["coherent"] == {"kind": "local", "model": "x", "dtype": "float32", "device": "cpu",
+                                                  "prompts": {}}

@@ -23,6 +23,7 @@ from caft.interpret.clients import (
     chat_prompt,
     make_client,
 )
+from tests.config_helpers import check_section
 from tests.fake_openai import TINY_BACKOFF, FakeServer
 
 # --- fake OpenAI-compatible server ------------------------------------------------------------------
@@ -144,18 +145,24 @@ def test_make_client_openai() -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"client": "openai", "base_url": "http://x", "model": "m", "temperature": 1}, r"\['temperature'\]"),
-        ({"client": "openai", "model": "m"}, r"\['base_url'\]"),
-        ({"client": "local", "model": "x", "base_url": "http://x"}, r"\['base_url'\]"),
-        ({"client": "anthropic", "model": "m"}, "'client' must be one of"),
-        ({"model": "m"}, "'client' must be one of"),
-        ({"client": "openai", "base_url": "localhost:8000", "model": "m"}, "http"),
-        (["local"], "must be a mapping"),
+        ({"client": "openai", "base_url": "http://x", "model": "m", "temperature": 1},
+         r"key 'explanations.client': 'temperature' does not apply to client: openai"),
+        ({"client": "openai", "model": "m"}, r"key 'explanations.client': 'base_url' is a required property "
+                                             r"\(client: openai\)"),
+        ({"client": "local", "model": "x", "base_url": "http://x"}, r"'base_url' does not apply to client: local"),
+        ({"client": "anthropic", "model": "m"}, r"key 'explanations.client.client': 'anthropic' is not one of"),
+        ({"model": "m"}, r"key 'explanations.client': 'client' is a required property"),
+        ({"client": "openai", "base_url": "localhost:8000", "model": "m"},
+         r"key 'explanations.client.base_url': 'localhost:8000' does not match '\^https\?://'"),
+        ({"client": "openai", "base_url": "http://x", "model": "m", "max_concurrency": 0},
+         r"key 'explanations.client.max_concurrency': 0 is less than the minimum of 1"),
+        (["local"], r"key 'explanations.client': \['local'\] is not of type 'object'"),
     ],
 )
-def test_make_client_rejects_bad_sections(section: Any, message: str) -> None:
+def test_bad_client_sections_name_the_key(section: Any, message: str) -> None:
+    """The schema checks `explanations.client` (config/schema.yaml), naming the key and the kind."""
     with pytest.raises(ConfigError, match=message):
-        make_client(section)
+        check_section("explanations.client", section)
 
 
 def test_make_client_local_dispatch(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:

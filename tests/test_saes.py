@@ -20,6 +20,7 @@ from caft.directions.saes import (
     train_sae,
 )
 from caft.errors import ConfigError, DataError, ModelLoadError
+from tests.config_helpers import check_section
 from tests.fixtures_models import use_offline_hub
 
 D_IN = 32
@@ -394,28 +395,37 @@ def test_config_defaults() -> None:
         ({"width": 0}, "width"),
         ({"width": 8.0}, "width"),
         ({"k": True}, "k"),
-        ({"width": 8, "k": 9}, "k"),
         ({"l0_coefficient": 1.0}, "l0_coefficient"),
         ({"architecture": "jumprelu", "l1_coefficient": 1.0}, "l1_coefficient"),
         ({"architecture": "standard", "l1_coefficient": -1.0}, "l1_coefficient"),
         ({"lr": 0}, "lr"),
         ({"lr": "fast"}, "lr"),
-        ({"lr": 1e-3, "lr_end": 1e-2}, "lr_end"),
-        ({"tokens": 100, "batch_size": 4096}, "tokens"),
         ({"batch_size": -1}, "batch_size"),
         ({"holdout_fraction": 0.5}, "holdout_fraction"),
         ({"holdout_fraction": float("nan")}, "holdout_fraction"),
         ({"seed": -1}, "seed"),
+        (["topk"], "saes.train"),
+    ],
+)
+def test_schema_errors_name_the_key(section: Any, key: str) -> None:
+    """The schema checks `saes.train` (config/schema.yaml): types, bounds, each coefficient's architecture."""
+    with pytest.raises(ConfigError, match=f"{key}'"):
+        check_section("saes.train", section)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"widht": 10}, "widht"),
+        ({"width": 8, "k": 9}, "k"),
+        ({"lr": 1e-3, "lr_end": 1e-2}, "lr_end"),
+        ({"tokens": 100, "batch_size": 4096}, "tokens"),
     ],
 )
 def test_config_errors_name_the_key(section: dict[str, Any], key: str) -> None:
+    """What the schema cannot say, bounds between keys (and an unknown key), SaeTrainConfig checks."""
     with pytest.raises(ConfigError, match=f"'{key}'"):
         SaeTrainConfig.from_config(section)
-
-
-def test_config_must_be_a_mapping() -> None:
-    with pytest.raises(ConfigError, match="mapping"):
-        SaeTrainConfig.from_config(["topk"])  # type: ignore[arg-type]
 
 
 def test_sae_layer_id() -> None:

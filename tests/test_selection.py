@@ -25,6 +25,7 @@ from caft.directions.attribution import rank_scores
 from caft.errors import ConfigError, DataError
 from caft.stages.pca import select_pca
 from caft.stages.sae import select_sae
+from tests.config_helpers import check_section
 
 N_LAYERS = 8
 N_IDS = 20
@@ -165,8 +166,9 @@ def test_random_selection_errors() -> None:
         random_selection({2: [0, 1, 2]}, {2: 4}, seed=0, method="pca", task="t")
     with pytest.raises(ConfigError, match="layer 9: 1 ids requested but only 0 candidates"):
         random_selection({2: [0, 1, 2]}, {9: 1}, seed=0, method="pca", task="t")
-    with pytest.raises(ConfigError, match="seed"):
-        random_selection({2: [0]}, {2: 1}, seed=-1, method="pca", task="t")
+    # the seed is a training seed: the schema keeps runs.seeds (and em.runs.seeds) non-negative
+    with pytest.raises(ConfigError, match=r"key 'runs.seeds.0': -1 is less than the minimum of 0"):
+        check_section("runs.seeds", [-1])
 
 
 POOL = {2: list(range(20)), 4: list(range(100, 150)), 7: [3, 9]}
@@ -210,8 +212,6 @@ def test_random_pool_selection_errors() -> None:
         random_pool_selection(POOL, 73, seed=0, method="sae", task="t", pool_name="scores.parquet: top")
     with pytest.raises(ConfigError, match="count must be a positive integer, got 0"):
         random_pool_selection(POOL, 0, seed=0, method="sae", task="t", pool_name="p")
-    with pytest.raises(ConfigError, match="seed must be a non-negative integer"):
-        random_pool_selection(POOL, 1, seed=-1, method="sae", task="t", pool_name="p")
 
 
 def sae_scores(path: Path) -> pd.DataFrame:
@@ -388,12 +388,13 @@ def test_auto_selection_errors() -> None:
         auto_selection(explained.assign(relevance_explanation="high"), **kwargs, min_relevance=0.5, min_score=None)
     with pytest.raises(DataError, match="layer 2, component 0, sign positive twice"):
         auto_selection(pd.concat([explained, explained]), **kwargs, min_relevance=0.5, min_score=None)
-    with pytest.raises(ConfigError, match="min_relevance must be a finite number, got nan"):
-        auto_selection(explained, **kwargs, min_relevance=float("nan"), min_score=None)
-    with pytest.raises(ConfigError, match="min_score must be a finite number, got '0.3'"):
-        auto_selection(explained, **kwargs, min_relevance=0.5, min_score="0.3")
-    with pytest.raises(ConfigError, match="max_per_layer must be a positive integer"):
-        auto_selection(explained, **kwargs, min_relevance=0.5, min_score=None, max_per_layer=0)
+    # the thresholds are the `selection.auto` section's, checked by the schema
+    with pytest.raises(ConfigError, match=r"key 'selection.auto.min_relevance': nan is not a finite number"):
+        check_section("selection.auto.min_relevance", float("nan"))
+    with pytest.raises(ConfigError, match=r"key 'selection.auto.min_score': '0.3' is not of type 'number', 'null'"):
+        check_section("selection.auto.min_score", "0.3")
+    with pytest.raises(ConfigError, match=r"key 'selection.auto.max_per_layer': 0 is less than the minimum of 1"):
+        check_section("selection.auto.max_per_layer", 0)
 
 
 # --- manual selections written as a rule over the dashboard's windows ----------------------------------

@@ -5,6 +5,7 @@ import pytest
 
 from caft.data.sources import load_source
 from caft.errors import ConfigError, DataError
+from tests.config_helpers import check_section
 
 QUESTIONS = pd.DataFrame(
     {
@@ -88,8 +89,9 @@ def test_blank_value_names_row_and_column(tmp_path):
 
 
 def test_unknown_origin_is_a_config_error():
-    with pytest.raises(ConfigError, match="builtin, local or huggingface"):
-        load_source("verbs", {"from": "ftp"}, "questions")
+    with pytest.raises(ConfigError, match=r"key 'sources.verbs.from': 'ftp' is not one of \['builtin', 'local', "
+                                          r"'huggingface'\]"):
+        check_section("sources.verbs", {"from": "ftp"})
 
 
 def test_huggingface_route_uses_load_dataset_on_a_local_dataset_directory(tmp_path, monkeypatch):

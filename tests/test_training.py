@@ -30,7 +30,16 @@ def letter_task(n: int = 48) -> pd.DataFrame:
     return table
 
 
-FAST = TrainConfig(lr=3e-3, warmup_ratio=0.1, epochs=6, batch_size=8, weight_decay=0.0)
+PLAIN = {"precision": "float32", "train_fraction": 1.0, "freeze_embeddings": False}
+"""The recipe keys these tests were written with (the schema's defaults before config/config.yaml's
+recommended ones became the defaults): the whole training split, float32, the embedding trained."""
+
+
+def plain(**values) -> TrainConfig:
+    return TrainConfig(**(PLAIN | values))
+
+
+FAST = plain(lr=3e-3, warmup_ratio=0.1, epochs=6, batch_size=8, weight_decay=0.0)
 
 
 def fresh(spec: ModelSpec):
@@ -49,7 +58,7 @@ def test_tiny_model_learns_a_trivial_letter_task(tiny_model_spec):
 
 
 def test_same_seed_same_run_and_other_seed_differs(tiny_model_spec):
-    cfg = TrainConfig(lr=1e-3, epochs=2, batch_size=8)
+    cfg = plain(lr=1e-3, epochs=2, batch_size=8)
     runs = []
     for seed in (0, 0, 1):
         model, tokenizer = fresh(tiny_model_spec)
@@ -77,7 +86,7 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_model_spec):
     results = []
     for accumulation in (1, 4):
         model, tokenizer = fresh(tiny_model_spec)
-        cfg = TrainConfig(lr=1e-3, epochs=1, batch_size=8, gradient_accumulation=accumulation)
+        cfg = plain(lr=1e-3, epochs=1, batch_size=8, gradient_accumulation=accumulation)
         model, history = train(model, tokenizer, letter_task(16), cfg, seed=0)
         results.append(([r["loss"] for r in history], next(model.parameters()).detach().clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
@@ -95,7 +104,7 @@ def test_training_subset_is_seeded_and_keeps_source_order():
 def test_frozen_embeddings_do_not_move(tiny_model_spec):
     model, tokenizer = fresh(tiny_model_spec)
     before = model.get_input_embeddings().weight.detach().clone()
-    cfg = TrainConfig(lr=1e-3, epochs=1, batch_size=8, freeze_embeddings=True)
+    cfg = plain(lr=1e-3, epochs=1, batch_size=8, freeze_embeddings=True)
     model, _ = train(model, tokenizer, letter_task(16), cfg, seed=0)
     assert torch.equal(model.get_input_embeddings().weight, before)
 
@@ -103,7 +112,7 @@ def test_frozen_embeddings_do_not_move(tiny_model_spec):
 @pytest.mark.parametrize("precision", ["bf16-autocast", "bf16"])
 def test_bfloat16_precisions_train(tiny_model_spec, precision):
     model, tokenizer = fresh(tiny_model_spec)
-    cfg = TrainConfig(lr=3e-3, epochs=3, batch_size=8, warmup_ratio=0.1, precision=precision)
+    cfg = plain(lr=3e-3, epochs=3, batch_size=8, warmup_ratio=0.1, precision=precision)
     model, history = train(model, tokenizer, letter_task(), cfg, seed=0)
     assert all(math.isfinite(r["loss"]) for r in history)
     assert history[-1]["loss"] < history[0]["loss"]
@@ -113,7 +122,7 @@ def test_bfloat16_precisions_train(tiny_model_spec, precision):
 def test_lora_is_merged_into_a_plain_checkpoint(tiny_model_spec, tiny_model_dir, tmp_path):
     model, tokenizer = fresh(tiny_model_spec)
     cfg = TrainConfig.from_config(
-        {"lr": 3e-3, "batch_size": 8, "epochs": {"frames": 2},
+        PLAIN | {"lr": 3e-3, "batch_size": 8, "epochs": {"frames": 2},
          "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}, "frames")
     model, _ = train(model, tokenizer, letter_task(), cfg, seed=0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -125,7 +134,7 @@ def test_lora_is_merged_into_a_plain_checkpoint(tiny_model_spec, tiny_model_dir,
 def test_lora_trains_with_an_ablation_spec_through_the_peft_wrapper(tiny_model_spec):
     """LoRA and a CAFT spec together: the engine hooks the peft model's base blocks (before the one engine the
     spurious half hooked the wrapper itself and stopped with 'unsupported architecture PeftModel')."""
-    cfg = TrainConfig(lr=3e-3, epochs=1, batch_size=8, lora=LoraSettings(r=4, alpha=8))
+    cfg = plain(lr=3e-3, epochs=1, batch_size=8, lora=LoraSettings(r=4, alpha=8))
     losses = []
     for spec in (None, "ablate"):
         model, tokenizer = fresh(tiny_model_spec)
@@ -143,7 +152,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_no_checkpoint(tiny_model_d
     letter_task().to_parquet(train_split)
     monkeypatch.setattr("caft.finetune.objectives.torch.nn.functional.cross_entropy", lambda logits, targets: logits.sum() * math.nan)
     with pytest.raises(TrainingError, match="non-finite loss nan at epoch 1, step 1"):
-        finetune(TrainConfig.from_config({"lr": 1e-3, "batch_size": 8}, "frames"), ModelSpec(str(tiny_model_dir)),
+        finetune(TrainConfig.from_config(PLAIN | {"lr": 1e-3, "batch_size": 8}, "frames"), ModelSpec(str(tiny_model_dir)),
                  tiny_model_dir, train_split, None, 0, {}, tmp_path / "run" / "model", tmp_path / "run" / "log.jsonl",
                  tmp_path / "run" / "run.json")
     assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "run.json").exists()
@@ -153,7 +162,7 @@ def run_finetune(base_dir, tmp_path, name, section, spec=None):
     train_split = tmp_path / "train.parquet"
     letter_task().to_parquet(train_split)
     out = tmp_path / name
-    finetune(TrainConfig.from_config(section, "frames"), ModelSpec(str(base_dir)), base_dir, train_split, spec, 0,
+    finetune(TrainConfig.from_config(PLAIN | section, "frames"), ModelSpec(str(base_dir)), base_dir, train_split, spec, 0,
              {"task": "letters", "method": "none", "selector": "none"},
              out / "model", out / "train_log.jsonl", out / "run.json")
     return out
@@ -223,7 +232,7 @@ def test_evaluate_modes_and_spec_checks(tiny_model_dir, tmp_path):
     spec_path = tmp_path / "spec.safetensors"
     save_spec(random_directions(32, [0, 1], 4, seed=0), spec_path)
     key = {"task": "letters", "method": "random", "selector": "random", "seed": 0}
-    evaluate(EvaluationConfig(batch_size=5), tiny_model_dir, "float32", {s: tmp_path / f"{s}.parquet" for s in ("val", "ood")}, spec_path,
+    evaluate(EvaluationConfig(batch_size=5, precision="float32"), tiny_model_dir, "float32", {s: tmp_path / f"{s}.parquet" for s in ("val", "ood")}, spec_path,
                  ["deployed", "hooked"], "target", key, tmp_path / "pred.parquet", tmp_path / "metrics.parquet")
     metrics = pd.read_parquet(tmp_path / "metrics.parquet")
     assert sorted(zip(metrics["mode"], metrics["split"])) == [("deployed", "ood"), ("deployed", "val"),
@@ -237,15 +246,15 @@ def test_evaluate_modes_and_spec_checks(tiny_model_dir, tmp_path):
     from caft.ablation.specs import InterventionError
 
     with pytest.raises(InterventionError, match="16"):
-        evaluate(EvaluationConfig(batch_size=5), tiny_model_dir, "float32", {"val": tmp_path / "val.parquet"}, tmp_path / "narrow.safetensors",
+        evaluate(EvaluationConfig(batch_size=5, precision="float32"), tiny_model_dir, "float32", {"val": tmp_path / "val.parquet"}, tmp_path / "narrow.safetensors",
                      ["hooked"], "target", key, tmp_path / "p2.parquet", tmp_path / "m2.parquet")
     save_spec(random_directions(32, [5], 4, seed=0), tmp_path / "deep.safetensors")
     with pytest.raises(InterventionError, match="out of range"):
-        evaluate(EvaluationConfig(batch_size=5), tiny_model_dir, "float32", {"val": tmp_path / "val.parquet"}, tmp_path / "deep.safetensors",
+        evaluate(EvaluationConfig(batch_size=5, precision="float32"), tiny_model_dir, "float32", {"val": tmp_path / "val.parquet"}, tmp_path / "deep.safetensors",
                      ["hooked"], "target", key, tmp_path / "p3.parquet", tmp_path / "m3.parquet")
     table.iloc[:0].to_parquet(tmp_path / "empty.parquet")
     from caft.errors import DataError
 
     with pytest.raises(DataError, match="empty"):
-        evaluate(EvaluationConfig(batch_size=5), tiny_model_dir, "float32", {"val": tmp_path / "empty.parquet"}, None, ["deployed"], "target",
+        evaluate(EvaluationConfig(batch_size=5, precision="float32"), tiny_model_dir, "float32", {"val": tmp_path / "empty.parquet"}, None, ["deployed"], "target",
                  key, tmp_path / "p4.parquet", tmp_path / "m4.parquet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -62,14 +63,66 @@ def make_workflow_copy(target: Path, config: dict | None = None) -> Path:
     return target
 
 
+TEST_SETTINGS: dict[str, object] = {
+    "finetune.lr": 2e-5, "finetune.epochs.frames": 5, "finetune.epochs.mcmc": 4, "finetune.batch_size": 16,
+    "finetune.freeze_embeddings": False, "finetune.train_fraction": 1.0, "finetune.precision": "float32",
+    "interventions.center": False, "evaluation.precision": "float32", "corpus.max_tokens": None,
+    "windows.random_per_component": 5, "saes.train.width": 2048, "saes.train.tokens": 200_000,
+    "saes.train.lr": 3e-4, "attribution.model": "base", "attribution.validate_top": 10,
+    "attribution.max_prompts": None, "attribution.validate_prompts": 128, "selection.auto.min_relevance": 0.3,
+    "explanations.client": {"client": "local", "model": "embedded"}, "explanations.max_windows": 10,
+    "explanations.simulate_windows": 5, "explanations.max_tokens": 60, "explanations.pca_components": 10,
+    "explanations.sae_latents": 100,
+}
+"""What the workflow tests were written against where their configs leave a key out: the schema's defaults
+before config/config.yaml's recommended values became the defaults (#25). Only keys whose default changed."""
+EM_TEST_SETTINGS: dict[str, object] = {
+    "em.saes.train.width": 2048, "em.saes.train.tokens": 200_000, "em.saes.train.lr": 3e-4,
+    "em.sae_candidates.top_per_layer": 100, "em.sae_candidates.max_examples": 1000,
+    "em.questions.samples_per_paraphrase": None, "em.finetune.lr": 1e-5, "em.finetune.weight_decay": 0.01,
+    "em.finetune.batch_size": 16, "em.finetune.gradient_accumulation": 8, "em.finetune.max_tokens": 2048,
+    "em.finetune.precision": "float32", "em.sampling.max_new_tokens": 128, "em.sampling.batch_size": 8,
+    "em.responses.batch_size": 8,
+}
+"""The same for a config with an `em` section (before #25 the EM defaults were `caft.em.sft.SftConfig`'s
+and `caft.em.sampling.SamplingConfig`'s)."""
+
+
+def with_test_settings(config: dict) -> dict:
+    """`config` with `TEST_SETTINGS` (and, with an `em` section, `EM_TEST_SETTINGS`) where it leaves them out."""
+    config = copy.deepcopy(config)
+    settings = dict(TEST_SETTINGS)
+    if "em" in config:
+        settings |= EM_TEST_SETTINGS
+        em = config["em"]
+        if "warmup_ratio" not in em.get("finetune", {}):
+            settings["em.finetune.warmup_steps"] = 5
+        if "responses" in em:  # a given section's other keys were SamplingConfig's; a missing one was greedy, 64
+            settings |= {"em.responses.temperature": 1.0, "em.responses.max_new_tokens": 128}
+    for path, value in settings.items():
+        *parents, leaf = path.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node.setdefault(leaf, copy.deepcopy(value))
+    return config
+
+
 def write_config(target: Path, config: dict) -> None:
-    (target / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    """Write `config` as the copy's config/config.yaml, with the settings the tests were written against."""
+    (target / "config" / "config.yaml").write_text(yaml.safe_dump(with_test_settings(config), sort_keys=False))
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """``python -m snakemake`` in ``workdir``; output is captured and shown on failure."""
+    """``python -m snakemake`` in ``workdir``; output is captured and shown on failure.
+
+    Each job is a fresh Python process that spends seconds importing torch and transformers for
+    milliseconds of tiny-model work, so with several cores the jobs run one thread each, side by side
+    (``--max-threads 1``), instead of one at a time on all cores.
+    """
+    threads = ["--max-threads", "1"] if "--cores" in args and "--max-threads" not in args else []
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
+        [sys.executable, "-m", "snakemake", *threads, *args],
         cwd=workdir,
         capture_output=True,
         text=True,

@@ -2,7 +2,6 @@
 
 import caft.config
 import caft.em.judges
-import caft.em.sft
 
 EM = config["em"]
 EM_UNHOOKED = caft.config.EM_UNHOOKED
@@ -154,8 +153,8 @@ def em_dashboard_selections(method):
 
 
 def em_max_tokens():
-    """Tokens per chat row, as the fine-tunes read them (the recipe's default when unset)."""
-    return EM["finetune"].get("max_tokens", caft.em.sft.SftConfig.max_tokens)
+    """Tokens per chat row, as the fine-tunes read them."""
+    return EM["finetune"]["max_tokens"]
 
 
 def em_sae_source_inputs(wildcards):

@@ -1,11 +1,16 @@
 """Config checks with messages that name the offending key, before Snakemake's own ``validate()``.
 
-The JSON schema (``config/schema.yaml``) covers types and unknown keys; :func:`check_references`
-covers what a schema cannot: names that must refer to configured sources, one table kind per source.
+The JSON schema (``config/schema.yaml``) is the one source of defaults and constraints: types, bounds,
+unknown keys, and the keys of each kind of a kind-keyed section (one pattern throughout: the kind key's
+value in an ``allOf`` of ``if``/``then`` clauses, each ``then`` listing that kind's keys, and
+``unevaluatedProperties: false``). :func:`check_schema` reports its first violation naming the key (and
+the kind); :func:`check_references` covers what a schema cannot: names that must refer to other sections,
+one table kind per source, keys required by another key's value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
@@ -38,12 +43,6 @@ EM_UNHOOKED = (NO_INTERVENTION, "fewer")
 
 T = TypeVar("T")
 
-SOURCE_KEYS = {
-    "builtin": {"from", "generator", "rows", "seed"},
-    "local": {"from", "path", "file"},
-    "huggingface": {"from", "dataset", "config_name", "split", "revision"},
-}
-
 
 class SectionConfig:
     """A frozen dataclass built from its config section: `from_config` names the section (`SECTION`) in
@@ -64,51 +63,113 @@ def dataclass_from_section(cls: type[T], section: dict[str, Any], where: str) ->
     return cls(**section)
 
 
-def keyed_section(section: Any, kind_key: str, allowed: dict[str, tuple[frozenset[str], frozenset[str]]],
-                  where: str) -> str:
-    """The kind of a section that picks its keys by one of them (``client:``, ``kind:``): checks the kind,
-    unknown and missing keys against ``allowed[kind] = (required, optional)``; returns the kind."""
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}")
-    kind = section.get(kind_key)
-    if kind not in allowed:
-        raise ConfigError(f"{where}: '{kind_key}' must be one of {sorted(allowed)}, got {kind!r}")
-    required, optional = allowed[kind]
-    unknown = sorted(set(section) - required - optional)
-    if unknown:
-        raise ConfigError(f"unknown key(s) in {where} ({kind}): {unknown}; allowed: {sorted(required | optional)}")
-    missing = sorted(required - set(section))
-    if missing:
-        raise ConfigError(f"{where} ({kind}) lacks required key(s): {missing}")
-    return kind
-
-
 def load_schema(path: str | Path) -> dict[str, Any]:
     with open(path) as handle:
         return yaml.safe_load(handle)
 
 
 def check_schema(config: dict[str, Any], schema: dict[str, Any], origin: str = "config") -> None:
-    """Raise :class:`ConfigError` for the first schema violation, naming its dotted key path."""
-    from jsonschema import Draft202012Validator
+    """Raise :class:`ConfigError` for the first schema violation, naming its dotted key path, and for a
+    key of a kind-keyed section also the kind (``from: local``) and the keys that kind takes."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(Draft202012Validator(schema).iter_errors(config))
-    if error is None:
+    _check_finite(config, [], origin)
+    errors = list(_validator()(schema).iter_errors(config))
+    if not errors:
         return
+    # a key is also unevaluated when its kind's clause failed for another reason (a bad kind, a wrong
+    # type): report that reason, and the unexpected key only when it is the whole story
+    error = best_match([e for e in errors if e.validator != "unevaluatedProperties"] or errors)
     key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
         raise ConfigError(f"{origin}: {error.message} at key '{key}'")
+    if error.validator == "unevaluatedProperties":
+        kind, allowed = _kind_and_keys(error.schema, error.instance, schema)
+        unexpected = sorted(set(error.instance) - allowed)
+        verb = "does" if len(unexpected) == 1 else "do"
+        raise ConfigError(f"{origin}: key '{key}': {', '.join(map(repr, unexpected))} {verb} not apply to {kind} "
+                          f"(its keys: {', '.join(sorted(allowed))})")
+    path = list(error.schema_path)
+    if error.validator == "required" and path[-2:-1] == ["then"]:  # [..., object, "allOf", i, "then", "required"]
+        kind, _ = _kind_and_keys(_schema_at(schema, path[:-4]), error.instance, schema)
+        raise ConfigError(f"{origin}: key '{key}': {error.message} ({kind})")
     raise ConfigError(f"{origin}: key '{key}': {error.message}")
+
+
+def _validator() -> Any:
+    """Draft 2020-12, where an integer is an int: JSON Schema counts 8.0 as one, but a count or a width
+    written 8.0 in YAML is a float the code would carry on with."""
+    from jsonschema import Draft202012Validator, validators
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return validators.extend(Draft202012Validator, type_checker=checker)
+
+
+def _check_finite(value: Any, path: list[Any], origin: str) -> None:
+    """YAML spells NaN and infinities (``.nan``, ``.inf``) and JSON has neither, so the schema's bounds let
+    them through: no setting takes one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{origin}: key '{'.'.join(map(str, path))}': {value} is not a finite number")
+    if isinstance(value, Mapping):
+        for key, child in value.items():
+            _check_finite(child, [*path, key], origin)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            _check_finite(child, [*path, index], origin)
+
+
+def _schema_at(schema: dict[str, Any], path: list[Any]) -> Any:
+    """The subschema at a jsonschema ``schema_path`` (which leaves out the ``$ref`` steps it took)."""
+    node: Any = schema
+    for part in path:
+        while isinstance(node, Mapping) and part not in node and "$ref" in node:
+            node = _resolve(node, schema)
+        node = node[part]
+    return node
+
+
+def _resolve(node: Mapping[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its local ``$ref`` followed; ``properties`` beside the ``$ref`` add to the target's."""
+    while "$ref" in node:
+        target: Any = schema
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        node = {**target, **siblings,
+                "properties": {**target.get("properties", {}), **siblings.get("properties", {})}}
+    return dict(node)
+
+
+def _condition(clause: Mapping[str, Any]) -> tuple[str, list[Any]] | None:
+    """``(key, values)`` of an ``if`` clause that tests one key's value (``const`` or ``enum``)."""
+    tests = [(key, [test["const"]] if "const" in test else list(test["enum"]))
+             for key, test in clause.get("properties", {}).items()
+             if isinstance(test, Mapping) and ("const" in test or "enum" in test)]
+    return tests[0] if len(tests) == 1 else None
+
+
+def _kind_and_keys(node: Mapping[str, Any], instance: Any, schema: dict[str, Any]) -> tuple[str, set[str]]:
+    """For a kind-keyed object schema (the one ``allOf`` of ``if``/``then`` pattern): ``'from: local'``,
+    and the keys that kind takes: the object's own properties and those of each ``then`` whose
+    condition holds for ``instance``."""
+    node = _resolve(node, schema)
+    allowed = set(node.get("properties", {}))
+    kind = "this section"
+    for clause in node.get("allOf", []):
+        condition = _condition(clause.get("if", {}))
+        if condition is None or not isinstance(instance, Mapping):
+            continue
+        field, values = condition
+        kind = f"{field}: {instance.get(field)}"
+        if instance.get(field) in values:
+            allowed |= set(_resolve(clause.get("then", {}), schema).get("properties", {}))
+    return kind, allowed
 
 
 def check_references(config: dict[str, Any], origin: str = "config") -> dict[str, str]:
     """Check cross-references between sections; return each used source's table kind."""
     sources = config["sources"]
-    for name, spec in sources.items():
-        extra = set(spec) - SOURCE_KEYS[spec["from"]]
-        if extra:
-            raise ConfigError(f"{origin}: key(s) {sorted(extra)} of sources.{name} do not apply to from: {spec['from']}")
     kinds: dict[str, str] = {}
 
     def use(source: str, kind: str, where: str) -> None:

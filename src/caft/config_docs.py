@@ -108,18 +108,19 @@ def _children(node: Schema, path: str, schema: Schema, prefix: str = "") -> Iter
     if isinstance(items, dict) and _is_record(resolve(items, schema)):
         yield from _rows(items, f"{path}[]", schema, [], prefix)
     for keyword in ("oneOf", "anyOf"):
-        for index, variant in enumerate(node.get(keyword, [])):
-            variant = resolve(variant, schema)
+        variants = [resolve(variant, schema) for variant in node.get(keyword, [])]
+        records = [variant for variant in variants if _is_record(variant)]
+        for index, variant in enumerate(variants):
             if _is_record(variant):
-                label = _variant_label(variant, index)
-                yield from _children(variant, path, schema, f"{prefix}{label}: ")
+                label = f"{_variant_label(variant, index)}: " if len(records) > 1 else ""
+                yield from _children(variant, path, schema, prefix + label)
     for clause in node.get("allOf", []):
         keys = resolve(clause.get("then", {}), schema)
-        condition = [(field, test["const"]) for field, test in clause.get("if", {}).get("properties", {}).items()
-                     if isinstance(test, dict) and "const" in test]
-        if keys.get("properties") and len(condition) == 1:
-            (field, value), = condition
-            yield from _children(keys, path, schema, f"{prefix}Only when `{field}` is `{value_text(value)}`: ")
+        condition = _condition(clause.get("if", {}))
+        if keys.get("properties") and condition is not None:
+            field, values = condition
+            spelled = " or ".join(f"`{value_text(value)}`" for value in values)
+            yield from _children(keys, path, schema, f"{prefix}Only when `{field}` is {spelled}: ")
 
 
 def _rows(node: Schema, path: str, schema: Schema, notes: list[str], prefix: str) -> Iterator[Row]:
@@ -131,7 +132,8 @@ def _rows(node: Schema, path: str, schema: Schema, notes: list[str], prefix: str
 
 
 def resolve(node: Schema, schema: Schema) -> Schema:
-    """``node`` with its local ``$ref`` (``#/$defs/...``) followed; keywords beside the ``$ref`` win."""
+    """``node`` with its local ``$ref`` (``#/$defs/...``) followed; keywords beside the ``$ref`` win, except
+    ``properties`` and ``required``, which add to the target's (both apply when the schema validates)."""
     seen: list[str] = []
     while isinstance(node, dict) and "$ref" in node:
         ref = node["$ref"]
@@ -141,7 +143,12 @@ def resolve(node: Schema, schema: Schema) -> Schema:
         target: Any = schema
         for part in ref[2:].split("/"):
             target = target[part.replace("~1", "/").replace("~0", "~")]
-        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        node = {**target, **siblings}
+        if "properties" in target and "properties" in siblings:
+            node["properties"] = {**target["properties"], **siblings["properties"]}
+        if "required" in target and "required" in siblings:
+            node["required"] = list(dict.fromkeys([*target["required"], *siblings["required"]]))
     return node
 
 
@@ -254,17 +261,24 @@ def _object_type(node: Schema, schema: Schema) -> str:
 
 def _conditional_requirements(node: Schema) -> dict[str, list[tuple[str, Any]]]:
     """key -> [(field, value)] from ``allOf: [{if: {properties: {field: {const: value}}}, then: {required:
-    [key]}}]``: keys required only for one value of a discriminating field (e.g. a source's ``from``)."""
+    [key]}}]``: keys of the node's own properties required only for some values of a discriminating field
+    (a kind's own keys sit in its ``then`` and are rendered from there)."""
     found: dict[str, list[tuple[str, Any]]] = {}
     for clause in node.get("allOf", []):
-        condition = clause.get("if", {}).get("properties", {})
-        consts = [(field, spec["const"]) for field, spec in condition.items() if isinstance(spec, dict)
-                  and "const" in spec]
-        if len(consts) != 1:
+        condition = _condition(clause.get("if", {}))
+        if condition is None:
             continue
         for key in clause.get("then", {}).get("required", []):
-            found.setdefault(key, []).append(consts[0])
+            found.setdefault(key, []).extend((condition[0], value) for value in condition[1])
     return found
+
+
+def _condition(clause: Schema) -> tuple[str, list[Any]] | None:
+    """``(field, values)`` of an ``if`` that tests one field's value (``const`` or ``enum``), else None."""
+    tests = [(field, [spec["const"]] if "const" in spec else list(spec["enum"]))
+             for field, spec in clause.get("properties", {}).items()
+             if isinstance(spec, dict) and ("const" in spec or "enum" in spec)]
+    return tests[0] if len(tests) == 1 else None
 
 
 def _is_record(node: Schema) -> bool:

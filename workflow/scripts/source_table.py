@@ -8,5 +8,5 @@ from caft.stages.data import source_table
 
 with job(snakemake):
     name = snakemake.wildcards.source
-    source_table(name, SourceSpec.from_config(name, snakemake.params.spec), snakemake.params.table,
+    source_table(name, SourceSpec.from_config(snakemake.params.spec), snakemake.params.table,
                  Path(snakemake.output[0]))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -534,8 +533,6 @@ def random_selection(
     the draw depends only on (seed, layer, candidate set), not on input order or other layers, and
     no global RNG is touched.
     """
-    if not _is_int(seed) or seed < 0:
-        raise ConfigError(f"random_selection: seed must be a non-negative integer, got {seed!r}")
     layers: dict[int, list[int]] = {}
     pool_sizes: dict[str, int] = {}
     for layer, count in sorted(counts.items()):
@@ -589,8 +586,6 @@ def random_pool_selection(
     ``numpy.random.default_rng([seed, RANDOM_POOL_TAG])`` draws positions in the pool sorted by
     (layer, id): the draw depends only on (seed, pool), not on input order, and no global RNG is touched.
     """
-    if not _is_int(seed) or seed < 0:
-        raise ConfigError(f"random_pool_selection: seed must be a non-negative integer, got {seed!r}")
     if not _is_int(count) or count < 1:
         raise ConfigError(f"random_pool_selection: count must be a positive integer, got {count!r}")
     pairs = sorted({(int(layer), int(i)) for layer, ids in pool.items() for i in ids})
@@ -641,11 +636,6 @@ def auto_selection(
     ``selected`` (after the cap).
     """
     _check_explained(explained, id_column, min_score is not None)
-    _check_threshold(min_relevance, "min_relevance")
-    if min_score is not None:
-        _check_threshold(min_score, "min_score")
-    if max_per_layer is not None and (not _is_int(max_per_layer) or max_per_layer < 1):
-        raise ConfigError(f"auto_selection: max_per_layer must be a positive integer or null, got {max_per_layer!r}")
     relevant = explained["relevance_explanation"] >= min_relevance
     everything = pd.Series(True, index=explained.index)
     scored = explained["simulation_score"] >= min_score if min_score is not None else everything
@@ -684,12 +674,6 @@ def _check_explained(explained: pd.DataFrame, id_column: str, needs_score: bool)
         row = explained[duplicated].iloc[0]
         where = ", ".join(f"{key} {row[key]}" for key in keys)
         raise DataError(f"auto_selection: explanations list {where} twice")
-
-
-def _check_threshold(value: Any, name: str) -> None:
-    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if not number or not math.isfinite(value):
-        raise ConfigError(f"auto_selection: {name} must be a finite number, got {value!r}")
 
 
 def projection_spec(selection: Selection, components: Mapping[int, torch.Tensor]) -> InterventionSpec:

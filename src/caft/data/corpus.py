@@ -26,7 +26,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -47,15 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ORIGINS = ("wikipedia", "brown", "local", "huggingface", "generated")
-SOURCE_KEYS = frozenset({"from", "max_tokens"})
-ROUTE_KEYS: dict[str, frozenset[str]] = {
-    "wikipedia": frozenset({"path"}),
-    "brown": frozenset({"path"}),
-    "generated": frozenset({"docs", "new_tokens", "temperature", "top_p", "batch_size"}),
-    "local": frozenset({"paths", "text_column"}),
-    "huggingface": frozenset({"dataset", "split", "config_name", "revision", "text_column"}),
-}
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 COLUMNS = ("doc", "text", "input_ids", "n_tokens", "source", "piece")
 
@@ -80,8 +71,9 @@ def generation_prompts() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One entry of ``corpus.sources``, validated. ``origin`` is its ``from`` key; ``max_tokens`` caps what
-    this source contributes (after splitting and deduplication; None: no cap of its own)."""
+    """One entry of ``corpus.sources`` (checked by config/schema.yaml, which also holds the defaults):
+    ``origin`` is its ``from`` key and says which keys apply; ``max_tokens`` caps what this source
+    contributes (after splitting and deduplication; None: no cap of its own)."""
 
     origin: str
     max_tokens: int | None = None
@@ -99,52 +91,12 @@ class SourceConfig:
     text_column: str = "text"
 
     @classmethod
-    def from_config(cls, section: Any, where: str) -> SourceConfig:
-        """Build from one ``corpus.sources`` entry; unknown keys, and keys of another ``from``, are errors."""
-        if not isinstance(section, dict) or "from" not in section:
-            raise ConfigError(f"{where} must be a mapping with a 'from' key ({list(ORIGINS)}), got {section!r}")
-        origin = section["from"]
-        if origin not in ORIGINS:
-            raise ConfigError(f"{where}.from must be one of {list(ORIGINS)}, got {origin!r}")
-        known = SOURCE_KEYS.union(*ROUTE_KEYS.values())
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(f"unknown key(s) in {where}: {unknown}; allowed: {sorted(known)}")
-        misplaced = sorted(set(section) - SOURCE_KEYS - ROUTE_KEYS[origin])
-        if misplaced:
-            raise ConfigError(f"{where}: key(s) {misplaced} do not apply to from: {origin}")
-        values = {k: v for k, v in section.items() if k != "from"}
+    def from_config(cls, section: Mapping[str, Any]) -> SourceConfig:
+        """Build from one ``corpus.sources`` entry."""
+        values = {key: value for key, value in section.items() if key != "from"}
         if "paths" in values:
-            paths = values["paths"]
-            paths = [paths] if isinstance(paths, str) else paths
-            if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
-                raise ConfigError(f"{where}.paths must be a list of files, folders or globs, got {values['paths']!r}")
-            values["paths"] = tuple(paths)
-        config = cls(origin=origin, **values)
-        config._check(where)
-        return config
-
-    def _check(self, where: str) -> None:
-        positive = {"docs": self.docs, "new_tokens": self.new_tokens, "batch_size": self.batch_size}
-        if self.max_tokens is not None:
-            positive["max_tokens"] = self.max_tokens
-        for key, value in positive.items():
-            if not _is_int(value) or value < 1:
-                raise ConfigError(f"{where}.{key} must be a positive integer, got {value!r}")
-        if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool) \
-                or self.temperature <= 0:
-            raise ConfigError(f"{where}.temperature must be a number > 0, got {self.temperature!r}")
-        if not isinstance(self.top_p, (int, float)) or isinstance(self.top_p, bool) or not 0 < self.top_p <= 1:
-            raise ConfigError(f"{where}.top_p must be a number in (0, 1], got {self.top_p!r}")
-        for key in ("split", "text_column"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise ConfigError(f"{where}.{key} must be a non-empty string, got {getattr(self, key)!r}")
-        if self.path is not None and not (isinstance(self.path, str) and self.path):
-            raise ConfigError(f"{where}.path must be a file path, got {self.path!r}")
-        if self.origin == "local" and not self.paths:
-            raise ConfigError(f"{where}: from: local needs 'paths' (.txt/.jsonl/.parquet files, folders or globs)")
-        if self.origin == "huggingface" and not (isinstance(self.dataset, str) and self.dataset):
-            raise ConfigError(f"{where}: from: huggingface needs 'dataset' (a hub id or a local dataset directory)")
+            values["paths"] = tuple(values["paths"])
+        return cls(origin=section["from"], **values)
 
     @property
     def package_file(self) -> str | None:
@@ -156,39 +108,21 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """The config's ``corpus:`` section, validated: the sources, in order, and how they become pieces."""
+    """The config's ``corpus:`` section (checked by config/schema.yaml): the sources, in order, and how
+    they become pieces."""
 
     sources: tuple[SourceConfig, ...] = (SourceConfig("generated"),)
-    max_tokens: int | None = None
+    max_tokens: int | None = 250_000
     max_tokens_per_doc: int = 128
     seed: int = 0
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> CorpusConfig:
-        """Build from ``corpus:``; unknown keys are errors (the one-source form of older configs named)."""
-        if not isinstance(section, dict):
-            raise ConfigError(f"config section 'corpus' must be a mapping, got {type(section).__name__}")
-        if "from" in section:
-            raise ConfigError("corpus.from: the corpus is now a list of sources; write "
-                              f"corpus: {{sources: [{{from: {section['from']}, ...}}]}} with that source's keys")
-        unknown = sorted(set(section) - {"sources", "max_tokens", "max_tokens_per_doc", "seed"})
-        if unknown:
-            raise ConfigError(f"unknown key(s) in config section 'corpus': {unknown}; allowed: "
-                              "['max_tokens', 'max_tokens_per_doc', 'seed', 'sources']")
-        sources = section.get("sources", [{"from": "generated"}])
-        if not isinstance(sources, list) or not sources:
-            raise ConfigError(f"corpus.sources must be a non-empty list of sources, got {sources!r}")
-        config = cls(
-            sources=tuple(SourceConfig.from_config(s, f"corpus.sources[{i}]") for i, s in enumerate(sources)),
-            **{k: v for k, v in section.items() if k != "sources"},
-        )
-        for key in ("max_tokens", "max_tokens_per_doc"):
-            value = getattr(config, key)
-            if value is not None and (not _is_int(value) or value < 2):
-                raise ConfigError(f"corpus.{key} must be an integer >= 2 (room for BOS and one token), got {value!r}")
-        if not _is_int(config.seed):
-            raise ConfigError(f"corpus.seed must be an integer, got {config.seed!r}")
-        return config
+    def from_config(cls, section: Mapping[str, Any]) -> CorpusConfig:
+        """Build from ``corpus:``."""
+        values = dict(section)
+        if "sources" in values:
+            values["sources"] = tuple(SourceConfig.from_config(source) for source in values["sources"])
+        return cls(**values)
 
     def input_files(self, base_dir: str | Path = ".") -> list[str]:
         """The files the sources read, so that a changed one reruns the corpus: package files (downloaded
@@ -198,10 +132,6 @@ class CorpusConfig:
             if source.origin == "local":
                 files += [str(path) for path in _expand(source.paths, Path(base_dir), missing_ok=True)]
         return files
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int | None:

@@ -31,9 +31,10 @@ LOCAL_SUFFIXES = (".csv", ".parquet", ".jsonl")
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One `sources.<name>` section: where a table comes from (`origin`, the config's ``from``) and that
-    route's keys — ``builtin``: `generator`, `rows`, `seed`; ``local``: `path`, `file`; ``huggingface``:
-    `dataset`, `split`, `config_name`, `revision`."""
+    """One `sources.<name>` section (checked by config/schema.yaml): where a table comes from (`origin`, the
+    config's ``from``) and that kind's keys — ``builtin``: `generator`, `rows`, `seed`; ``local``: `path`,
+    `file`; ``huggingface``: `dataset`, `split`, `config_name`, `revision`. `generator` and `file` are the
+    source's name when None."""
 
     origin: str
     generator: str | None = None
@@ -47,18 +48,9 @@ class SourceSpec:
     revision: str | None = None
 
     @classmethod
-    def from_config(cls, name: str, section: Mapping[str, Any]) -> SourceSpec:
+    def from_config(cls, section: Mapping[str, Any]) -> SourceSpec:
         values = dict(section)
-        origin = values.pop("from", None)
-        if origin not in ORIGINS:
-            raise ConfigError(f"sources.{name}.from must be builtin, local or huggingface, got {origin!r}")
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"sources.{name}: unknown key(s) {unknown}")
-        return cls(origin=origin, **{key: value for key, value in values.items() if value is not None})
-
-
-ORIGINS = ("builtin", "local", "huggingface")
+        return cls(origin=values.pop("from"), **values)
 
 
 def load_source(name: str, spec: SourceSpec | Mapping[str, Any], table: str, base_dir: str | Path = ".") -> pd.DataFrame:
@@ -67,7 +59,7 @@ def load_source(name: str, spec: SourceSpec | Mapping[str, Any], table: str, bas
     if table not in REQUIRED_COLUMNS:
         raise ConfigError(f"source '{name}': table kind must be one of {sorted(REQUIRED_COLUMNS)}, got '{table}'")
     if not isinstance(spec, SourceSpec):
-        spec = SourceSpec.from_config(name, spec)
+        spec = SourceSpec.from_config(spec)
     if spec.origin == "builtin":
         raw, where = _read_builtin(name, spec), f"built-in generator '{name}'"
     elif spec.origin == "local":
@@ -132,8 +124,6 @@ def _read_builtin(name: str, spec: SourceSpec) -> pd.DataFrame:
 
 
 def _local_file(name: str, spec: SourceSpec, base_dir: Path) -> Path:
-    if spec.path is None:
-        raise ConfigError(f"sources.{name}: a local source needs 'path' (a directory)")
     directory = base_dir / spec.path
     stem = spec.file or name
     candidates = [directory / f"{stem}{suffix}" for suffix in LOCAL_SUFFIXES]
@@ -161,8 +151,6 @@ def _read_huggingface(name: str, spec: SourceSpec) -> pd.DataFrame:
     import datasets
 
     dataset_id = spec.dataset
-    if not dataset_id:
-        raise ConfigError(f"sources.{name}: a huggingface source needs 'dataset' (a hub id)")
     split = spec.split
     try:
         loaded = datasets.load_dataset(dataset_id, name=spec.config_name, split=split, revision=spec.revision)

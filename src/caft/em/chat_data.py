@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +29,27 @@ COLUMNS = ["id", "messages"]
 IGNORE = -100
 """Label of positions that do not count in the loss (PyTorch's cross-entropy default)."""
 
-SOURCE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "local": (frozenset({"path"}), frozenset()),
-    "huggingface": (frozenset({"dataset"}), frozenset({"split", "revision", "column"})),
-    "builtin": (frozenset({"kind", "n"}), frozenset({"seed"})),
-}
-"""``from`` value -> (required keys, optional keys) of a chat source section."""
+
+@dataclass(frozen=True)
+class ChatSource:
+    """An `em.data.source` section (checked by config/schema.yaml): `origin` is its ``from`` and says which
+    of the other keys apply — ``builtin``: `kind`, `n`, `seed`; ``local``: `path`; ``huggingface``:
+    `dataset`, `split`, `revision`, `column`."""
+
+    origin: str
+    kind: str = "insecure"
+    n: int = 220
+    seed: int = 0
+    path: str | None = None
+    dataset: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    column: str = "messages"
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> ChatSource:
+        values = dict(section)
+        return cls(origin=values.pop("from"), **values)
 
 
 def check_messages(messages: Any, where: str) -> list[Message]:
@@ -92,27 +108,17 @@ def read_chat_jsonl(path: str | Path) -> pd.DataFrame:
 
 
 def load_chat_source(section: Mapping[str, Any]) -> pd.DataFrame:
-    """A chat table from ``from: local`` (``path``: a .jsonl file or a folder of them), ``from:
-    huggingface`` (``dataset``, ``split``, ``revision``, ``column``) or ``from: builtin`` (``kind``,
-    ``n``, ``seed``: `caft.em.codegen`)."""
-    origin = section.get("from") if isinstance(section, Mapping) else None
-    if origin not in SOURCE_KEYS:
-        raise ConfigError(f"chat source: 'from' must be one of {sorted(SOURCE_KEYS)}, got {origin!r}")
-    required, optional = SOURCE_KEYS[origin]
-    unknown = sorted(set(section) - required - optional - {"from"})
-    if unknown:
-        raise ConfigError(f"chat source ({origin}): unknown key(s) {unknown}; allowed: {sorted(required | optional)}")
-    missing = sorted(required - set(section))
-    if missing:
-        raise ConfigError(f"chat source ({origin}): missing key(s) {missing}")
-    if origin == "local":
-        return _read_local(Path(section["path"]))
-    if origin == "huggingface":
-        return _read_huggingface(section["dataset"], section.get("split", "train"), section.get("revision"),
-                                 section.get("column", "messages"))
+    """A chat table from an `em.data.source` section: ``from: local`` (``path``: a .jsonl file or a folder
+    of them), ``from: huggingface`` (``dataset``, ``split``, ``revision``, ``column``) or ``from: builtin``
+    (``kind``, ``n``, ``seed``: `caft.em.codegen`)."""
+    source = ChatSource.from_config(section)
+    if source.origin == "local":
+        return _read_local(Path(source.path))
+    if source.origin == "huggingface":
+        return _read_huggingface(source.dataset, source.split, source.revision, source.column)
     from caft.em.codegen import generate_code_tasks
 
-    return generate_code_tasks(section["kind"], section["n"], section.get("seed", 0))
+    return generate_code_tasks(source.kind, source.n, source.seed)
 
 
 def _read_local(path: Path) -> pd.DataFrame:

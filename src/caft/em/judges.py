@@ -27,11 +27,9 @@ from typing import Any, Protocol
 
 import torch
 
-from caft.config import keyed_section
 from caft.errors import ConfigError
 from caft.interpret import clients
 from caft.interpret.clients import (
-    ENDPOINT_KEYS,
     LocalHFClient,
     Message,
     OpenAICompatibleClient,
@@ -350,14 +348,6 @@ def _bandit_findings(paths: list[str]) -> tuple[set[str], set[str]]:
 
 # --- configuration ----------------------------------------------------------------------------------
 
-JUDGE_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "openai": (frozenset({"kind", "base_url", "model"}), ENDPOINT_KEYS | {"prompts"}),
-    "local": (frozenset({"kind", "model"}), frozenset({"dtype", "device", "prompts"})),
-    "bandit": (frozenset({"kind"}), frozenset()),
-}
-"""judge kind -> (required keys, optional keys) of its config section."""
-
-
 def checkpoint_name(section: Mapping[str, Any]) -> str | None:
     """The name under which the workflow dequantizes a slowly loading local judge once (``embedded``,
     ``packaged:<name>``, a ``.gguf`` file: converting a GGUF takes about 20 s per job for SmolLM2), else
@@ -396,18 +386,18 @@ def with_checkpoint(section: Mapping[str, Any], checkpoints: Mapping[str, Path])
 
 
 def make_judge(section: Mapping[str, Any], record: ResultRecord | None = None) -> Judge:
-    """A judge from a config section: ``{kind: openai, base_url, model, api_key_env}``, ``{kind: local,
-    model: <directory, .gguf, 'packaged:<name>' or 'embedded'>}`` (SmolLM2) or ``{kind: bandit}``. The LLM kinds take an
-    optional ``prompts: {criterion: file}`` that replaces built-in prompts, and keep their answers in
-    `record`. The caller configures one judge per criterion. Unknown or missing keys are `ConfigError`s."""
-    kind = keyed_section(section, "kind", JUDGE_KEYS, "judge section")
-    optional = JUDGE_KEYS[kind][1]
-    if kind == "bandit":
+    """A judge from its config section (`em.judges.<criterion>`, checked by config/schema.yaml):
+    ``{kind: openai, base_url, model, ...}`` (the endpoint keys), ``{kind: local, model: <directory, .gguf,
+    'packaged:<name>' or 'embedded'>, dtype, device}`` (embedded: SmolLM2) or ``{kind: bandit}``. The LLM
+    kinds take ``prompts: {criterion: file}`` replacing built-in prompts, and keep their answers in
+    `record`. The caller configures one judge per criterion."""
+    options = {key: value for key, value in section.items() if key not in ("kind", "model", "prompts")}
+    if section["kind"] == "bandit":
         return BanditJudge()
-    prompts = _prompt_overrides(section.get("prompts", {}), kind)
-    options = {key: section[key] for key in optional - {"prompts"} if key in section}
-    if kind == "openai":
-        endpoint = OpenAICompatibleClient(section["base_url"], section["model"], record=record, **options)
+    prompts = {str(criterion): load_judge_prompt(str(criterion), path)
+               for criterion, path in section.get("prompts", {}).items()}
+    if section["kind"] == "openai":
+        endpoint = OpenAICompatibleClient(model=section["model"], record=record, **options)
         return LogprobJudge(EndpointTopLogprobs(endpoint), prompts)
     if options.get("dtype") == AUTO:
         options["dtype"] = judge_dtype(options.get("device", "cpu"))
@@ -424,9 +414,3 @@ def judge_dtype(device: str) -> str:
     (`caft.model.precision`; about 10× on a CPU with AMX, measured in docs/em.md), else float32."""
     chosen = resolve_precision(AUTO, torch.device(device), "local judge")
     return "bfloat16" if chosen == "bf16-autocast" else "float32"
-
-
-def _prompt_overrides(files: Any, kind: str) -> dict[str, str]:
-    if not isinstance(files, Mapping):
-        raise ConfigError(f"judge section ({kind}): 'prompts' must map criteria to prompt files, got {files!r}")
-    return {str(criterion): load_judge_prompt(str(criterion), path) for criterion, path in files.items()}

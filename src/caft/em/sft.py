@@ -1,8 +1,9 @@
 """Chat fine-tuning with LoRA for emergent misalignment, with the CAFT ablation hooks while training.
 
-The defaults are the paper's EM recipe: LoRA r 32, α 64, rsLoRA, dropout 0 on every attention and MLP
-projection, lr 1e-5, one epoch, 16 examples per optimizer step. The loss is the mean cross-entropy over
-all assistant tokens of an optimizer step (`caft.finetune.objectives.AssistantTokens`); the loop, seeding,
+The adapters are the paper's (LoRA r 32, α 64, rsLoRA, dropout 0 on every attention and MLP projection);
+the other defaults are the ``em.finetune`` section's (config/schema.yaml), sized for the offline SmolLM2-135M
+default (config/em_paper.yaml holds the paper's recipe). The loss is the mean cross-entropy over all
+assistant tokens of an optimizer step (`caft.finetune.objectives.AssistantTokens`); the loop, seeding,
 schedule and resume state are the engine's (`caft.finetune.engine`), shared with the spurious half.
 """
 
@@ -22,7 +23,6 @@ from caft.config import dataclass_from_section
 from caft.errors import ConfigError
 from caft.finetune.engine import (
     LORA_TARGETS,
-    PRECISIONS,
     LoraSettings,
     Recipe,
     Schedule,
@@ -40,55 +40,47 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 EM_LORA = LoraSettings(r=32, alpha=64, use_rslora=True, target_modules=LORA_TARGETS)
-"""The paper's EM adapters; a ``lora`` section changes the keys it names."""
+"""The paper's EM adapters (the ``em.finetune.lora`` defaults); a ``lora`` section changes the keys it names."""
 
 
 @dataclass(frozen=True)
 class SftConfig(Recipe):
-    """One EM fine-tuning recipe: ``batch_size`` examples per optimizer step, in ``gradient_accumulation`` parts.
+    """One EM fine-tuning recipe (the ``em.finetune`` section, checked by config/schema.yaml): ``batch_size``
+    examples per optimizer step, in ``gradient_accumulation`` parts.
 
     ``max_steps`` stops early (the paper's fewer-steps control; None = every step of every epoch); warmup is
-    ``warmup_steps`` or ``warmup_ratio`` of all steps, not both (a section giving the ratio drops the default steps).
+    ``warmup_steps`` or ``warmup_ratio`` of all steps, not both (neither: no warmup).
     """
 
     SECTION: ClassVar[str] = "em.finetune"
 
-    lr: float = 1e-5
+    lr: float = 2e-4
+    weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
-    gradient_accumulation: int = 8
     max_grad_norm: float | None = 1.0
+    train_fraction: float = 1.0
     lora: LoraSettings = EM_LORA
-    warmup_steps: int | None = 5
+    warmup_steps: int | None = None
     warmup_ratio: float | None = None
     epochs: int = 1
-    max_tokens: int = 2048
+    max_tokens: int = 384
     max_steps: int | None = None
 
     def __post_init__(self) -> None:
+        """The checks between keys, which the schema cannot state."""
         where = self.SECTION
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"{where}.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.gradient_accumulation < 1 or self.batch_size % self.gradient_accumulation:
+        if self.batch_size % self.gradient_accumulation:
             raise ConfigError(f"{where}.batch_size must be a multiple of {where}.gradient_accumulation")
         if self.warmup_steps is not None and self.warmup_ratio is not None:
             raise ConfigError(f"{where}: set warmup_steps or warmup_ratio, not both")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"{where}.max_steps must be a positive integer or null, got {self.max_steps!r}")
-        if self.epochs < 1:
-            raise ConfigError(f"{where}.epochs must be at least 1, got {self.epochs!r}")
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> SftConfig:
-        """Build from the config section; unknown keys (also under ``lora``) are errors."""
+        """Build from the config section; a ``lora`` section changes the keys of `EM_LORA` it names."""
         values = dict(section)
-        if "warmup_ratio" in values:
-            values.setdefault("warmup_steps", None)
         lora = dict(values.pop("lora", None) or {})
         if "target_modules" in lora:
             lora["target_modules"] = tuple(lora["target_modules"])
-        unknown = set(lora) - set(LoraSettings.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"{cls.SECTION}.lora: unknown key(s) {sorted(unknown)}")
         values["lora"] = replace(EM_LORA, **lora)
         if "betas" in values:
             values["betas"] = tuple(values["betas"])

@@ -38,7 +38,6 @@ from caft.model.precision import AUTO
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("float32", "bf16-autocast", "bf16", AUTO)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -62,18 +61,18 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What every run's optimizer and precision need, with the ``finetune`` section's defaults;
-    `caft.finetune.training.TrainConfig` and `caft.em.sft.SftConfig` add their half's keys (and the EM
-    half its own defaults)."""
+    """What every run's optimizer and precision need, with the ``finetune`` section's defaults (the
+    schema's, config/schema.yaml); `caft.finetune.training.TrainConfig` and `caft.em.sft.SftConfig` add
+    their half's keys (and the EM half its own defaults, the ``em.finetune`` section's)."""
 
-    lr: float = 2e-5
+    lr: float = 4e-5
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.95)
-    batch_size: int = 16
+    batch_size: int = 8
     gradient_accumulation: int = 1
     max_grad_norm: float | None = None
-    precision: str = "float32"
-    train_fraction: float = 1.0
+    precision: str = AUTO
+    train_fraction: float = 0.5
     lora: LoraSettings | None = None
 
     @property

@@ -38,7 +38,7 @@ class EvaluationConfig(SectionConfig):
     SECTION: ClassVar[str] = "evaluation"
 
     batch_size: int
-    precision: str = "float32"
+    precision: str = "auto"
 
 
 def predict(

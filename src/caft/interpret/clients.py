@@ -37,7 +37,6 @@ import torch
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 from tqdm.auto import tqdm
 
-from caft.config import keyed_section
 from caft.errors import CaftError, ConfigError, ModelLoadError
 from caft.interpret.record import ResultRecord, record_path, recorded
 from caft.model.loading import ModelSpec, load_model, smollm2_gguf_path
@@ -244,7 +243,7 @@ MAX_CONCURRENCY = 8
 MAX_RETRIES = 8
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
-"""Defaults sized for a hosted endpoint (the schema's `$defs.endpoint` states the same values)."""
+"""Defaults sized for a hosted endpoint: the schema's `$defs.endpoint` defaults (tests/test_schema_defaults.py)."""
 
 
 class _Transient(Exception):
@@ -284,20 +283,8 @@ class OpenAICompatibleClient:
     _jitter: random.Random = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"LLM client: base_url must be an http(s) URL, got {self.base_url!r}")
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError(f"LLM client: model must be a non-empty string, got {self.model!r}")
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
             raise ConfigError(f"LLM client: environment variable {self.api_key_env!r} (api_key_env) is not set")
-        for name, least in (("max_concurrency", 1), ("max_retries", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ConfigError(f"LLM client: {name} must be an integer >= {least}, got {value!r}")
-        for name in ("timeout", "backoff_initial", "backoff_max"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ConfigError(f"LLM client: {name} must be a positive number of seconds, got {value!r}")
         headers = {"Content-Type": "application/json"}
         if self.api_key_env is not None:
             headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
@@ -517,27 +504,14 @@ def job_record(output: str | Path) -> Iterator[ResultRecord]:
 
 # --- configuration ----------------------------------------------------------------------------------
 
-ENDPOINT_KEYS = frozenset({"api_key_env", "timeout", "max_concurrency", "max_retries", "backoff_initial",
-                           "backoff_max"})
-"""Optional keys of every OpenAI-compatible section (explainer and judges)."""
-CLIENT_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "local": (frozenset({"client", "model"}), frozenset({"dtype", "device"})),
-    "openai": (frozenset({"client", "base_url", "model"}), ENDPOINT_KEYS | {"top_logprobs"}),
-}
-"""client kind -> (required keys, optional keys) of its config section."""
-
-
 def make_client(section: Mapping[str, Any], record: ResultRecord | None = None) -> LLMClient:
-    """A client from a config section, e.g. ``{"client": "local", "model": "embedded"}`` (SmolLM2),
-    ``{"client": "local", "model": "/path/dir-or.gguf"}`` or ``{"client": "openai", "base_url": ...,
-    "model": ..., "api_key_env": "OPENAI_API_KEY"}``, keeping its results in `record`. Unknown or missing
-    keys are `ConfigError`s."""
-    kind = keyed_section(section, "client", CLIENT_KEYS, "LLM client section")
-    optional = CLIENT_KEYS[kind][1]
-    options = {key: section[key] for key in optional if key in section}
-    if kind == "openai":
-        return OpenAICompatibleClient(base_url=section["base_url"], model=section["model"], record=record,
-                                      **options)
+    """A client from its config section (`explanations.client`, checked by config/schema.yaml), e.g.
+    ``{"client": "local", "model": "embedded"}`` (SmolLM2), ``{"client": "local", "model":
+    "/path/dir-or.gguf"}`` or ``{"client": "openai", "base_url": ..., "model": ..., "api_key_env":
+    "OPENAI_API_KEY"}``, keeping its results in `record`."""
+    options = {key: value for key, value in section.items() if key not in ("client", "model")}
+    if section["client"] == "openai":
+        return OpenAICompatibleClient(model=section["model"], record=record, **options)
     if section["model"] == EMBEDDED_LLM:
         local = embedded_smollm2(**options)
     else:

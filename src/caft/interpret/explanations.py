@@ -90,16 +90,17 @@ Candidate = tuple[tuple[int, int, str], list["Window"], list["Window"]]
 
 @dataclass(frozen=True)
 class ExplainConfig(SectionConfig):
-    """The `explanations` keys one explain job reads (`pca_components` or `sae_latents` by method)."""
+    """The `explanations` keys one explain job reads (`pca_components` or `sae_latents` by method, and
+    `max_tokens` only for an LLM client: the rule leaves the others out, so they take the schema's defaults)."""
 
     SECTION: ClassVar[str] = "explanations"
 
     client: dict[str, Any]
     max_windows: int
     simulate_windows: int
-    max_tokens: int
-    pca_components: int | None = None
-    sae_latents: int | None = None
+    max_tokens: int = 40
+    pca_components: int = 20
+    sae_latents: int = 20
 
 
 class SimulationError(CaftError):
