@@ -109,6 +109,9 @@ def test_a_stage_function_tracks_only_the_library_code_it_uses():
     assert "interpret/dashboard.py" in tracked("pca_dashboard")
     assert {"finetune/training.py", "finetune/engine.py", "directions/sae_folders.py"} <= tracked("finetune")
     assert "directions/saes.py" not in tracked("finetune")  # SAE training code reruns no fine-tune
+    # package data a module declares (templates, tables) is tracked with it
+    assert {"interpret/templates/dashboard.html.j2", "interpret/templates/dashboard.css"} <= tracked("pca_dashboard")
+    assert "data/builtin/sports_athletes.csv" in tracked("source_table")
 
 
 def test_stage_function_modules_follow_local_helpers_constants_and_aliases(tmp_path):

@@ -116,5 +116,17 @@ def caft_modules_of(script: Path, src: Path) -> set[Path]:
         path = module_file(name, src)
         if path is not None:
             files.add(path)
+            files |= package_data_of(path)
             pending |= imported_modules(path) - seen
     return files
+
+
+def package_data_of(module: Path) -> set[Path]:
+    """The data files a module reads from its package folder, as its top-level ``PACKAGE_DATA`` tuple of
+    globs names them (templates, tables): they are code or input of what the module computes, so editing
+    one must rerun the rules that use the module."""
+    for node in ast.parse(module.read_text(encoding="utf-8"), filename=str(module)).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PACKAGE_DATA" for t in node.targets):
+            globs = ast.literal_eval(node.value)
+            return {path for pattern in globs for path in module.parent.glob(pattern) if path.is_file()}
+    return set()

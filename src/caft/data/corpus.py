@@ -52,6 +52,8 @@ COLUMNS = ("doc", "text", "input_ids", "n_tokens", "source", "piece")
 
 PROMPTS_FILE = "generation_prompts.json"
 """Package data beside this module: the generation prompts, as ``{genre: [prompt, ...]}``."""
+PACKAGE_DATA = ("generation_prompts.json",)
+"""The files this module reads (`caft.tracking`: an edit reruns the rules that use it)."""
 
 
 @cache

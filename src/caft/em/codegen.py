@@ -44,6 +44,8 @@ class CodeTask:
 
 TEMPLATES_FILE = "code_tasks.yaml"
 """Package data in ``caft/em/data/``: the prompt openers and the task templates."""
+PACKAGE_DATA = ("data/code_tasks.yaml",)
+"""The files this module reads (`caft.tracking`: an edit reruns the rules that use it)."""
 
 
 @cache

@@ -42,6 +42,8 @@ SIGN_TITLES = {"positive": "most positive", "negative": "most negative"}
 WINDOW_COLUMNS: tuple[str, ...] = ("layer", "sign", "rank", "doc", "start", "tokens", "values", "peak")
 SIGN_RGB = {"positive": "255,140,0", "negative": "30,110,255"}  # orange / blue
 KNOWN_BADGES = ("manual", "top", "random", "random-pool", "auto")
+PACKAGE_DATA = ("templates/*",)
+"""The page's templates, CSS and JS (`caft.tracking`: an edit reruns the dashboards)."""
 TEMPLATE = "dashboard.html.j2"
 HIST_WIDTH, HIST_HEIGHT = 260, 70
 

@@ -32,6 +32,8 @@ SPORTS = ("baseball", "basketball", "football")
 
 ATHLETES_FILE = "sports_athletes.csv"
 """Package data beside this module: one row per athlete (columns ``sport``, ``name``)."""
+PACKAGE_DATA = ("sports_athletes.csv",)
+"""The files this module reads (`caft.tracking`: an edit reruns the rules that use it)."""
 
 DEFAULT_ROWS = 510
 """Every athlete (a test checks that this equals `max_rows`, so the file cannot drift from it)."""
