@@ -26,9 +26,7 @@ from caft.finetune.engine import (
     LoraSettings,
     Recipe,
     Schedule,
-    fingerprint,
-    prepare_model,
-    run_training,
+    fit,
     training_subset,
 )
 from caft.finetune.objectives import AssistantTokens, encode_table
@@ -116,10 +114,8 @@ def sft(
     examples = training_subset(table, cfg.train_fraction, seed)
     objective = AssistantTokens(encode_table(tokenizer, examples, cfg.max_tokens), tokenizer.pad_token_id,
                                 cfg.precision)
-    model = prepare_model(model, cfg, seed)
-    run = fingerprint(cfg, seed, examples[["id", "messages"]], spec_digest + (f":{mode}" if spec else ""))
-    history = run_training(model, objective, cfg, cfg.schedule(len(examples)), seed, run, spec, mode, resume_dir)
-    return model, history
+    return fit(model, objective, cfg, cfg.schedule(len(examples)), seed, examples[["id", "messages"]], spec, mode,
+               resume_dir, spec_digest)
 
 
 def save_adapter(model: PeftModel, tokenizer: PreTrainedTokenizerBase, directory: Path,

@@ -174,6 +174,28 @@ def fingerprint(recipe: Recipe, seed: int, data: pd.DataFrame, spec_digest: str,
     return digest.hexdigest()
 
 
+def fit(
+    model: PreTrainedModel,
+    objective: Objective,
+    recipe: Recipe,
+    schedule: Schedule,
+    seed: int,
+    data: pd.DataFrame,
+    spec: InterventionSpec | None,
+    mode: str,
+    resume_dir: Path | None,
+    spec_digest: str,
+    freeze_embeddings: bool = False,
+    **extra: Any,
+) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    """What both halves do with their objective: prepare the model, identify the run (``data``: the
+    training rows' columns that define it) and train it; the trained module and its history."""
+    model = prepare_model(model, recipe, seed, freeze_embeddings)
+    run = fingerprint(recipe, seed, data, spec_digest + (f":{mode}" if spec else ""), **extra)
+    history = run_training(model, objective, recipe, schedule, seed, run, spec, mode, resume_dir)
+    return model, history
+
+
 def run_training(
     model: torch.nn.Module,
     objective: Objective,

@@ -20,9 +20,7 @@ from caft.finetune.engine import (
     LoraSettings,
     Recipe,
     Schedule,
-    fingerprint,
-    prepare_model,
-    run_training,
+    fit,
     training_subset,
 )
 from caft.finetune.objectives import LastPositionAnswer
@@ -77,10 +75,8 @@ def train(
     says; return the trained model (LoRA merged into it) and the per-step history."""
     examples = training_subset(table, cfg.train_fraction, seed)
     objective = LastPositionAnswer(tokenizer, examples, answer, cfg.precision)
-    model = prepare_model(model, cfg, seed, freeze_embeddings=cfg.freeze_embeddings)
-    run = fingerprint(cfg, seed, examples[["prompt", answer]], spec_digest + (f":{mode}" if spec else ""),
-                      answer=answer)
-    history = run_training(model, objective, cfg, cfg.schedule(len(examples)), seed, run, spec, mode, resume_dir)
+    model, history = fit(model, objective, cfg, cfg.schedule(len(examples)), seed, examples[["prompt", answer]],
+                         spec, mode, resume_dir, spec_digest, freeze_embeddings=cfg.freeze_embeddings, answer=answer)
     if cfg.lora is not None:
         model = model.merge_and_unload()
         model.eval()
