@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -147,3 +149,27 @@ def test_benchmarks_import_what_the_package_has():
                 module = importlib.import_module(node.module)
                 missing = [a.name for a in node.names if not hasattr(module, a.name)]
                 assert not missing, f"{script.name}: {node.module} has no {missing}"
+
+
+def test_tracking_sees_an_edit_made_after_a_file_was_read(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text("from caft.config import x\n")
+    assert imported_modules(module) == {"caft.config", "caft.config.x"}
+    module.write_text("import caft.errors  # edited\n")
+    assert imported_modules(module) == {"caft.errors"}
+
+
+PARSE_IMPORT = re.compile(r"^(?:from (caft[\w.]*) import|import (caft[\w.]*))", re.M)
+
+
+def test_parsing_the_workflow_imports_no_torch():
+    """Every `snakemake` call (each dry run, each SLURM job) parses the workflow: the package modules the
+    rule files import must not pull in torch, transformers or sae-lens (1–8 s each)."""
+    files = [ROOT / "Snakefile", *sorted((ROOT / "rules").rglob("*.smk"))]
+    modules = sorted({a or b for path in files for a, b in PARSE_IMPORT.findall(path.read_text())})
+    assert "caft.tracking" in modules and "caft.ablation.selection" in modules
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}: importlib.import_module(name)\n"
+            "print(sorted({'torch', 'transformers', 'sae_lens'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,6 +1,6 @@
 """Input functions and param pickers of rules/autointerp.smk."""
 
-from caft.stages.autointerp import TOKEN_SUMMARY
+from caft.config import TOKEN_SUMMARY
 
 
 def candidate_inputs(wildcards):

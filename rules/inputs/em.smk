@@ -1,7 +1,6 @@
 """Input functions and param pickers of rules/em.smk."""
 
 import caft.config
-import caft.em.judges
 
 EM = config["em"]
 EM_UNHOOKED = caft.config.EM_UNHOOKED
@@ -196,6 +195,8 @@ def em_sae_reports(wildcards):
 
 def em_judge_sections():
     """Checkpoint name -> the `model` section that provisions it, for every slowly loading local judge."""
+    import caft.em.judges  # imports torch: only where the config has judges
+
     return {
         caft.em.judges.checkpoint_name(section): caft.em.judges.checkpoint_model(section)
         for section in EM["judges"].values()

@@ -39,6 +39,8 @@ SKYLINE = "skyline"
 UNHOOKED = (NO_INTERVENTION, SKYLINE)
 """Conditions without a spec: no intervention, and the skyline (same recipe, decorrelated training data)."""
 EM_UNHOOKED = (NO_INTERVENTION, "fewer")
+TOKEN_SUMMARY = "tokens"
+"""`explanations.client.client` value that summarizes windows by their peak tokens instead of asking an LLM."""
 """EM conditions without a spec: no intervention, and the same recipe stopped early (``fewer/steps<N>``)."""
 
 T = TypeVar("T")

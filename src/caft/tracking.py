@@ -9,23 +9,47 @@ from the code. Only the standard library is used: the workflow calls this while 
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "caft"
 
 
+@lru_cache(maxsize=None)
+def _parsed(source: Path, version: tuple[int, int]) -> ast.Module:
+    """A file's syntax tree, parsed once per version: the workflow asks for the same ~60 modules for each
+    of its ~50 rules, and parsing them again every time cost seconds of every Snakemake start."""
+    return ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
+
+
+def parsed(source: Path) -> ast.Module:
+    """The syntax tree of `source` (cached until the file changes; callers must not modify it)."""
+    return _parsed(source, _version(source))
+
+
+def _version(source: Path) -> tuple[int, int]:
+    """What changes when a file is edited: its modification time and size."""
+    stat = source.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
 def imported_modules(source: Path) -> set[str]:
     """Dotted names of the ``caft`` modules a Python file imports (``from caft.x import y`` may also name
     a module ``caft.x.y``)."""
+    return set(_imported_modules(source, _version(source)))
+
+
+@lru_cache(maxsize=None)
+def _imported_modules(source: Path, version: tuple[int, int]) -> frozenset[str]:
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"), filename=str(source))):
+    for node in ast.walk(parsed(source)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module.split(".")[0] == PACKAGE:
                 found.add(node.module)
                 found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
+    return frozenset(found)
 
 
 def module_file(name: str, src: Path) -> Path | None:
@@ -54,7 +78,7 @@ def stage_function_modules(stage_file: Path, function: str) -> set[str]:
     """The ``caft`` modules one stage function of a stage module uses: the names its body (and the
     module's private helpers and constants it reaches) takes from imports. A rule then depends only on
     the library code of its own stage, not on every import of the stage module it shares with other rules."""
-    tree = ast.parse(stage_file.read_text(encoding="utf-8"), filename=str(stage_file))
+    tree = parsed(stage_file)
     imports = _import_table(tree)
     local = {}
     for node in tree.body:
@@ -84,8 +108,7 @@ def stage_function_modules(stage_file: Path, function: str) -> set[str]:
 def _script_modules(script: Path, src: Path) -> set[str]:
     """A script's ``caft`` imports, with each imported stage function narrowed to what it uses."""
     modules = set()
-    tree = ast.parse(script.read_text(encoding="utf-8"), filename=str(script))
-    for node in ast.walk(tree):
+    for node in ast.walk(parsed(script)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(f"{PACKAGE}.stages."):
             stage_file = module_file(node.module, src)
             modules.add(node.module + ".__stage__")
@@ -125,7 +148,7 @@ def package_data_of(module: Path) -> set[Path]:
     """The data files a module reads from its package folder, as its top-level ``PACKAGE_DATA`` tuple of
     globs names them (templates, tables): they are code or input of what the module computes, so editing
     one must rerun the rules that use the module."""
-    for node in ast.parse(module.read_text(encoding="utf-8"), filename=str(module)).body:
+    for node in parsed(module).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PACKAGE_DATA" for t in node.targets):
             globs = ast.literal_eval(node.value)
             return {path for pattern in globs for path in module.parent.glob(pattern) if path.is_file()}

@@ -26,19 +26,22 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 from yaml.constructor import ConstructorError
 
-from caft.ablation.specs import InterventionSpec, orthonormal_basis
 from caft.artifacts import write_json
 from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
 from caft.interpret.explanations import candidate_windows, peak_token, token_summary
+
+if TYPE_CHECKING:  # torch only where a spec is built: the workflow reads manual selections while it is parsed
+    import torch
+
+    from caft.ablation.specs import InterventionSpec
 
 METHODS: tuple[str, ...] = ("pca", "sae")
 MANUAL_SECTION_KEYS: tuple[str, ...] = ("layers", "rule", "notes")
@@ -684,6 +687,8 @@ def projection_spec(selection: Selection, components: Mapping[int, torch.Tensor]
     the float32 result exactly so); for SAEs pass ``W_dec.T`` [d_model, d_sae], which gives the QR of
     the selected decoder rows. Layers with no ids are omitted.
     """
+    from caft.ablation.specs import InterventionSpec, orthonormal_basis
+
     bases: dict[int, torch.Tensor] = {}
     for layer, ids in selection.layers.items():
         if not ids:

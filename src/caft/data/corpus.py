@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from caft.data.packaged_text import PACKAGE_DIR, PACKAGES, brown_documents, wikipedia_documents
 from caft.errors import ConfigError, DataError, ModelLoadError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch only where text is generated: the workflow reads this config while it is parsed
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ def _sampling_seed(seed: int, device: torch.device) -> Iterator[None]:
     Only the CPU generator (and the model's own CUDA device's) is touched: ``torch.manual_seed`` would
     also reseed every CUDA device, a global side effect.
     """
+    import torch
+
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
@@ -185,6 +187,8 @@ def generate_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     """
     if tokenizer.pad_token_id is None:
         raise ModelLoadError("the tokenizer has no pad token; load it with caft.model.loading.load_model, which adds one")
+    import torch
+
     all_prompts = generation_prompts()
     choice = np.random.default_rng(seed).integers(len(all_prompts), size=cfg.docs)
     rows: list[dict[str, str]] = []

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from caft.ablation.specs import InterventionSpec
 from caft.config import SectionConfig
@@ -34,6 +33,9 @@ from caft.data.tasks import purpose_rng
 from caft.errors import DataError
 from caft.model.hooks import capture_residuals, run_decoder
 from caft.model.prompts import encode_prompts
+
+if TYPE_CHECKING:  # transformers is imported by whoever loads a model; these are only annotations
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ERASERS = ("mean-diff", "leace")
 

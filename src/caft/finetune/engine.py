@@ -21,13 +21,12 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedModel
 
 from caft.ablation.ablate import ablation_hooks
 from caft.ablation.specs import InterventionSpec
@@ -35,6 +34,9 @@ from caft.artifacts import atomic_dir, atomic_path
 from caft.data.tasks import purpose_rng
 from caft.errors import CaftError, DataError
 from caft.model.precision import AUTO
+
+if TYPE_CHECKING:  # transformers is imported by whoever loads a model; these are only annotations
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,19 @@ hooked and test-only modes, and calls it bare for the deployed mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from caft.config import SectionConfig
 from caft.errors import ConfigError, DataError
 from caft.model.prompts import LETTERS, encode_prompts, last_position_logits, letter_token_ids
+
+if TYPE_CHECKING:  # transformers is imported by whoever loads a model; these are only annotations
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 TIE = "tie"
 """``pred_2way`` when both letters get exactly the same logit: the model prefers neither, so it is wrong."""

@@ -9,17 +9,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 
 import numpy as np
 import pandas as pd
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from caft.em.chat_data import IGNORE, check_messages, encode_chat
 from caft.errors import DataError
 from caft.finetune.engine import StepResult
 from caft.model.prompts import encode_prompts, last_position_logits, letter_token_ids
+
+if TYPE_CHECKING:  # transformers is imported by whoever loads a model; these are only annotations
+    from transformers import PreTrainedTokenizerBase
 
 Encoded = list[tuple[list[int], list[int]]]
 """(input ids, labels) per example; labels are `IGNORE` except on assistant tokens."""

@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from caft.ablation.specs import InterventionSpec
 from caft.errors import ConfigError
@@ -24,6 +23,9 @@ from caft.finetune.engine import (
     training_subset,
 )
 from caft.finetune.objectives import LastPositionAnswer
+
+if TYPE_CHECKING:  # transformers is imported by whoever loads a model; these are only annotations
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)

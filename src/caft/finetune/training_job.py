@@ -8,11 +8,10 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from caft.ablation.specs import InterventionSpec, load_spec
 from caft.artifacts import file_digest, package_versions, write_json
@@ -20,9 +19,14 @@ from caft.finetune.engine import Recipe, write_history
 from caft.model.loading import load_checkpoint
 from caft.model.precision import resolve_precision
 
+if TYPE_CHECKING:  # transformers is imported by whoever loads a model; these are only annotations
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    Save = Callable[[torch.nn.Module, PreTrainedTokenizerBase], object]
+    """``save(model, tokenizer)``: writes the trained model or its adapters."""
+
 Fit = Callable[..., tuple[torch.nn.Module, list[dict[str, Any]]]]
 """``fit(model, tokenizer, table, cfg, seed, spec=, mode=, resume_dir=, spec_digest=)``: `train` or `sft`."""
-Save = Callable[[torch.nn.Module, PreTrainedTokenizerBase], object]
 
 
 def training_job(

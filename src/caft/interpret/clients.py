@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 import numpy as np
-import torch
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 from tqdm.auto import tqdm
 
@@ -41,7 +40,8 @@ from caft.errors import CaftError, ConfigError, ModelLoadError
 from caft.interpret.record import ResultRecord, record_path, recorded
 from caft.model.loading import ModelSpec, load_model, smollm2_gguf_path
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch only in the local client: the workflow imports this module while it is parsed
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,8 @@ class LocalHFClient:
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
         )
+        import torch
+
         device = self.model.device
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=device.type), torch.no_grad():
@@ -208,6 +210,8 @@ class LocalHFClient:
                                               .reshape(len(value["tokens"]), len(candidates))))
 
     def _token_logprobs(self, prompt: str, candidates: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        import torch
+
         ids = self.candidate_ids(candidates)
         input_ids, tokens = self._encode_with_pieces(prompt)
         with torch.no_grad():
@@ -221,6 +225,8 @@ class LocalHFClient:
 
     def _encode_with_pieces(self, prompt: str) -> tuple[torch.Tensor, list[str]]:
         """Input ids [1, T] and the matching token strings (decoded one by one for slow tokenizers)."""
+        import torch
+
         try:
             encoded = self.tokenizer(prompt, return_offsets_mapping=True)
         except NotImplementedError:

@@ -7,12 +7,14 @@ Gemma's 262k vocabulary, full logits at every position cost several times the wh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from caft.errors import DataError, ModelLoadError
+
+if TYPE_CHECKING:  # transformers is imported by whoever loads a model; these are only annotations
+    from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 LETTERS = ("A", "B")
 

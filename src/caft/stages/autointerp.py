@@ -10,6 +10,7 @@ import pandas as pd
 
 from caft.ablation.selection import AutoSelectConfig, auto_selection
 from caft.artifacts import provenance, write_parquet
+from caft.config import TOKEN_SUMMARY
 from caft.errors import ConfigError
 from caft.interpret.clients import job_record, make_client
 from caft.interpret.explanations import ExplainConfig, explain_candidates, load_embedder, summarize_candidates
@@ -17,7 +18,6 @@ from caft.interpret.explanations import ExplainConfig, explain_candidates, load_
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = {"pca": "component", "sae": "latent"}
-TOKEN_SUMMARY = "tokens"
 """``explanations.client: {client: tokens}``: deterministic token summaries instead of an LLM."""
 
 
