@@ -160,7 +160,6 @@ use rule pca_windows as em_pca_windows with:
 
 use rule select_pca as em_select_pca with:
     input:
-        unpack(em_manual_input),
         summary=rules.em_pca_components.output.summary,
         code=library_code("select_pca"),
     output:
@@ -171,6 +170,7 @@ use rule select_pca as em_select_pca with:
         benchmark_path("em_select_pca", "{em_model}/{variant}")
     params:
         cfg=em_selection_settings("pca"),
+        manual=manual_section("pca", lambda wildcards: em_manual_file(wildcards.em_model)),
         task=em_task_label,
 
 
@@ -303,7 +303,6 @@ use rule sae_windows as em_sae_windows with:
 
 use rule select_sae as em_select_sae with:
     input:
-        unpack(em_manual_input),
         base=EM_BASE,
         scores=rules.em_sae_candidates.output[0],
         code=library_code("select_sae"),
@@ -315,6 +314,7 @@ use rule select_sae as em_select_sae with:
         benchmark_path("em_select_sae", "{em_model}/{variant}")
     params:
         cfg=em_selection_settings("sae"),
+        manual=manual_section("sae", lambda wildcards: em_manual_file(wildcards.em_model)),
         task=em_task_label,
 
 

@@ -102,6 +102,7 @@ rule select_pca:
         runtime=10,
     params:
         cfg=selection_settings("pca"),
+        manual=manual_section("pca", lambda wildcards: manual_selection_file(wildcards.task)),
         task="{task}",
     script:
         script_of("select_pca")

@@ -132,6 +132,7 @@ rule select_sae:
         runtime=10,
     params:
         cfg=selection_settings("sae"),
+        manual=manual_section("sae", lambda wildcards: manual_selection_file(wildcards.task)),
         task="{task}",
     script:
         script_of("select_sae")

@@ -3,7 +3,7 @@
 import yaml
 
 import caft.config
-from caft.ablation.selection import load_manual_selection, manual_rule
+from caft.ablation.selection import load_manual_selection, manual_rule, manual_section_digest
 from caft.data.tasks import SPLITS
 
 NO_INTERVENTION = caft.config.NO_INTERVENTION
@@ -203,19 +203,31 @@ def manual_layer_counts(task, method):
     return selection.layer_counts()
 
 
+def manual_section(method, file_of):
+    """The person's selection file as a parameter of the manual selector: its path and the digest of the
+    method's section. Not an input: the file holds both methods' sections, and an input reruns on any edit,
+    so editing the PCA section would retrain the SAE manual runs."""
+
+    def section(wildcards):
+        if wildcards.variant != "manual":
+            return None
+        path = file_of(wildcards)
+        return {"file": path, "sha256": manual_section_digest(path, method)}
+
+    return section
+
+
 def manual_input(method):
-    """What a selector reads besides the candidates: the person's file (manual; with the method's windows
-    when the file holds a rule rather than ids), or, for the random baselines of a rule, the manual
+    """What a selector reads besides the candidates and the person's file (`manual_section`): the method's
+    windows when the file holds a rule rather than ids, or, for the random baselines of a rule, the manual
     selection's artifact (a rule's counts are known only once it has been applied)."""
     windows = {"pca": PCA_WINDOWS, "sae": SAE_WINDOWS}[method]
 
     def inputs(wildcards):
         if wildcards.variant == "manual":
-            dataset = task_dataset(wildcards.task)
             is_rule = manual_rule_of(wildcards.task, method) is not None
-            return {"manual": manual_selection_file(wildcards.task)} | (
-                {"windows": windows.format(dataset=dataset)} if is_rule else {}
-            )
+            dataset = task_dataset(wildcards.task)
+            return {"windows": windows.format(dataset=dataset)} if is_rule else {}
         if wildcards.variant.startswith(SEEDED_SELECTORS) and manual_rule_of(
             wildcards.task, method
         ):

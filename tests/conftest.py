@@ -1,3 +1,3 @@
 """Shared pytest fixtures."""
 
-pytest_plugins = ["tests.fixtures_models", "tests.fake_openai"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_chains", "tests.fake_openai"]

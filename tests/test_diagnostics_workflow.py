@@ -17,6 +17,8 @@ from tests.workflow_helpers import (
     write_config,
 )
 
+pytestmark = pytest.mark.workflow
+
 TASKS = ("gender", "verbs_sports_1")
 
 

@@ -22,6 +22,8 @@ from tests.workflow_helpers import (
     untracked_code,
 )
 
+pytestmark = pytest.mark.workflow
+
 CONDITIONS = ["base", "none", "pca/top", "sae/top", "sae-latent/random", "random/random", "fewer/steps2"]
 
 

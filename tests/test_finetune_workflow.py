@@ -16,6 +16,8 @@ from tests.workflow_helpers import (
     write_config,
 )
 
+pytestmark = pytest.mark.workflow
+
 SEEDS = (0, 1)
 
 

@@ -19,6 +19,10 @@ from tests.test_em_workflow import em_config
 from tests.test_endpoint_faults import answer
 from tests.workflow_helpers import make_workflow_copy, snakemake
 
+import pytest
+
+pytestmark = pytest.mark.workflow
+
 RUN = "results/em/tiny/runs/none/none/seed0"
 ROWS = 300
 ARGS = ("--cores", "1", "--workflow-profile", "none")

@@ -12,10 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake
+
+pytestmark = pytest.mark.workflow
 
 EPOCHS = 24
 RUN = "results/gender/runs/none/none/seed0"

@@ -1,7 +1,6 @@
 """The PCA chain through Snakemake on a tiny model: every artifact, and reruns of exactly what a
-manual-selection edit makes stale."""
+manual-selection edit makes stale. The chain is shared with the SAE tests (`tests.fixtures_chains`)."""
 
-import copy
 import json
 
 import pandas as pd
@@ -10,39 +9,23 @@ from safetensors import safe_open
 
 from caft.ablation.specs import load_spec
 from caft.interpret.dashboard import card_data
-from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, untracked_code
+from tests.fixtures_chains import DIRECTIONS_MANUAL
+from tests.workflow_helpers import summary_plan, untracked_code
 
-MANUAL = "pca:\n  layers:\n    0: [0, 2]\n    1: [1]\n  notes: tiny test selection\n"
-
-
-def pca_config(model_dir) -> dict:
-    config = copy.deepcopy(TINY_CONFIG)
-    config["model"] = {"name": str(model_dir)}
-    config["runs"] = {"tasks": ["gender"], "seeds": [0, 1], "test_only": True,
-                      "conditions": ["none", "pca/manual", "pca/top", "pca/random"]}
-    config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
-    config["corpus"] = {"sources": [{"from": "generated", "docs": 6, "new_tokens": 12, "batch_size": 3}],
-                        "max_tokens_per_doc": 24}
-    config["pca"] = {"components": 4, "batch_size": 8}
-    config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4}
-    config["selection"] = {"top_k": 2}
-    config["explanations"] = {"methods": []}  # the SAE chain test covers explanations
-    return config
+MANUAL = DIRECTIONS_MANUAL
+pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
-def pca_chain(tmp_path_factory, tiny_model_dir):
-    workdir = make_workflow_copy(tmp_path_factory.mktemp("pca"), pca_config(tiny_model_dir))
-    (workdir / "config/selections").mkdir(exist_ok=True)
-    (workdir / "config/selections/gender.yaml").write_text(MANUAL)
-    snakemake(workdir, "--cores", "2", "--workflow-profile", "none")
-    return workdir
+def pca_chain(directions_chain):
+    """The chain shared with the SAE tests (`tests.fixtures_chains.directions_config`)."""
+    return directions_chain
 
 
 def test_pca_artifacts(pca_chain):
     results = pca_chain / "results"
     corpus = pd.read_parquet(results / "corpus/corpus.parquet")
-    assert (corpus["piece"] == 0).sum() == 6 and (corpus["n_tokens"] <= 24).all()  # 6 documents, split
+    assert (corpus["piece"] == 0).sum() == 8 and (corpus["n_tokens"] <= 24).all()  # 8 documents, split
     summary = pd.read_parquet(results / "gender/pca/components.parquet")
     assert sorted(set(summary["layer"])) == [0, 1] and (summary.groupby("layer").size() == 4).all()
     with safe_open(results / "gender/pca/components.safetensors", "pt") as handle:
@@ -70,8 +53,8 @@ def test_selections_and_specs(pca_chain):
     assert manual["layers"] == {"0": [0, 2], "1": [1]} and manual["provenance"]["notes"] == "tiny test selection"
     top = json.loads((results / "selections/pca/top.json").read_text())
     assert top["layers"] == {"0": [0, 1], "1": [0, 1]}
-    randoms = [json.loads((results / f"selections/pca/random/seed{s}.json").read_text()) for s in (0, 1)]
-    assert all({k: len(v) for k, v in r["layers"].items()} == {"0": 2, "1": 1} for r in randoms)
+    random = json.loads((results / "selections/pca/random/seed0.json").read_text())
+    assert {k: len(v) for k, v in random["layers"].items()} == {"0": 2, "1": 1}
     spec = load_spec(results / "interventions/pca/manual.safetensors")
     assert spec.layers == [0, 1] and spec.bases[0].shape == (32, 2) and spec.bases[1].shape == (32, 1)
 
@@ -84,6 +67,7 @@ def test_table_has_caft_pca_rows(pca_chain):
 
 
 def test_editing_the_manual_selection_reruns_only_what_depends_on_it(pca_chain):
+    """Only the PCA manual chain: the SAE section of the same file is untouched, so nothing made from it reruns."""
     manual = pca_chain / "config/selections/gender.yaml"
     manual.write_text(MANUAL.replace("0: [0, 2]", "0: [1, 3]"))
     try:
@@ -98,5 +82,5 @@ def test_editing_the_manual_selection_reruns_only_what_depends_on_it(pca_chain):
 
 
 def test_every_job_ran_only_code_its_rule_tracks(pca_chain):
-    """The package files each job of the PCA chain executed are all inputs of its rule (`library_code`)."""
+    """The package files each job of the PCA and SAE chain executed are all inputs of its rule (`library_code`)."""
     assert untracked_code(pca_chain) == {}

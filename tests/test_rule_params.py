@@ -11,6 +11,8 @@ import pytest
 
 from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake, summary_plan, write_config
 
+pytestmark = pytest.mark.workflow
+
 STUB = '''"""Test stub: the job's outputs, empty (a path without a suffix is a folder)."""
 from pathlib import Path
 

@@ -1,8 +1,8 @@
 """The SAE chain through Snakemake on a tiny model: SAEs trained on corpus activations, attribution
 scores, windows, dashboard, selections, both kinds of spec, CAFT-SAE rows in the table, and reruns
-of exactly what an SAE-training edit makes stale."""
+of exactly what an SAE-training edit makes stale. The chain is shared with the PCA tests
+(`tests.fixtures_chains`), which also check the code each of its jobs ran."""
 
-import copy
 import json
 
 import pandas as pd
@@ -14,46 +14,15 @@ from sae_lens import SAE
 from caft.ablation.specs import MEANS_FORMAT, load_spec
 from caft.artifacts import load_tensors, read_parquet_metadata
 from caft.interpret.dashboard import card_data
-from tests.workflow_helpers import (
-    TINY_CONFIG,
-    make_workflow_copy,
-    snakemake,
-    summary_plan,
-    untracked_code,
-    write_config,
-)
+from tests.workflow_helpers import summary_plan, write_config
 
-MANUAL = "sae:\n  layers:\n    0: [1, 5]\n    1: [3]\n  notes: tiny SAE selection\n"
-
-
-def sae_config(model_dir) -> dict:
-    config = copy.deepcopy(TINY_CONFIG)
-    config["model"] = {"name": str(model_dir)}
-    config["runs"] = {"tasks": ["gender"], "seeds": [0], "test_only": True,
-                      "conditions": ["none", "sae/manual", "sae/top", "sae/random", "sae-latent/manual", "sae/auto"]}
-    config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
-    config["corpus"] = {"sources": [{"from": "generated", "docs": 8, "new_tokens": 16, "batch_size": 4}],
-                        "max_tokens_per_doc": 24}
-    config["interventions"] = {"center": True}
-    config["saes"] = {"from": "train", "layers": [0, 1], "batch_size": 4,
-                      "train": {"width": 64, "k": 4, "tokens": 4096, "batch_size": 128, "lr": 1e-3}}
-    config["attribution"] = {"batch_size": 16, "top_n": 40, "validate_top": 4, "validate_prompts": 20}
-    config["windows"] = {"window": 8, "per_component": 2, "random_per_component": 1, "batch_size": 4}
-    config["selection"] = {"sae_top_k": 3, "auto": {"min_relevance": -1.0, "max_per_layer": 2}}
-    # the tiny random model as explainer: its explanations are noise, so every candidate passes relevance −1
-    config["explanations"] = {"methods": ["sae"], "client": {"client": "local", "model": str(model_dir)},
-                              "queries": {"gender": "gender, women, men"}, "max_windows": 2, "simulate_windows": 1,
-                              "max_tokens": 8}
-    return config
+pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
-def sae_chain(tmp_path_factory, tiny_model_dir):
-    workdir = make_workflow_copy(tmp_path_factory.mktemp("sae"), sae_config(tiny_model_dir))
-    (workdir / "config/selections").mkdir(exist_ok=True)
-    (workdir / "config/selections/gender.yaml").write_text(MANUAL)
-    snakemake(workdir, "--cores", "2", "--workflow-profile", "none")
-    return workdir
+def sae_chain(directions_chain):
+    """The chain shared with the PCA tests (`tests.fixtures_chains.directions_config`)."""
+    return directions_chain
 
 
 def test_saes_are_sae_lens_folders_with_a_training_report(sae_chain):
@@ -166,8 +135,3 @@ def test_changing_sae_training_reruns_the_sae_chain_only(sae_chain):
     assert "results/saes/layer_0" in stale and "results/gender/sae/scores.parquet" in stale
     assert "results/saes/activations.safetensors" not in stale
     assert not any(path.startswith(("results/corpus", "results/data", "results/gender/runs/none")) for path in stale)
-
-
-def test_every_job_ran_only_code_its_rule_tracks(sae_chain):
-    """The package files each job of the SAE chain executed are all inputs of its rule (`library_code`)."""
-    assert untracked_code(sae_chain) == {}

@@ -55,7 +55,7 @@ def test_valid_manual_selection(tmp_path: Path) -> None:
     assert pca.layers == {3: [0, 2], 7: [1]}
     assert pca.count() == 3 and pca.layer_counts() == {3: 2, 7: 1}
     assert pca.provenance["notes"] == "pronoun-ish directions"
-    assert pca.provenance["file"] == str(path) and len(pca.provenance["sha256"]) == 64
+    assert pca.provenance["file"] == str(path) and len(pca.provenance["section_sha256"]) == 64
     sae = load_manual_selection(path, "sae", N_LAYERS, {5: 16384})
     assert sae.layers == {5: [77, 1234]} and sae.provenance["notes"] is None
 

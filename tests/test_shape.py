@@ -64,6 +64,7 @@ def test_layer_indices_out_of_range_name_the_key() -> None:
         check_layer_indices({**config, "pca": {"layers": [-3, 2]}}, 2, "tiny")
 
 
+@pytest.mark.workflow
 def test_a_bad_layer_fails_the_dry_run_before_any_job(tmp_path: Path, tiny_model_dir: Path) -> None:
     config = copy.deepcopy(TINY_CONFIG)
     config["model"] = {"name": str(tiny_model_dir)}

@@ -11,6 +11,8 @@ import yaml
 from caft.data.tasks import SPLITS
 from tests.workflow_helpers import ROOT, make_workflow_copy, snakemake
 
+pytestmark = pytest.mark.workflow
+
 pytest.importorskip("snakemake_executor_plugin_slurm")
 
 PROFILE = ("--workflow-profile", "profiles/slurm")

@@ -25,6 +25,8 @@ import yaml
 from tests.test_slurm import RESOURCES
 from tests.workflow_helpers import ROOT, make_workflow_copy
 
+pytestmark = pytest.mark.workflow
+
 pytest.importorskip("snakemake_executor_plugin_slurm")
 
 CLUSTER_SH = ROOT / "tests" / "slurm_cluster" / "cluster.sh"

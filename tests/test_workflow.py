@@ -26,6 +26,8 @@ from tests.workflow_helpers import (
     write_config,
 )
 
+pytestmark = pytest.mark.workflow
+
 PAIRS = ("verbs_sports", "pronouns_verbs")
 
 

@@ -98,10 +98,6 @@ def em_manual_file(em_model):
     return f"{EM['selection']['directory']}/em_{em_model}.yaml"
 
 
-def em_manual_input(wildcards):
-    return {"manual": em_manual_file(wildcards.em_model)} if wildcards.variant == "manual" else {}
-
-
 def em_selection_settings(method):
     """top: `em.selection.top_k` (PCA: per layer) or `sae_top_k` (SAE: over all layers); random: the
     manual file's counts per layer for the method, else the method's top k per layer."""

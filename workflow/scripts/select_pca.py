@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from caft.ablation.selection import SelectorConfig
+from caft.ablation.selection import SelectorConfig, manual_file
 from caft.job import job, optional_path
 from caft.stages.pca import select_pca
 
@@ -12,7 +12,7 @@ with job(snakemake):
         task=snakemake.params.task,
         cfg=SelectorConfig.from_config(snakemake.params.cfg),
         summary_path=Path(snakemake.input.summary),
-        manual_path=optional_path(snakemake.input, "manual"),
+        manual_path=manual_file(snakemake.params.manual),
         out_path=Path(snakemake.output[0]),
         windows_path=optional_path(snakemake.input, "windows"),
         manual_selection_path=optional_path(snakemake.input, "manual_selection"),

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from caft.ablation.selection import SelectorConfig
+from caft.ablation.selection import SelectorConfig, manual_file
 from caft.job import job, optional_path
 from caft.stages.sae import select_sae
 
@@ -14,7 +14,7 @@ with job(snakemake):
         cfg=SelectorConfig.from_config(snakemake.params.cfg),
         scores_path=Path(inputs.scores),
         base_dir=Path(inputs.base),
-        manual_path=optional_path(inputs, "manual"),
+        manual_path=manual_file(snakemake.params.manual),
         out_path=Path(snakemake.output[0]),
         windows_path=optional_path(inputs, "windows"),
         manual_selection_path=optional_path(inputs, "manual_selection"),

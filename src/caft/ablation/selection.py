@@ -316,8 +316,8 @@ def rule_selection(windows: pd.DataFrame, rule: PeakTokenRule, *, id_column: str
                      layers={layer: sorted(ids) for layer, ids in layers.items()}, provenance=record)
 
 
-def _manual_section(path: Path, method: str) -> tuple[dict[str, Any], bytes]:
-    """The file's section for `method`, checked for its keys (ids or a rule, and notes), and the file's bytes."""
+def _manual_section(path: Path, method: str) -> dict[str, Any]:
+    """The file's section for `method`, checked for its keys (ids or a rule, and notes)."""
     task = path.stem
     if method not in METHODS:
         raise ConfigError(f"{path}: unknown selection method {method!r}; expected one of {list(METHODS)}")
@@ -357,13 +357,39 @@ def _manual_section(path: Path, method: str) -> tuple[dict[str, Any], bytes]:
     notes = section.get("notes")
     if notes is not None and not isinstance(notes, str):
         raise ConfigError(f"{where}: 'notes' must be text, got {notes!r}")
-    return section, raw
+    return section
+
+
+def _keys_as_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _keys_as_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_keys_as_text(item) for item in value]
+    return value
+
+
+def section_digest(section: Mapping[str, Any]) -> str:
+    """sha256 of one method's section (canonical JSON): what a selection made from it depends on."""
+    return hashlib.sha256(json.dumps(_keys_as_text(dict(section)), sort_keys=True).encode()).hexdigest()
+
+
+def manual_section_digest(path: str | Path, method: str) -> str:
+    """The digest of `method`'s section of a selection file, checked: the workflow passes it to the
+    selector as a parameter instead of the file as an input, so editing the other method's section of
+    the same file reruns nothing made from this one."""
+    section = _manual_section(Path(path), method)
+    return section_digest(section)
+
+
+def manual_file(param: Mapping[str, str] | None) -> Path | None:
+    """The selection file of a manual selector's parameter (``{file, sha256}``; None for other selectors)."""
+    return Path(param["file"]) if param else None
 
 
 def manual_rule(path: str | Path, method: str) -> PeakTokenRule | None:
     """The section's rule, or None when it lists ids: a rule needs the windows table as an input."""
     path = Path(path)
-    section, _ = _manual_section(path, method)
+    section = _manual_section(path, method)
     return PeakTokenRule.parse(section["rule"], f"{path}: {method}") if "rule" in section else None
 
 
@@ -394,11 +420,11 @@ def load_manual_selection(
     duplicate YAML keys are rejected.
     """
     path = Path(path)
-    section, raw = _manual_section(path, method)
+    section = _manual_section(path, method)
     where = f"{path}: {method}"
     provenance = {
         "file": str(path),
-        "sha256": hashlib.sha256(raw).hexdigest(),
+        "section_sha256": section_digest(section),
         "notes": section.get("notes"),
         "n_layers": n_layers,
     }
