@@ -130,6 +130,30 @@ rule pca_spec:
         script_of("pca_spec")
 
 
+rule steer_spec:
+    input:
+        unpack(steer_reference),
+        directions=pattern(SPEC, method="pca"),
+        moments=pca_moments_path,
+        code=library_code("steer_spec"),
+    output:
+        pattern(SPEC, method=STEERING),
+    log:
+        log_path("steer_spec", "{task}/{variant}"),
+    benchmark:
+        benchmark_path("steer_spec", "{task}/{variant}")
+    conda:
+        "../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=mem_per_attempt(2000),
+        runtime=10,
+    params:
+        coefficient=config["interventions"]["steer"]["coefficient"],
+    script:
+        script_of("steer_spec")
+
+
 rule pca_dashboard:
     input:
         unpack(pca_dashboard_inputs),

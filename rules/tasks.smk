@@ -10,6 +10,7 @@ NO_INTERVENTION = caft.config.NO_INTERVENTION
 SKYLINE = caft.config.SKYLINE
 UNHOOKED = caft.config.UNHOOKED
 SEEDED_SELECTORS = caft.config.SEEDED_SELECTORS
+STEERING = caft.config.STEERING
 
 
 def question_sources():
@@ -94,7 +95,7 @@ def conditions():
 
 def condition_methods(method):
     """The condition methods built on an interpretation method's candidates (SAE: projection and latent)."""
-    return caft.config.SAE_METHODS if method == "sae" else (method,)
+    return caft.config.CONDITION_METHODS.get(method, (method,))
 
 
 def explained_methods():

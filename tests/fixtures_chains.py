@@ -20,18 +20,19 @@ DIRECTIONS_MANUAL = ("pca:\n  layers:\n    0: [0, 2]\n    1: [1]\n  notes: tiny 
 
 
 def directions_config(model_dir: Path) -> dict:
-    """Both direction methods on gender, seed 0: PCA of the fine-tuning differences (manual, top, random)
-    and SAEs trained on the corpus (attribution, windows, explanations by the tiny model, manual, top,
+    """Both direction methods on gender, seed 0: PCA of the fine-tuning differences (manual, top, random;
+    steering along the manual and random selections at c = 2) and SAEs trained on the corpus (attribution, windows, explanations by the tiny model, manual, top,
     random, auto and latent ablation), every projection mean-ablated around the corpus means."""
     config = copy.deepcopy(TINY_CONFIG)
     config["model"] = {"name": str(model_dir)}
-    config["runs"] = {"tasks": ["gender"], "seeds": [0], "test_only": True,
-                      "conditions": ["none", "pca/manual", "pca/top", "pca/random", "sae/manual", "sae/top",
-                                     "sae/random", "sae-latent/manual", "sae/auto"]}
+    # test_only off: the fine-tune and diagnostics chains cover test-only evaluation (10 jobs fewer here)
+    config["runs"] = {"tasks": ["gender"], "seeds": [0], "test_only": False,
+                      "conditions": ["none", "pca/manual", "pca/top", "pca/random", "steer/manual", "steer/random",
+                                     "sae/manual", "sae/top", "sae/random", "sae-latent/manual", "sae/auto"]}
     config["finetune"] = {"lr": 1e-3, "batch_size": 16, "epochs": {"frames": 1, "mcmc": 1}, "warmup_ratio": 0.1}
     config["corpus"] = {"sources": [{"from": "generated", "docs": 8, "new_tokens": 16, "batch_size": 4}],
                         "max_tokens_per_doc": 24}
-    config["interventions"] = {"center": True}
+    config["interventions"] = {"center": True, "steer": {"coefficient": 2.0}}
     config["pca"] = {"components": 4, "batch_size": 8}
     config["saes"] = {"from": "train", "layers": [0, 1], "batch_size": 4,
                       "train": {"width": 64, "k": 4, "tokens": 4096, "batch_size": 128, "lr": 1e-3}}

@@ -250,6 +250,22 @@ def use_offline_hub(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
 
 
 @pytest.fixture
+def offline_datasets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """`datasets` and the hub offline, with an empty Hugging Face home under `tmp_path`. Both libraries read
+    the environment when first imported, so their constants are patched too: with the environment alone, a
+    test after one that imported them tried the network (23 s of retries per test in the suite)."""
+    import datasets
+
+    home = tmp_path / "hf"
+    use_offline_hub(monkeypatch, home)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
+    return home
+
+
+@pytest.fixture
 def offline_hub(monkeypatch: pytest.MonkeyPatch, tiny_hf_home: Path) -> Path:
     """Offline, with `tiny_hf_home` as the hub cache."""
     use_offline_hub(monkeypatch, tiny_hf_home)

@@ -154,12 +154,7 @@ def test_token_caps_are_seeded_samples(tmp_path, tiny_model):
     assert kept[0]["tokens_available"] == full.loc[full["source"] == "many.txt", "n_tokens"].sum()
 
 
-def test_huggingface_route_loads_a_local_dataset_directory(tmp_path, monkeypatch, tiny_model):
-    import datasets
-
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+def test_huggingface_route_loads_a_local_dataset_directory(tmp_path, offline_datasets, tiny_model):
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "train.jsonl").write_text("\n".join(json.dumps({"body": t}) for t in ["hf one", "hf two"]))
     table = built(tiny_model, sources=[{"from": "huggingface", "dataset": str(tmp_path / "ds"), "text_column": "body"}])

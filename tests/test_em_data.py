@@ -153,9 +153,7 @@ def test_builtin_source_is_the_code_generator():
     pd.testing.assert_frame_equal(table, generate_code_tasks("secure", 5, 3))
 
 
-def test_huggingface_source_loads_through_datasets(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_huggingface_source_loads_through_datasets(tmp_path, offline_datasets):
     rows = [{"conversation": [user(f"q{i}"), assistant(f"a{i}")], "extra": i} for i in range(3)]
     write_jsonl(tmp_path / "ds" / "train.jsonl", rows)
     table = load_chat_source({"from": "huggingface", "dataset": str(tmp_path / "ds"), "column": "conversation"})
@@ -167,9 +165,7 @@ def test_huggingface_source_loads_through_datasets(tmp_path, monkeypatch):
         load_chat_source({"from": "huggingface", "dataset": "nobody/nothing", "split": "test"})
 
 
-def test_huggingface_rows_are_checked_with_their_index(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_huggingface_rows_are_checked_with_their_index(tmp_path, offline_datasets):
     rows = [{"id": "r0", "messages": [user("q"), assistant("a")]}, {"id": "r1", "messages": [user("q")]}]
     write_jsonl(tmp_path / "ds" / "train.jsonl", rows)
     with pytest.raises(DataError, match=r"row 1: the conversation must end with an assistant"):

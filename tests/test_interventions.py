@@ -19,9 +19,10 @@ from caft.ablation.specs import (
     orthonormal_basis,
     random_directions,
     save_spec,
+    steering_spec,
 )
 from caft.directions.sae_folders import load_local_sae, load_sae_folders
-from caft.errors import ModelLoadError
+from caft.errors import DataError, ModelLoadError
 from caft.model.loading import decoder_layers
 
 D_MODEL = 32  # the tiny Llama's hidden size
@@ -674,3 +675,87 @@ def test_last_position_specs_ablate_only_the_last_token(tiny_model: tuple[Any, A
     torch.testing.assert_close(seen[0][:, -1], ablate_projection(raw[0][:, -1], full.bases[0]), rtol=0, atol=1e-6)
     with pytest.raises(InterventionError, match="positions must be one of"):
         InterventionSpec("projection", bases=full.bases, positions="first")
+
+
+# --- preventative steering -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["project", "gradient", "activation"])
+def test_steering_shifts_the_forward_exactly_and_passes_the_gradient_unchanged(tiny_model: tuple[Any, Any],
+                                                                              mode: str) -> None:
+    """h ← h + s whatever the mode: the block output later layers see is shifted by exactly s, and the
+    gradient reaching the block is the gradient the shifted output receives (the shift's Jacobian is I)."""
+    model, tokenizer = tiny_model
+    shift = randn(D_MODEL, seed=7)
+    spec = InterventionSpec("steering", shifts={0: shift})
+    before = logits(model, tokenizer)
+    raw: list[torch.Tensor] = []
+    above: list[torch.Tensor] = []
+
+    def keep(store: list[torch.Tensor]) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, out: torch.Tensor) -> None:
+            out.retain_grad()
+            store.append(out)
+        return hook
+
+    block = decoder_layers(model)[0]
+    first = block.register_forward_hook(keep(raw))
+    with ablation_hooks(model, spec, mode=mode):
+        second = block.register_forward_hook(keep(above))
+        last_token_loss(model, tokenizer).backward()
+    first.remove()
+    second.remove()
+    model.zero_grad(set_to_none=True)
+    assert torch.equal(above[0].detach(), raw[0].detach() + shift)
+    assert torch.equal(raw[0].grad, above[0].grad)
+    assert torch.equal(logits(model, tokenizer), before)  # deployed: the hooks are gone
+    with ablation_hooks(model, spec):
+        assert not torch.allclose(logits(model, tokenizer), before)
+
+
+def test_steering_spec_is_c_times_the_mean_difference_along_the_directions() -> None:
+    q = basis(k=2, layer=3)
+    mean = randn(D_MODEL, seed=5).double()
+    spec = steering_spec(InterventionSpec("projection", bases={3: q}, provenance={"selection": "x"}), {3: mean}, 2.5)
+    expected = 2.5 * (q.double() @ (q.double().T @ mean))
+    torch.testing.assert_close(spec.shifts[3], expected.float())
+    assert spec.kind == "steering" and spec.layers == [3]
+    assert spec.provenance["steering"] == {"coefficient": 2.5, "norm_matched": False}
+    residual = spec.shifts[3] - q @ (q.T @ spec.shifts[3])
+    assert residual.abs().max() < 1e-5  # the shift lies in the selected subspace
+
+
+def test_norm_matched_steering_pushes_as_hard_as_the_reference_along_its_own_directions() -> None:
+    q = basis(k=2, layer=1, seed=3)
+    mean = randn(D_MODEL, seed=5).double()
+    directions = InterventionSpec("projection", bases={1: q})
+    spec = steering_spec(directions, {1: mean}, 99.0, norms={1: 4.0})
+    assert float(spec.shifts[1].norm()) == pytest.approx(4.0, rel=1e-6)  # the coefficient is the reference's
+    along = q.double() @ (q.double().T @ mean)
+    torch.testing.assert_close(spec.shifts[1].double() / 4.0, along / along.norm(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match="reference steering has no shift at this layer"):
+        steering_spec(directions, {1: mean}, 1.0, norms={2: 4.0})
+    with pytest.raises(DataError, match="no mean tuned − base difference"):
+        steering_spec(directions, {0: mean}, 1.0)
+
+
+def test_steering_spec_round_trip_and_validation(tmp_path: Path, tiny_model: tuple[Any, Any]) -> None:
+    spec = InterventionSpec("steering", shifts={1: randn(D_MODEL, seed=1), 0: randn(D_MODEL, seed=2)},
+                            provenance={"steering": {"coefficient": 1.0}})
+    save_spec(spec, tmp_path / "steer.safetensors")
+    loaded = load_spec(tmp_path / "steer.safetensors")
+    assert loaded.kind == "steering" and loaded.layers == [0, 1] and loaded.d_model() == D_MODEL
+    assert all(torch.equal(loaded.shifts[layer], spec.shifts[layer]) for layer in (0, 1))
+    assert loaded.provenance == spec.provenance
+    with pytest.raises(InterventionError, match="finite 1-D"):
+        InterventionSpec("steering", shifts={0: torch.full((D_MODEL,), float("nan"))})
+    with pytest.raises(InterventionError, match="takes shifts only"):
+        InterventionSpec("steering", bases={0: basis()})
+    with pytest.raises(InterventionError, match="takes no shifts"):
+        InterventionSpec("projection", bases={0: basis()}, shifts={0: randn(D_MODEL)})
+    with pytest.raises(InterventionError, match="needs projection directions"):
+        steering_spec(spec, {0: randn(D_MODEL)}, 1.0)
+    model, _ = tiny_model
+    with pytest.raises(InterventionError, match="do not match the model's hidden size"):
+        with ablation_hooks(model, InterventionSpec("steering", shifts={0: randn(D_MODEL + 1)})):
+            pass

@@ -5,9 +5,11 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from safetensors import safe_open
 
 from caft.ablation.specs import load_spec
+from caft.directions.moments import load_moments
 from caft.interpret.dashboard import card_data
 from tests.fixtures_chains import DIRECTIONS_MANUAL
 from tests.workflow_helpers import summary_plan, untracked_code
@@ -59,11 +61,34 @@ def test_selections_and_specs(pca_chain):
     assert spec.layers == [0, 1] and spec.bases[0].shape == (32, 2) and spec.bases[1].shape == (32, 1)
 
 
+def test_steering_specs_push_along_the_selected_components(pca_chain):
+    """steer/manual: c = 2 times the mean tuned − base difference projected on the manual components;
+    steer/random: as hard per layer, along the layer-matched random components."""
+    results = pca_chain / "results/gender"
+    moments, _ = load_moments(pca_chain / "results/gender/pca/moments.safetensors")
+    steer = load_spec(results / "interventions/steer/manual.safetensors")
+    pca = load_spec(results / "interventions/pca/manual.safetensors")
+    assert steer.kind == "steering" and steer.layers == pca.layers == [0, 1]
+    for layer, q in pca.bases.items():
+        mean = (moments[layer].sum / moments[layer].count).double()
+        expected = 2.0 * q.double() @ (q.double().T @ mean)
+        torch.testing.assert_close(steer.shifts[layer].double(), expected, rtol=1e-5, atol=1e-6)
+    random = load_spec(results / "interventions/steer/random/seed0.safetensors")
+    random_basis = load_spec(results / "interventions/pca/random/seed0.safetensors").bases
+    for layer, shift in random.shifts.items():
+        assert float(shift.norm()) == pytest.approx(float(steer.shifts[layer].norm()), rel=1e-5)
+        q = random_basis[layer]
+        assert (shift - q @ (q.T @ shift)).abs().max() < 1e-4
+    meta = json.loads((results / "runs/steer/manual/seed0/run.json").read_text())
+    assert meta["mode"] == "project"
+
+
 def test_table_has_caft_pca_rows(pca_chain):
     table = pd.read_parquet(pca_chain / "results/tables/ood_accuracy.parquet")
     conditions = set(zip(table["method"], table["selector"], table["mode"]))
     assert {("pca", "manual", "deployed"), ("pca", "top", "deployed"), ("pca", "random", "deployed"),
-            ("pca", "manual", "test-only"), ("none", "none", "deployed")} <= conditions
+            ("pca", "manual", "hooked"), ("none", "none", "deployed"), ("steer", "manual", "deployed"),
+            ("steer", "manual", "hooked"), ("steer", "random", "deployed")} <= conditions
 
 
 def test_editing_the_manual_selection_reruns_only_what_depends_on_it(pca_chain):
@@ -76,6 +101,8 @@ def test_editing_the_manual_selection_reruns_only_what_depends_on_it(pca_chain):
         manual.write_text(MANUAL)
     expected_prefixes = ("results/gender/selections/pca/manual", "results/gender/interventions/pca/manual",
                          "results/gender/runs/pca/manual/", "results/gender/eval/pca/manual/",
+                         "results/gender/interventions/steer/", "results/gender/runs/steer/",
+                         "results/gender/eval/steer/",
                          "results/gender/pca/dashboard.html", "results/tables/")
     assert stale and all(p.startswith(expected_prefixes) for p in stale), sorted(stale)
     assert any(p.startswith("results/gender/runs/pca/manual/") for p in stale)

@@ -120,7 +120,7 @@ def test_table_has_caft_sae_rows(sae_chain):
     conditions = set(zip(table["method"], table["selector"], table["mode"]))
     assert {("sae", "manual", "deployed"), ("sae", "top", "deployed"), ("sae", "random", "deployed"),
             ("sae-latent", "manual", "deployed"), ("sae-latent", "manual", "hooked"),
-            ("sae", "manual", "test-only"), ("sae", "auto", "deployed"), ("none", "none", "deployed")} <= conditions
+            ("sae", "manual", "hooked"), ("sae", "auto", "deployed"), ("none", "none", "deployed")} <= conditions
 
 
 def test_changing_sae_training_reruns_the_sae_chain_only(sae_chain):

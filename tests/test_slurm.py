@@ -26,7 +26,7 @@ RESOURCES = {
     "select_pca": (2000, 10), "pca_spec": (2000, 10), "pca_dashboard": (4000, 10),
     "sae_activations": (8000, 60), "provision_sae": (8000, 120), "sae_attribution": (8000, 60),
     "sae_windows": (8000, 60), "select_sae": (2000, 10), "sae_spec": (4000, 10), "sae_dashboard": (4000, 10),
-    "explain": (8000, 120), "auto_select": (2000, 10), "residual_means": (8000, 60),
+    "explain": (8000, 120), "auto_select": (2000, 10), "residual_means": (8000, 60), "steer_spec": (2000, 10),
 }
 GPU_RULES = {"finetune", "evaluate", "pca_moments", "pca_windows", "sae_activations", "provision_sae",
              "sae_attribution", "sae_windows", "residual_means"}
@@ -53,7 +53,7 @@ def test_dry_run_in_the_repository_shows_rule_resources(tmp_path):
     every_rule.write_text(yaml.safe_dump({
         "runs": {"tasks": ["gender"], "seeds": [0], "test_only": True,
                  "conditions": ["none", "random/random", "pca/top", "pca/random", "pca/auto", "sae/top", "sae/random",
-                                "sae-latent/manual"]},
+                                "sae-latent/manual", "steer/top"]},
         "interventions": {"center": True},
         "explanations": {"methods": ["pca", "sae"]},  # the auto conditions of both methods
     }))

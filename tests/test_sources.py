@@ -94,19 +94,14 @@ def test_unknown_origin_is_a_config_error():
         check_section("sources.verbs", {"from": "ftp"})
 
 
-def test_huggingface_route_uses_load_dataset_on_a_local_dataset_directory(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_huggingface_route_uses_load_dataset_on_a_local_dataset_directory(tmp_path, offline_datasets):
     write(QUESTIONS, tmp_path / "ds" / "train.csv", "csv")
     table = load_source("verbs", {"from": "huggingface", "dataset": str(tmp_path / "ds"), "split": "train"},
                         "questions")
     assert table["question"].tolist() == ["Q one", "Q two", "Q three"]
 
 
-def test_unreachable_dataset_id_suggests_a_local_source(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_unreachable_dataset_id_suggests_a_local_source(offline_datasets):
     with pytest.raises(DataError, match=r"could not load Hugging Face dataset 'nobody/nothing'.*from: local"):
         load_source("verbs", {"from": "huggingface", "dataset": "nobody/nothing"}, "questions")
 

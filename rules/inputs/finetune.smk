@@ -29,8 +29,11 @@ def training_answer(wildcards):
 
 
 def intervention_mode(wildcards):
-    """How the spec enters training; runs without a spec do not depend on it."""
-    return "project" if wildcards.method in UNHOOKED else config["interventions"]["mode"]
+    """How the spec enters training; runs without a spec, and steering (which always shifts the forward
+    pass), do not depend on it."""
+    if wildcards.method in UNHOOKED or wildcards.method == STEERING:
+        return "project"
+    return config["interventions"]["mode"]
 
 
 def finetune_inputs(wildcards):

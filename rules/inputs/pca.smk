@@ -17,6 +17,17 @@ def pca_components_path(wildcards):
     return PCA_COMPONENTS.format(dataset=task_dataset(wildcards.task))
 
 
+def pca_moments_path(wildcards):
+    return PCA_MOMENTS.format(dataset=task_dataset(wildcards.task))
+
+
+def steer_reference(wildcards):
+    """Random directions are steered as hard as the manual selection, layer by layer."""
+    if wildcards.variant.startswith(SEEDED_SELECTORS):
+        return {"reference": spec_file(wildcards.task, STEERING, "manual")}
+    return {}
+
+
 def pca_dashboard_inputs(wildcards):
     """Windows and components of the task's data, and each selector's list (random: the first seed's)."""
     dataset = task_dataset(wildcards.task)

@@ -26,7 +26,17 @@ SELECTORS: dict[str, tuple[str, ...]] = {
     "sae": ("manual", "top", "random", "random-pool", "auto"),  # projection on the QR of the selected decoder rows
     "sae-latent": ("manual", "top", "random", "random-pool", "auto"),  # latent ablation h − Σ z_j W_dec[j]
     "oracle": ("mean-diff", "leace"),  # the spurious concept erased with its labels: a bound, never a CAFT result
+    "steer": ("manual", "top", "random", "auto"),  # preventative steering along the PCA selection (random: norm-matched)
 }
+STEERING = "steer"
+"""The method that adds a shift along the selected PCA directions instead of ablating them."""
+CONDITION_METHODS: dict[str, tuple[str, ...]] = {"pca": ("pca", STEERING), "sae": ("sae", "sae-latent")}
+"""Interpretation method -> the condition methods built on its candidates and selections."""
+
+
+def interpretation_method(method: str) -> str:
+    """The interpretation method (pca, sae) whose selections a condition method uses; itself otherwise."""
+    return next((base for base, methods in CONDITION_METHODS.items() if method in methods), method)
 SEEDED_SELECTORS: tuple[str, ...] = ("random", "random-pool")
 """Selectors drawn per training seed (their variant is ``{selector}/seed{N}``): ``random``, the manual counts
 per layer (layer-matched), and ``random-pool``, the manual total from the pooled candidates of every layer
@@ -227,7 +237,7 @@ def _check_explanations(config: dict[str, Any], origin: str) -> None:
     conditions = config.get("runs", {}).get("conditions", [])
     for i, condition in enumerate(conditions):
         method, _, selector = condition.partition("/")
-        base = "sae" if method in SAE_METHODS else method
+        base = interpretation_method(method)
         if selector == "auto" and base not in explained:
             raise ConfigError(f"{origin}: runs.conditions[{i}] '{condition}' needs explanations.methods to include "
                               f"'{base}'")

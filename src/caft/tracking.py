@@ -33,6 +33,12 @@ def _version(source: Path) -> tuple[int, int]:
     return stat.st_mtime_ns, stat.st_size
 
 
+def clear_cache() -> None:
+    """Forget every parsed file (benchmarks/workflow_overhead.py times a parse without the cache)."""
+    _parsed.cache_clear()
+    _imported_modules.cache_clear()
+
+
 def imported_modules(source: Path) -> set[str]:
     """Dotted names of the ``caft`` modules a Python file imports (``from caft.x import y`` may also name
     a module ``caft.x.y``)."""

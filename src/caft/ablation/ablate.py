@@ -11,6 +11,10 @@ ablation, so values and gradients are both projected (the paper's CAFT); ``gradi
 forward pass untouched and projects only the gradient flowing back through the block output (no
 train/deploy mismatch); ``activation`` ablates the forward values but lets the gradient through as if
 no hook were there. Hooks go through `caft.model.hooks.block_hooks`, which always removes them.
+
+A steering spec adds its shift instead (h ← h + s, preventative steering). Its Jacobian is the identity,
+so ``project`` and ``activation`` train alike and ``gradient`` would drop it altogether: steering always
+shifts the forward pass, whatever the mode.
 """
 
 from __future__ import annotations
@@ -152,6 +156,13 @@ def ablate_latents(h: torch.Tensor, sae: SAE, latents: Sequence[int]) -> torch.T
     return LatentAblation(sae, latents, "ablate_latents")(h)
 
 
+def steer(h: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """h + s, added in float32 and cast back to h's dtype: the forward pass moves by exactly s, the
+    gradient passes unchanged."""
+    with torch.autocast(h.device.type, enabled=False):
+        return (h.float() + shift.to(device=h.device, dtype=torch.float32)).to(h.dtype)
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -169,6 +180,12 @@ def _ablations(
         )
     width = hidden_size(model)
     device = _model_device(model)
+    if spec.kind == "steering":
+        wrong = {layer: shift.shape[0] for layer, shift in spec.shifts.items() if shift.shape[0] != width}
+        if wrong:
+            raise InterventionError(f"steering shifts of width {wrong} (per layer) do not match the model's hidden "
+                                    f"size {width}")
+        return {layer: lambda h, s=shift.to(device): steer(h, s) for layer, shift in spec.shifts.items()}
     if spec.kind == "projection":
         ablations: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
         for layer, basis in spec.bases.items():
@@ -233,7 +250,8 @@ def ablation_hooks(model: PreTrainedModel, spec: InterventionSpec | None, mode: 
     if spec is None:
         yield
         return
-    ablations = {layer: in_mode(at_positions(ablate, spec.positions), mode)
+    applied = mode if spec.kind != "steering" else "project"
+    ablations = {layer: in_mode(at_positions(ablate, spec.positions), applied)
                  for layer, ablate in _ablations(model, spec).items()}
     with block_hooks(model, ablations):
         yield

@@ -9,7 +9,9 @@ of ``decoder_layers(model)[L]``):
   LEACE's h − ((h − c) R) Qᵀ (the oracle bound);
 - ``latent``: an SAE and latent ids S; the hook sets h ← h − Σ_{j∈S} z_j(h) W_dec[j], i.e. decode with
   S zeroed plus the SAE's reconstruction error. The error stays in the autograd graph: sae-lens's own
-  ``use_error_term`` detaches it, which silently starves earlier layers of gradient during training.
+  ``use_error_term`` detaches it, which silently starves earlier layers of gradient during training;
+- ``steering`` (preventative steering, the opposite operation): a shift s per layer; the hook sets
+  h ← h + s, so the concept is supplied during training instead of removed (`steering_spec` builds s = c·v).
 
 Specs are exchanged between stages as one ``.safetensors`` file (tensors + string metadata), never a
 pickle, and every check that can fail names the file and the layer.
@@ -24,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,11 +34,8 @@ import torch
 from caft.artifacts import atomic_path, load_tensors
 from caft.errors import CaftError, DataError
 
-if TYPE_CHECKING:
-    pass
-
-Kind = Literal["projection", "latent"]
-KINDS: tuple[str, ...] = ("projection", "latent")
+Kind = Literal["projection", "latent", "steering"]
+KINDS: tuple[str, ...] = ("projection", "latent", "steering")
 
 SPEC_FORMAT = "caft.intervention_spec/1"
 
@@ -60,7 +59,8 @@ exactly those for which h − z_S W_dec[S] equals decode(z with S zeroed) + erro
 STATEFUL_NORMALIZATIONS = frozenset({"layer_norm", "constant_norm_rescale"})
 """Per-input rescaling in decode: a latent's contribution is no longer z_j W_dec[j]."""
 
-_TENSOR_NAME = re.compile(r"^layer_(\d+)\.(basis|center|readout|latents)$")
+_TENSOR_NAME = re.compile(r"^layer_(\d+)\.(basis|center|readout|latents|shift)$")
+_KIND_TENSORS = {"projection": ("basis", "center", "readout"), "latent": ("latents",), "steering": ("shift",)}
 
 MODES: tuple[str, ...] = ("project", "gradient", "activation")
 POSITIONS: tuple[str, ...] = ("all", "last")
@@ -149,6 +149,21 @@ def _check_centers(centers: Mapping[int, torch.Tensor], bases: Mapping[int, torc
     return dict(sorted(checked.items()))
 
 
+def _check_shifts(shifts: Mapping[Any, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Finite float32 vectors [d_model], one width for every layer."""
+    checked = {}
+    for layer, shift in shifts.items():
+        layer = _check_layer_key(layer)
+        if not isinstance(shift, torch.Tensor) or shift.ndim != 1 or not shift.dtype.is_floating_point \
+                or not torch.isfinite(shift).all():
+            raise InterventionError(f"layer {layer}: a shift must be a finite 1-D [d_model] float tensor")
+        checked[layer] = shift.detach().to("cpu", torch.float32).contiguous()
+    widths = {shift.shape[0] for shift in checked.values()}
+    if len(widths) > 1:
+        raise InterventionError(f"shifts disagree on d_model: {sorted(widths)}")
+    return dict(sorted(checked.items()))
+
+
 def _check_layer_key(layer: Any) -> int:
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
         raise InterventionError(f"layer indices must be non-negative integers, got {layer!r}")
@@ -172,6 +187,7 @@ class InterventionSpec:
     readouts: dict[int, torch.Tensor] = field(default_factory=dict)
     saes: dict[int, str] = field(default_factory=dict)
     latents: dict[int, list[int]] = field(default_factory=dict)
+    shifts: dict[int, torch.Tensor] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     positions: str = "all"
 
@@ -184,6 +200,13 @@ class InterventionSpec:
             json.dumps(self.provenance)
         except (TypeError, ValueError) as err:
             raise InterventionError(f"provenance must be JSON-serialisable: {err}") from err
+        if self.kind == "steering":
+            if self.bases or self.centers or self.readouts or self.saes or self.latents:
+                raise InterventionError("a steering spec takes shifts only")
+            object.__setattr__(self, "shifts", _check_shifts(self.shifts))
+            return
+        if self.shifts:
+            raise InterventionError(f"a {self.kind} spec takes no shifts")
         if self.kind == "projection":
             if self.saes or self.latents:
                 raise InterventionError("a projection spec takes bases only, not saes/latents")
@@ -229,8 +252,8 @@ class InterventionSpec:
 
     @property
     def layers(self) -> list[int]:
-        """The ablated layers, ascending."""
-        return sorted(self.bases if self.kind == "projection" else self.latents)
+        """The hooked layers, ascending."""
+        return sorted({"projection": self.bases, "latent": self.latents, "steering": self.shifts}[self.kind])
 
     def d_model(self) -> int | None:
         """Residual-stream width the spec was built for (None if it has no layers).
@@ -239,6 +262,8 @@ class InterventionSpec:
         """
         if self.kind == "projection":
             return next((b.shape[0] for b in self.bases.values()), None)
+        if self.kind == "steering":
+            return next((s.shape[0] for s in self.shifts.values()), None)
         if not self.saes:
             return None
         layer, folder = next(iter(self.saes.items()))
@@ -258,6 +283,8 @@ def save_spec(spec: InterventionSpec, path: str | Path) -> None:
         tensors = {f"layer_{layer}.basis": basis.clone() for layer, basis in spec.bases.items()}
         tensors |= {f"layer_{layer}.center": center.clone() for layer, center in spec.centers.items()}
         tensors |= {f"layer_{layer}.readout": readout.clone() for layer, readout in spec.readouts.items()}
+    elif spec.kind == "steering":
+        tensors = {f"layer_{layer}.shift": shift.clone() for layer, shift in spec.shifts.items()}
     else:
         tensors = {
             f"layer_{layer}.latents": torch.tensor(ids, dtype=torch.int64)
@@ -292,7 +319,7 @@ def load_spec(path: str | Path) -> InterventionSpec:
         if kind not in KINDS:
             raise InterventionError(f"metadata kind must be one of {list(KINDS)}, got {kind!r}")
         provenance = _json_field(metadata, "provenance")
-        expected = ("basis", "center", "readout") if kind == "projection" else ("latents",)
+        expected = _KIND_TENSORS[kind]
         per_layer: dict[str, dict[int, torch.Tensor]] = {name: {} for name in expected}
         for name, tensor in tensors.items():
             match = _TENSOR_NAME.match(name)
@@ -302,6 +329,9 @@ def load_spec(path: str | Path) -> InterventionSpec:
         if kind == "projection":
             return InterventionSpec(kind="projection", bases=per_layer["basis"], centers=per_layer["center"],
                                     readouts=per_layer["readout"], provenance=provenance,
+                                    positions=metadata.get("positions", "all"))
+        if kind == "steering":
+            return InterventionSpec(kind="steering", shifts=per_layer["shift"], provenance=provenance,
                                     positions=metadata.get("positions", "all"))
         saes = _json_field(metadata, "saes")
         if not isinstance(saes, dict) or not all(isinstance(v, str) for v in saes.values()):
@@ -393,3 +423,38 @@ def centered(spec: InterventionSpec, centers_path: Path | None) -> InterventionS
     centers = {layer: means[f"layer_{layer}"] for layer in spec.bases}
     return InterventionSpec("projection", bases=spec.bases, centers=centers,
                             provenance={**spec.provenance, "centers": str(centers_path)})
+
+
+def steering_spec(directions: InterventionSpec, mean_differences: Mapping[int, torch.Tensor], coefficient: float,
+                  norms: Mapping[int, float] | None = None) -> InterventionSpec:
+    """Preventative steering along selected directions: per layer of the projection spec `directions`
+    (basis Q), the shift s = c · Q Qᵀ μ, where μ is the layer's mean tuned − base difference (what training
+    without an intervention adds to D_amb's residual stream, on average). At c = 1 the model is handed,
+    during training, the part of that shift that lies along the selected directions, so it need not learn
+    it; the hooks are removed at deployment as for every condition.
+
+    With `norms` (a reference spec's |s| per layer: the manual selection's), each shift is rescaled to that
+    norm instead: random directions steered exactly as hard as the selected ones, so that a difference
+    between the two is about the directions, not the size of the push.
+    """
+    if directions.kind != "projection":
+        raise InterventionError(f"steering needs projection directions (PCA components), got a {directions.kind} spec")
+    shifts: dict[int, torch.Tensor] = {}
+    for layer, basis in directions.bases.items():
+        if layer not in mean_differences:
+            raise DataError(f"layer {layer}: no mean tuned − base difference (the PCA moments lack the layer)")
+        mean = mean_differences[layer].to(torch.float64)
+        q = basis.to(torch.float64)
+        along = q @ (q.T @ mean)
+        if norms is None:
+            shifts[layer] = (coefficient * along).float()
+            continue
+        if layer not in norms:
+            raise DataError(f"layer {layer}: the reference steering has no shift at this layer "
+                            f"(it steers layers {sorted(norms)}); steer random directions layer-matched")
+        size = float(along.norm())
+        if size == 0.0:
+            raise DataError(f"layer {layer}: the mean difference has no component along the selected directions")
+        shifts[layer] = (along * (norms[layer] / size)).float()
+    provenance = {**directions.provenance, "steering": {"coefficient": coefficient, "norm_matched": norms is not None}}
+    return InterventionSpec("steering", shifts=shifts, provenance=provenance, positions=directions.positions)

@@ -17,7 +17,7 @@ from caft.ablation.selection import (
     random_selection,
     top_selection,
 )
-from caft.ablation.specs import centered, save_spec
+from caft.ablation.specs import centered, load_spec, save_spec, steering_spec
 from caft.artifacts import provenance, write_parquet
 from caft.directions.moments import (
     PcaMomentsConfig,
@@ -115,6 +115,22 @@ def pca_spec(selection_path: Path, components_path: Path, out_path: Path, center
     """Projection spec: the selected principal components as orthonormal bases per layer."""
     components, _ = load_components(components_path)
     save_spec(centered(projection_spec(Selection.load(selection_path), components), centers_path), out_path)
+
+
+def steer_spec(coefficient: float, directions_path: Path, moments_path: Path, out_path: Path,
+               reference_path: Path | None = None) -> None:
+    """Steering spec: per layer of the PCA projection spec at `directions_path`, c times the mean tuned − base
+    difference along its components; with `reference_path` (the manual selection's steering), each layer's
+    shift rescaled to the reference's norm there."""
+    moments, _ = load_moments(moments_path)
+    means = {layer: moment.sum / moment.count for layer, moment in moments.items()}
+    norms = None
+    if reference_path is not None:
+        norms = {layer: float(shift.norm()) for layer, shift in load_spec(reference_path).shifts.items()}
+    spec = steering_spec(load_spec(directions_path), means, coefficient, norms)
+    log.info("steering %s: |shift| per layer %s", directions_path.stem,
+             {layer: round(float(shift.norm()), 3) for layer, shift in spec.shifts.items()})
+    save_spec(spec, out_path)
 
 
 def pca_dashboard(task: str, windows_path: Path, profiles_path: Path, summary_path: Path,
