@@ -187,6 +187,22 @@ use rule pca_spec as em_pca_spec with:
         benchmark_path("em_pca_spec", "{em_model}/{variant}")
 
 
+use rule steer_spec as em_steer_spec with:
+    input:
+        unpack(em_steer_reference),
+        directions=pattern(EM_SPEC, method="pca"),
+        moments=rules.em_pca_moments.output[0],
+        code=library_code("steer_spec"),
+    output:
+        pattern(EM_SPEC, method=STEERING),
+    log:
+        log_path("em_steer_spec", "{em_model}/{variant}"),
+    benchmark:
+        benchmark_path("em_steer_spec", "{em_model}/{variant}")
+    params:
+        coefficient=EM["interventions"]["steer"]["coefficient"],
+
+
 use rule random_directions as em_random_directions with:
     input:
         base=EM_BASE,

@@ -24,7 +24,7 @@ from tests.workflow_helpers import (
 
 pytestmark = pytest.mark.workflow
 
-CONDITIONS = ["base", "none", "pca/top", "sae/top", "sae-latent/random", "random/random", "fewer/steps2"]
+CONDITIONS = ["base", "none", "pca/top", "sae/top", "sae-latent/random", "random/random", "fewer/steps2", "steer/random"]
 
 
 def em_config(model_dir, judge_gguf) -> dict:
@@ -98,6 +98,13 @@ def test_em_pca_directions(em_chain):
     assert random_spec.bases[1].shape == (32, 2)
     cards = card_data((pca / "dashboard.html").read_text())
     assert sorted((c["layer"], c["id"]) for c in cards) == [(layer, c) for layer in (0, 1) for c in range(4)]
+    # steer/random: along the random components, as hard per layer as steering along the top ones (no manual file)
+    steer_top = load_spec(em_chain / "results/em/tiny/interventions/steer/top.safetensors")
+    steer_random = load_spec(em_chain / "results/em/tiny/interventions/steer/random/seed0.safetensors")
+    assert steer_random.kind == "steering" and steer_random.layers == steer_top.layers == [0, 1]
+    for layer, shift in steer_random.shifts.items():
+        assert float(shift.norm()) == pytest.approx(float(steer_top.shifts[layer].norm()), rel=1e-5)
+    assert json.loads((em_chain / "results/em/tiny/runs/steer/random/seed0/run.json").read_text())["mode"] == "project"
 
 
 def test_em_sae_candidates_selections_and_specs(em_chain):

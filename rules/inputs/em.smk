@@ -61,7 +61,19 @@ def em_finetune_inputs(wildcards):
 
 
 def em_intervention_mode(wildcards):
-    return "project" if wildcards.method in EM_UNHOOKED else EM["interventions"]["mode"]
+    """As `intervention_mode`: runs without a spec, and steering, do not depend on the mode."""
+    if wildcards.method in EM_UNHOOKED or wildcards.method == STEERING:
+        return "project"
+    return EM["interventions"]["mode"]
+
+
+def em_steer_reference(wildcards):
+    """Random directions are steered as hard as the selection their counts come from: the manual file's
+    when the model has one, else the top components (`em_selection_settings`)."""
+    if not wildcards.variant.startswith("random/"):
+        return {}
+    reference = "manual" if Path(em_manual_file(wildcards.em_model)).is_file() else "top"
+    return {"reference": EM_SPEC.format(em_model=wildcards.em_model, method=STEERING, variant=reference)}
 
 
 def em_sample_adapter(wildcards):
@@ -125,7 +137,7 @@ def em_selection_settings(method):
 
 def em_dashboard_selections(method):
     """The selections of `method` the EM runs use, badged on its dashboard (random: the first seed's)."""
-    condition_methods = {"pca": ("pca",), "sae": ("sae", "sae-latent")}[method]
+    condition_methods = caft.config.CONDITION_METHODS[method]
 
     def selections(wildcards):
         used = {selector for m, selector in em_conditions() if m in condition_methods}
@@ -256,8 +268,8 @@ def em_targets():
     condition uses it."""
     targets = [EM_TABLE_PARQUET, EM_TABLE_PLOT, EM_JUDGE_CHECK_EXAMPLES]
     methods = {method for method, _ in em_conditions()}
-    if "pca" in methods:
+    if methods & set(caft.config.CONDITION_METHODS["pca"]):
         targets += [EM_PCA_DASHBOARD.format(em_model=m) for m in em_models()]
-    if methods & {"sae", "sae-latent"}:
+    if methods & set(caft.config.CONDITION_METHODS["sae"]):
         targets += [EM_SAE_DASHBOARD.format(em_model=m) for m in em_models()]
     return targets
