@@ -590,11 +590,10 @@ def test_gradient_mode_forward_is_the_untouched_model(tiny_model: tuple[Any, Any
     assert torch.equal(before, during)
 
 
-def test_activation_mode_gradient_equals_the_unhooked_gradient_at_the_block(tiny_model: tuple[Any, Any]) -> None:
-    """Activation mode's backward is the identity at the hook: the gradient reaching the block equals the
-    gradient the ablated activations receive from the layers above."""
-    model, tokenizer = tiny_model
-    spec = random_directions(D_MODEL, [0], k=4, seed=0)
+def block_output_around_the_hook(model: Any, tokenizer: Any, spec: Any, mode: str) -> tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
+    """Block 0's output before its spec hook and as the layers above see it, both with their gradients
+    after a backward pass of the last-token loss."""
     raw: list[torch.Tensor] = []
     above: list[torch.Tensor] = []
 
@@ -606,13 +605,22 @@ def test_activation_mode_gradient_equals_the_unhooked_gradient_at_the_block(tiny
 
     block = decoder_layers(model)[0]
     first = block.register_forward_hook(keep(raw))
-    with ablation_hooks(model, spec, mode="activation"):
+    with ablation_hooks(model, spec, mode=mode):
         second = block.register_forward_hook(keep(above))
         last_token_loss(model, tokenizer).backward()
     first.remove()
     second.remove()
     model.zero_grad(set_to_none=True)
-    torch.testing.assert_close(raw[0].grad, above[0].grad)
+    return raw[0], above[0]
+
+
+def test_activation_mode_gradient_equals_the_unhooked_gradient_at_the_block(tiny_model: tuple[Any, Any]) -> None:
+    """Activation mode's backward is the identity at the hook: the gradient reaching the block equals the
+    gradient the ablated activations receive from the layers above."""
+    model, tokenizer = tiny_model
+    raw, above = block_output_around_the_hook(model, tokenizer, random_directions(D_MODEL, [0], k=4, seed=0),
+                                              "activation")
+    torch.testing.assert_close(raw.grad, above.grad)
 
 
 def test_unknown_mode_is_a_clear_error(tiny_model: tuple[Any, Any]) -> None:
@@ -689,25 +697,9 @@ def test_steering_shifts_the_forward_exactly_and_passes_the_gradient_unchanged(t
     shift = randn(D_MODEL, seed=7)
     spec = InterventionSpec("steering", shifts={0: shift})
     before = logits(model, tokenizer)
-    raw: list[torch.Tensor] = []
-    above: list[torch.Tensor] = []
-
-    def keep(store: list[torch.Tensor]) -> Callable[..., None]:
-        def hook(module: torch.nn.Module, args: Any, out: torch.Tensor) -> None:
-            out.retain_grad()
-            store.append(out)
-        return hook
-
-    block = decoder_layers(model)[0]
-    first = block.register_forward_hook(keep(raw))
-    with ablation_hooks(model, spec, mode=mode):
-        second = block.register_forward_hook(keep(above))
-        last_token_loss(model, tokenizer).backward()
-    first.remove()
-    second.remove()
-    model.zero_grad(set_to_none=True)
-    assert torch.equal(above[0].detach(), raw[0].detach() + shift)
-    assert torch.equal(raw[0].grad, above[0].grad)
+    raw, above = block_output_around_the_hook(model, tokenizer, spec, mode)
+    assert torch.equal(above.detach(), raw.detach() + shift)
+    assert torch.equal(raw.grad, above.grad)
     assert torch.equal(logits(model, tokenizer), before)  # deployed: the hooks are gone
     with ablation_hooks(model, spec):
         assert not torch.allclose(logits(model, tokenizer), before)
