@@ -2,7 +2,6 @@
 #   make run    the main job on the embedded default config (offline, CPU)
 #   make test   the test suite
 # Extra arguments: make run ARGS="-n"   make test PYTEST_ARGS="-k tasks"
-# The tests run in $(CORES) processes (pytest-xdist), each module in one process.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,4 +31,4 @@ run: setup
 	$(if $(ARGS),,$(BIN)/python -m snakemake --report results/report.html)
 
 test: setup
-	$(BIN)/python -m pytest -n $(CORES) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -2,8 +2,7 @@
 
 Every job of a chain is a fresh Python process (1.5–4 s of imports for milliseconds of tiny-model work),
 so a chain costs about a minute and a half on 2 cores: the PCA and SAE modules share one chain (one data
-stage, base model, corpus and no-intervention run) instead of building two, also when pytest-xdist runs
-them in different processes.
+stage, base model, corpus and no-intervention run) instead of building two.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import copy
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from tests.workflow_helpers import TINY_CONFIG, make_workflow_copy, snakemake
 
@@ -49,34 +47,10 @@ def directions_config(model_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def directions_chain(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, worker_id: str) -> Path:
-    """A workflow copy that has run `directions_config` to the end (tests that edit it restore it).
-
-    Under pytest-xdist (`make test`) the modules that read it may run in two processes: the first builds
-    it in the session's shared temporary folder, under a file lock, and the other waits for it."""
-    if worker_id == "master":
-        return build_directions_chain(tmp_path_factory.mktemp("directions"), tiny_model_dir)
-    workdir = tmp_path_factory.getbasetemp().parent / "directions"  # one per session, shared by its workers
-    with chain_lock(workdir):
-        if not (workdir / CHAIN_DONE).is_file():
-            build_directions_chain(workdir, tiny_model_dir)
-    return workdir
-
-
-def chain_lock(workdir: Path) -> FileLock:
-    """The lock of a shared chain: held while it is built, and by a test while it edits the chain's config
-    (another process's test must not plan against the edited file)."""
-    return FileLock(str(workdir.parent / f"{workdir.name}.lock"))
-
-
-CHAIN_DONE = "chain_done"
-"""Written into a chain's folder once Snakemake has finished it (other processes then read it)."""
-
-
-def build_directions_chain(workdir: Path, model_dir: Path) -> Path:
-    make_workflow_copy(workdir, directions_config(model_dir))
+def directions_chain(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A workflow copy that has run `directions_config` to the end (tests that edit it restore it)."""
+    workdir = make_workflow_copy(tmp_path_factory.mktemp("directions"), directions_config(tiny_model_dir))
     (workdir / "config/selections").mkdir(exist_ok=True)
     (workdir / "config/selections/gender.yaml").write_text(DIRECTIONS_MANUAL)
     snakemake(workdir, "--cores", "2", "--workflow-profile", "none")
-    (workdir / CHAIN_DONE).touch()
     return workdir

@@ -236,7 +236,7 @@ def test_load_spec_rejects_other_files(tmp_path: Path) -> None:
 
 def test_spec_validation() -> None:
     with pytest.raises(InterventionError, match="kind"):
-        InterventionSpec("steering")  # type: ignore[arg-type]
+        InterventionSpec("rotation")  # type: ignore[arg-type]
     with pytest.raises(InterventionError, match="JSON"):
         InterventionSpec("projection", provenance={"path": Path("x")})
     with pytest.raises(InterventionError, match="differ"):

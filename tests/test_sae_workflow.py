@@ -14,7 +14,6 @@ from sae_lens import SAE
 from caft.ablation.specs import MEANS_FORMAT, load_spec
 from caft.artifacts import load_tensors, read_parquet_metadata
 from caft.interpret.dashboard import card_data
-from tests.fixtures_chains import chain_lock
 from tests.workflow_helpers import summary_plan, write_config
 
 pytestmark = pytest.mark.workflow
@@ -125,15 +124,14 @@ def test_table_has_caft_sae_rows(sae_chain):
 
 
 def test_changing_sae_training_reruns_the_sae_chain_only(sae_chain):
-    with chain_lock(sae_chain):
-        original = (sae_chain / "config/config.yaml").read_text()
-        config = yaml.safe_load(original)
-        config["saes"]["train"]["k"] = 8
-        write_config(sae_chain, config)
-        try:
-            stale = {path for path, plan in summary_plan(sae_chain).items() if plan != "no update"}
-        finally:
-            (sae_chain / "config/config.yaml").write_text(original)
+    original = (sae_chain / "config/config.yaml").read_text()
+    config = yaml.safe_load(original)
+    config["saes"]["train"]["k"] = 8
+    write_config(sae_chain, config)
+    try:
+        stale = {path for path, plan in summary_plan(sae_chain).items() if plan != "no update"}
+    finally:
+        (sae_chain / "config/config.yaml").write_text(original)
     assert "results/saes/layer_0" in stale and "results/gender/sae/scores.parquet" in stale
     assert "results/saes/activations.safetensors" not in stale
     assert not any(path.startswith(("results/corpus", "results/data", "results/gender/runs/none")) for path in stale)

@@ -73,7 +73,9 @@ def em_steer_reference(wildcards):
     if not wildcards.variant.startswith("random/"):
         return {}
     reference = "manual" if Path(em_manual_file(wildcards.em_model)).is_file() else "top"
-    return {"reference": EM_SPEC.format(em_model=wildcards.em_model, method=STEERING, variant=reference)}
+    return {
+        "reference": EM_SPEC.format(em_model=wildcards.em_model, method=STEERING, variant=reference)
+    }
 
 
 def em_sample_adapter(wildcards):
