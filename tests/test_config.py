@@ -41,14 +41,16 @@ def test_sentiment_pronouns_overlay_passes_and_has_its_manual_selection():
         assert ("rule" in section and section["rule"]["peak_tokens"]) or all(section["layers"].values())
 
 
-def test_gender_sae_overlay_passes_and_its_manual_selection_is_a_rule():
-    """The gender overlay is valid and its `sae/manual` rows read a rule (ids would not carry over)."""
+def test_gender_overlay_passes_and_its_manual_selections_are_rules():
+    """The gender overlay is valid and its manual rows read rules (ids would not carry over)."""
     config = default_config()
-    update_config(config, yaml.safe_load((ROOT / "config" / "gender_sae.yaml").read_text()))
+    update_config(config, yaml.safe_load((ROOT / "config" / "gender.yaml").read_text()))
     check_config(config, SCHEMA)
-    assert "gender" in config["runs"]["tasks"] and "sae/manual" in config["runs"]["conditions"]
-    rule = manual_rule(ROOT / "config" / "selections" / "gender.yaml", "sae")
-    assert rule is not None and {"he", "she", "nurse"} <= set(rule.peak_tokens) and rule.min_windows == 5
+    assert config["runs"]["tasks"] == ["gender"]
+    assert {"sae/manual", "pca/manual"} <= set(config["runs"]["conditions"])
+    for method in ("pca", "sae"):
+        rule = manual_rule(ROOT / "config" / "selections" / "gender.yaml", method)
+        assert rule is not None and {"he", "she", "nurse"} <= set(rule.peak_tokens) and rule.min_windows == 5
 
 
 @pytest.mark.parametrize("overlay", sorted(p.name for p in (ROOT / "config").glob("*.yaml")
