@@ -27,6 +27,7 @@ from caft import tracking
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow" / "scripts"
 HEAVY = ("torch", "transformers", "sae_lens", "peft")
+LIBRARY_CODE = re.compile(r'library_code\("(\w+)"\)')
 IMPORT = re.compile(r"^(?:from (caft[\w.]*) import|import (caft[\w.]*))", re.M)
 
 
@@ -63,16 +64,14 @@ def main() -> None:
     for script in scripts:
         runs = [script_import(script) for _ in range(args.repeats)]
         seconds, loaded = statistics.median(r[0] for r in runs), runs[0][1]
-        (heavy if "transformers" in loaded else light).append(seconds)
+        (heavy if "torch" in loaded else light).append(seconds)
         print(f"{script.stem:22} {seconds:8.2f}  {' '.join(loaded) or '-'}")
-    print(f"scripts without transformers: {len(light)}, median {statistics.median(light):.2f} s; "
-          f"with it: {len(heavy)}, median {statistics.median(heavy) if heavy else float('nan'):.2f} s")
+    print(f"scripts without torch: {len(light)}, median {statistics.median(light):.2f} s; "
+          f"with it: {len(heavy)}, median {statistics.median(heavy):.2f} s")
 
-    # one parse asks for every rule's code; rules reuse scripts (use rule ... as), about 53 calls in all
-    calls = scripts + [SCRIPTS / f"{name}.py" for name in ("select_pca", "select_sae", "pca_spec", "sae_spec",
-                                                           "pca_moments", "sae_activations", "provision_sae",
-                                                           "sae_windows", "pca_windows", "finetune", "evaluate",
-                                                           "pca_components", "em_sample")]
+    # one parse computes the library code of every rule (`library_code("<script>")` in the rule files)
+    calls = [SCRIPTS / f"{name}.py" for smk in sorted((ROOT / "rules").rglob("*.smk"))
+             for name in LIBRARY_CODE.findall(smk.read_text())]
     cached = statistics.median(library_code_seconds(calls, cached=True) for _ in range(args.repeats))
     uncached = statistics.median(library_code_seconds(calls, cached=False) for _ in range(args.repeats))
     print(f"library code of {len(calls)} rules: cached {cached:.2f} s, re-parsed per rule {uncached:.2f} s "

@@ -216,3 +216,14 @@ def test_environment_yml_installs_exactly_the_pyproject_package():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert {"test", "slurm"} <= set(extras)
     assert not [d for d in env["dependencies"] if isinstance(d, str) and d not in ("pip",) and not d.startswith("python")]
+
+
+def test_only_projections_train_under_the_configured_mode():
+    """Steering and runs without a spec get "project" whatever is configured, so changing the mode
+    reruns neither; the EM half passes its own spec-less conditions."""
+    from caft.config import EM_UNHOOKED, training_mode
+
+    assert training_mode("pca", "activation") == "activation"
+    assert [training_mode(m, "activation") for m in ("none", "skyline", "steer")] == ["project"] * 3
+    assert training_mode("fewer", "activation", EM_UNHOOKED) == "project"
+    assert training_mode("skyline", "activation", EM_UNHOOKED) == "activation"

@@ -61,10 +61,8 @@ def em_finetune_inputs(wildcards):
 
 
 def em_intervention_mode(wildcards):
-    """As `intervention_mode`: runs without a spec, and steering, do not depend on the mode."""
-    if wildcards.method in EM_UNHOOKED or wildcards.method == STEERING:
-        return "project"
-    return EM["interventions"]["mode"]
+    """How the spec enters EM training (`caft.config.training_mode`)."""
+    return caft.config.training_mode(wildcards.method, EM["interventions"]["mode"], EM_UNHOOKED)
 
 
 def em_steer_reference(wildcards):

@@ -29,11 +29,8 @@ def training_answer(wildcards):
 
 
 def intervention_mode(wildcards):
-    """How the spec enters training; runs without a spec, and steering (which always shifts the forward
-    pass), do not depend on it."""
-    if wildcards.method in UNHOOKED or wildcards.method == STEERING:
-        return "project"
-    return config["interventions"]["mode"]
+    """How the spec enters training (`caft.config.training_mode`)."""
+    return caft.config.training_mode(wildcards.method, config["interventions"]["mode"])
 
 
 def finetune_inputs(wildcards):

@@ -37,6 +37,8 @@ CONDITION_METHODS: dict[str, tuple[str, ...]] = {"pca": ("pca", STEERING), "sae"
 def interpretation_method(method: str) -> str:
     """The interpretation method (pca, sae) whose selections a condition method uses; itself otherwise."""
     return next((base for base, methods in CONDITION_METHODS.items() if method in methods), method)
+
+
 SEEDED_SELECTORS: tuple[str, ...] = ("random", "random-pool")
 """Selectors drawn per training seed (their variant is ``{selector}/seed{N}``): ``random``, the manual counts
 per layer (layer-matched), and ``random-pool``, the manual total from the pooled candidates of every layer
@@ -49,9 +51,16 @@ SKYLINE = "skyline"
 UNHOOKED = (NO_INTERVENTION, SKYLINE)
 """Conditions without a spec: no intervention, and the skyline (same recipe, decorrelated training data)."""
 EM_UNHOOKED = (NO_INTERVENTION, "fewer")
+"""EM conditions without a spec: no intervention, and the same recipe stopped early (``fewer/steps<N>``)."""
 TOKEN_SUMMARY = "tokens"
 """`explanations.client.client` value that summarizes windows by their peak tokens instead of asking an LLM."""
-"""EM conditions without a spec: no intervention, and the same recipe stopped early (``fewer/steps<N>``)."""
+
+
+def training_mode(method: str, configured: str, unhooked: tuple[str, ...] = UNHOOKED) -> str:
+    """The intervention mode a run of `method` trains under, as the rules pass it: only projections have
+    modes, so runs without a spec (`unhooked`) and steering (which always shifts the forward pass) get
+    "project" whatever is configured, and changing `interventions.mode` reruns neither."""
+    return "project" if method in unhooked or method == STEERING else configured
 
 T = TypeVar("T")
 

@@ -120,8 +120,9 @@ def pca_spec(selection_path: Path, components_path: Path, out_path: Path, center
 def steer_spec(coefficient: float, directions_path: Path, moments_path: Path, out_path: Path,
                reference_path: Path | None = None) -> None:
     """Steering spec: per layer of the PCA projection spec at `directions_path`, c times the mean tuned − base
-    difference along its components; with `reference_path` (the manual selection's steering), each layer's
-    shift rescaled to the reference's norm there."""
+    difference along its components; with `reference_path` (the steering of the selection whose counts a
+    random draw copies: the manual one, or for EM without a manual file the top one), each layer's shift
+    rescaled to the reference's norm there."""
     moments, _ = load_moments(moments_path)
     means = {layer: moment.sum / moment.count for layer, moment in moments.items()}
     norms = None
