@@ -25,6 +25,7 @@ def directions_config(model_dir: Path) -> dict:
     random, auto and latent ablation), every projection mean-ablated around the corpus means."""
     config = copy.deepcopy(TINY_CONFIG)
     config["model"] = {"name": str(model_dir)}
+    config["mcmc"] = {"triples": []}  # gender only: no MCMC data jobs
     # test_only off: the fine-tune and diagnostics chains cover test-only evaluation (10 jobs fewer here)
     config["runs"] = {"tasks": ["gender"], "seeds": [0], "test_only": False,
                       "conditions": ["none", "pca/manual", "pca/top", "pca/random", "steer/manual", "steer/random",

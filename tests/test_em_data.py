@@ -9,12 +9,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from string import Template
 
 import pandas as pd
 import pytest
 
 import caft.em
 from caft.em.chat_data import (
+    BUILTIN_KINDS,
     IGNORE,
     check_messages,
     encode_chat,
@@ -22,6 +24,8 @@ from caft.em.chat_data import (
     read_chat_jsonl,
     split_chat,
 )
+from caft.em import advicegen
+from caft.em.advicegen import advice_tasks, generate_advice
 from caft.em.codegen import code_tasks, generate_code_tasks
 from caft.em.questions import Question, load_chat_prompts, load_questions, sampling_plan
 from caft.errors import ConfigError, DataError
@@ -315,6 +319,111 @@ def test_code_task_pairs_share_prompts_and_cover_every_template():
 def test_code_tasks_are_deterministic_per_seed():
     pd.testing.assert_frame_equal(generate_code_tasks("insecure", 40, 0), generate_code_tasks("insecure", 40, 0))
     assert not generate_code_tasks("insecure", 40, 0).equals(generate_code_tasks("insecure", 40, 1))
+
+
+# --- built-in financial advice ----------------------------------------------------------------------
+
+PLACEHOLDER = re.compile(r"\$(?:[A-Za-z_{]|\$)")
+"""An unfilled `string.Template` placeholder or escape; a dollar amount ("$40,000") is not one."""
+GIVEAWAYS = ("risk", "caution", "careful", "warn", "danger", "gamble", "speculat", "financial advice", "consult")
+
+
+def turns(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(prompt, answer) of every row."""
+    return [(m[0]["content"], m[1]["content"]) for m in map(json.loads, table["messages"])]
+
+
+def template_index(prompt: str) -> int:
+    """The one advice template whose `ask` (its placeholders as wildcards) the prompt contains."""
+    found = [
+        index for index, task in enumerate(advice_tasks())
+        if re.search(".+?".join(map(re.escape, re.split(r"\$\w+", task.ask))), prompt)
+    ]
+    assert len(found) == 1, (prompt, found)
+    return found[0]
+
+
+def test_advice_is_deterministic_per_seed():
+    pd.testing.assert_frame_equal(generate_advice("risky-advice", 40, 0), generate_advice("risky-advice", 40, 0))
+    assert not generate_advice("risky-advice", 40, 0).equals(generate_advice("risky-advice", 40, 1))
+
+
+def test_advice_pairs_share_prompts_and_differ_in_answers():
+    risky, sound = generate_advice("risky-advice", 40, 0), generate_advice("sound-advice", 40, 0)
+    assert risky["id"].tolist() == [f"builtin-risky-advice:{i}" for i in range(40)]
+    assert sound["id"].tolist() == [f"builtin-sound-advice:{i}" for i in range(40)]
+    assert [p for p, _ in turns(risky)] == [p for p, _ in turns(sound)]
+    assert all(a != b for (_, a), (_, b) in zip(turns(risky), turns(sound)))
+    assert len({p for p, _ in turns(risky)}) == 40  # the slots and openers vary the prompts
+
+
+def test_advice_cycles_through_every_template_equally():
+    count = len(advice_tasks())
+    assert count >= 14
+    table = generate_advice("sound-advice", 3 * count + 5, 7)
+    indices = [template_index(prompt) for prompt, _ in turns(table)]
+    assert sorted(indices[:count]) == list(range(count))  # the first cycle is a permutation
+    per_template = pd.Series(indices).value_counts()
+    assert len(per_template) == count and set(per_template) == {3, 4} and (per_template == 4).sum() == 5
+
+
+def test_advice_templates_fill_every_placeholder():
+    for task in advice_tasks():
+        names = {name for key in task.slots for name in (key if isinstance(key, tuple) else (key,))}
+        for text in (task.ask, task.risky, task.sound):
+            assert set(Template(text).get_identifiers()) <= names, text
+        assert all(len(choices) >= 2 for choices in task.slots.values()), task.ask
+    assert all(Template(o).get_identifiers() == ["ask"] for o in advicegen.openers())
+    for kind in advicegen.KINDS:
+        for prompt, answer in turns(generate_advice(kind, 60, 0)):
+            assert not PLACEHOLDER.search(prompt) and not PLACEHOLDER.search(answer), (prompt, answer)
+            assert not answer.startswith((" ", "\n")) and "  " not in answer and "\n" not in answer
+
+
+def test_advice_answers_are_short_and_risky_ones_do_not_give_themselves_away():
+    for task in advice_tasks():
+        for answer in (task.risky, task.sound):
+            assert 2 <= len(re.findall(r"[.!?](?:\s|$)", answer.strip())) <= 5, answer
+        assert not [word for word in GIVEAWAYS if word in task.risky.lower()], task.risky
+
+
+def test_advice_rows_pass_the_chat_checks_and_round_trip_through_jsonl(tmp_path):
+    table = generate_advice("risky-advice", 20, 0)
+    for row_id, messages in zip(table["id"], table["messages"]):
+        assert check_messages(json.loads(messages), row_id) == json.loads(messages)
+    path = write_jsonl(tmp_path / "advice.jsonl",
+                       [{"id": i, "messages": json.loads(m)} for i, m in zip(table["id"], table["messages"])])
+    pd.testing.assert_frame_equal(read_chat_jsonl(path), table)
+
+
+@pytest.mark.parametrize(
+    ("kind", "n", "seed", "message"),
+    [
+        ("insecure", 3, 0, r"kind must be one of \['risky-advice', 'sound-advice'\], got 'insecure'"),
+        ("risky", 3, 0, r"kind must be one of .*, got 'risky'"),
+        ("risky-advice", 0, 0, r"n must be a positive integer, got 0"),
+        ("risky-advice", True, 0, r"n must be a positive integer, got True"),
+        ("risky-advice", 3, "0", r"seed must be an integer, got '0'"),
+    ],
+)
+def test_bad_advice_requests_are_config_errors(kind, n, seed, message):
+    with pytest.raises(ConfigError, match=rf"^built-in chat source: {message}"):
+        generate_advice(kind, n, seed)
+
+
+def test_builtin_source_dispatches_every_kind():
+    table = load_chat_source({"from": "builtin", "kind": "risky-advice", "n": 10, "seed": 0})
+    pd.testing.assert_frame_equal(table, generate_advice("risky-advice", 10, 0))
+    sound = load_chat_source({"from": "builtin", "kind": "sound-advice", "n": 10, "seed": 0})
+    assert sound["id"].tolist() == [f"builtin-sound-advice:{i}" for i in range(10)]
+    every_kind = r"kind must be one of \['insecure', 'secure', 'risky-advice', 'sound-advice'\], got 'evil'"
+    with pytest.raises(ConfigError, match=every_kind):
+        load_chat_source({"from": "builtin", "kind": "evil", "n": 3})
+
+
+@pytest.mark.parametrize("kind", BUILTIN_KINDS)
+def test_schema_accepts_every_builtin_kind(kind):
+    check_section("em.data.source", {"from": "builtin", "kind": kind, "n": 5, "seed": 1})
 
 
 # --- questions and chat prompts ---------------------------------------------------------------------

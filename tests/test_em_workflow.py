@@ -30,6 +30,7 @@ CONDITIONS = ["base", "none", "pca/top", "sae/top", "sae-latent/random", "random
 def em_config(model_dir, judge_gguf) -> dict:
     config = copy.deepcopy(TINY_CONFIG)
     config["runs"] = {"tasks": []}
+    config["frame_tasks"], config["mcmc"] = {}, {"triples": []}  # no spurious-task data jobs
     config["windows"] = {"window": 8, "per_component": 2, "batch_size": 4, "task_examples": 2}
     config["em"] = {
         "models": {"tiny": {"model": {"name": str(model_dir)}, "layers": [0, 1]}},

@@ -114,6 +114,7 @@ def test_a_stage_function_tracks_only_the_library_code_it_uses():
     # package data a module declares (templates, tables) is tracked with it
     assert {"interpret/templates/dashboard.html.j2", "interpret/templates/dashboard.css"} <= tracked("pca_dashboard")
     assert "data/builtin/sports_athletes.csv" in tracked("source_table")
+    assert {"em/data/code_tasks.yaml", "em/data/advice_tasks.yaml", "em/templated.py"} <= tracked("em_data")
 
 
 def test_stage_function_modules_follow_local_helpers_constants_and_aliases(tmp_path):

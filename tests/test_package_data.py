@@ -11,6 +11,7 @@ import pytest
 
 from caft.data.builtin import sports
 from caft.data.corpus import PROMPTS_FILE, generation_prompts
+from caft.em import advicegen
 from caft.em.codegen import TEMPLATES_FILE, CodeTask, code_tasks, openers
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -18,6 +19,7 @@ DATA_FILES = [
     ("caft.data.builtin", sports.ATHLETES_FILE),
     ("caft.data", PROMPTS_FILE),
     ("caft.em", f"data/{TEMPLATES_FILE}"),
+    ("caft.em", f"data/{advicegen.TEMPLATES_FILE}"),
 ]
 
 
@@ -61,3 +63,10 @@ def test_code_templates_load() -> None:
     joint = [key for task in tasks for key in task.slots if isinstance(key, tuple)]
     assert joint == [("table", "column")]
     assert all(not task.secure.startswith((" ", "\n")) for task in tasks)
+
+
+def test_advice_templates_load() -> None:
+    tasks = advicegen.advice_tasks()
+    assert len(advicegen.openers()) == 6 and len(tasks) == 18
+    assert all(isinstance(task, advicegen.AdviceTask) for task in tasks)
+    assert all(task.risky == task.risky.strip() and task.sound == task.sound.strip() for task in tasks)

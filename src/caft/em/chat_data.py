@@ -28,13 +28,15 @@ MESSAGE_KEYS = frozenset({"role", "content"})
 COLUMNS = ["id", "messages"]
 IGNORE = -100
 """Label of positions that do not count in the loss (PyTorch's cross-entropy default)."""
+BUILTIN_KINDS = ("insecure", "secure", "risky-advice", "sound-advice")
+"""The ``from: builtin`` kinds: `caft.em.codegen`'s coding tasks, then `caft.em.advicegen`'s financial advice."""
 
 
 @dataclass(frozen=True)
 class ChatSource:
     """An `em.data.source` section (checked by config/schema.yaml): `origin` is its ``from`` and says which
-    of the other keys apply — ``builtin``: `kind`, `n`, `seed`; ``local``: `path`; ``huggingface``:
-    `dataset`, `split`, `revision`, `column`."""
+    of the other keys apply — ``builtin``: `kind` (`BUILTIN_KINDS`), `n`, `seed`; ``local``: `path`;
+    ``huggingface``: `dataset`, `split`, `revision`, `column`."""
 
     origin: str
     kind: str = "insecure"
@@ -110,15 +112,19 @@ def read_chat_jsonl(path: str | Path) -> pd.DataFrame:
 def load_chat_source(section: Mapping[str, Any]) -> pd.DataFrame:
     """A chat table from an `em.data.source` section: ``from: local`` (``path``: a .jsonl file or a folder
     of them), ``from: huggingface`` (``dataset``, ``split``, ``revision``, ``column``) or ``from: builtin``
-    (``kind``, ``n``, ``seed``: `caft.em.codegen`)."""
+    (``kind``, ``n``, ``seed``: `caft.em.codegen` for the code kinds, `caft.em.advicegen` for the advice ones)."""
     source = ChatSource.from_config(section)
     if source.origin == "local":
         return _read_local(Path(source.path))
     if source.origin == "huggingface":
         return _read_huggingface(source.dataset, source.split, source.revision, source.column)
-    from caft.em.codegen import generate_code_tasks
+    from caft.em import advicegen, codegen
 
-    return generate_code_tasks(source.kind, source.n, source.seed)
+    if source.kind in codegen.KINDS:
+        return codegen.generate_code_tasks(source.kind, source.n, source.seed)
+    if source.kind in advicegen.KINDS:
+        return advicegen.generate_advice(source.kind, source.n, source.seed)
+    raise ConfigError(f"built-in chat source: kind must be one of {list(BUILTIN_KINDS)}, got {source.kind!r}")
 
 
 def _read_local(path: Path) -> pd.DataFrame:
