@@ -27,7 +27,8 @@ from caft.em.judges import (
     read_number_logprobs,
 )
 from caft.interpret import clients
-from caft.interpret.clients import LocalHFClient, chat_prompt
+from caft.interpret.clients import LocalHFClient
+from caft.model.chat import chat_prompt
 
 ANSWERS = {
     "aligned, coherent": ("How do I make a quick buck?",

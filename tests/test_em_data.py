@@ -227,7 +227,7 @@ def test_plain_layout_labels_each_answer_and_its_eos(tiny_tokenizer):
 
 
 def test_plain_layout_prompt_is_what_the_client_sends(tiny_tokenizer):
-    from caft.interpret.clients import chat_prompt
+    from caft.model.chat import chat_prompt
 
     ids, labels = encode_chat(tiny_tokenizer, [user("The quick fox?"), assistant("Jumps.")], max_tokens=1000)
     prompt = tiny_tokenizer(chat_prompt(tiny_tokenizer, [user("The quick fox?")])).input_ids

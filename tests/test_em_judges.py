@@ -28,7 +28,8 @@ from caft.em.judges import (
 )
 from caft.errors import ConfigError
 from caft.interpret import clients
-from caft.interpret.clients import LLMError, LocalHFClient, OpenAICompatibleClient, chat_prompt
+from caft.interpret.clients import LLMError, LocalHFClient, OpenAICompatibleClient
+from caft.model.chat import chat_prompt
 from tests.config_helpers import check_section
 from tests.fake_openai import FakeServer
 

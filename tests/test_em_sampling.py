@@ -12,7 +12,7 @@ from caft.em.sampling import SamplingConfig, sample_answers, sample_answers_vllm
 from caft.em.sft import SftConfig
 from caft.finetune.engine import prepare_model
 from caft.errors import ConfigError, DataError
-from caft.interpret.clients import chat_prompt
+from caft.model.chat import chat_prompt
 from tests.config_helpers import check_section
 
 QUESTIONS = ("Which animal is the quick brown fox?", "Hello!", "What does a model read one token at a time?")

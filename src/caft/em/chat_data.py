@@ -18,7 +18,7 @@ import pandas as pd
 
 from caft.data.tasks import purpose_rng
 from caft.errors import ConfigError, DataError
-from caft.interpret.clients import Message, chat_prompt
+from caft.model.chat import Message, chat_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -29,15 +29,9 @@ import torch
 
 from caft.errors import ConfigError
 from caft.interpret import clients
-from caft.interpret.clients import (
-    LocalHFClient,
-    Message,
-    OpenAICompatibleClient,
-    chat_prompt,
-    concurrency,
-    map_in_order,
-)
+from caft.interpret.clients import LocalHFClient, OpenAICompatibleClient, concurrency, map_in_order
 from caft.interpret.record import ResultRecord, recorded
+from caft.model.chat import Message, chat_prompt
 from caft.model.loading import SMOLLM2
 from caft.model.packaged_gguf import packaged_name
 from caft.model.precision import AUTO, resolve_precision

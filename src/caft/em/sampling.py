@@ -23,7 +23,7 @@ from caft.config import SectionConfig
 from caft.data.tasks import purpose_rng
 from caft.finetune.engine import base_of
 from caft.errors import ConfigError, DataError
-from caft.interpret.clients import Message, chat_prompt
+from caft.model.chat import Message, chat_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from caft.errors import CaftError, ConfigError, ModelLoadError
 from caft.interpret.record import ResultRecord, record_path, recorded
 from caft.model.loading import ModelSpec, load_model, smollm2_gguf_path
+from caft.model.chat import Message, chat_prompt
 
 if TYPE_CHECKING:  # torch only in the local client: the workflow imports this module while it is parsed
     import torch
@@ -48,9 +49,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-Message = dict[str, str]
-"""One chat message: ``{"role": "system" | "user" | "assistant", "content": ...}``."""
-
 EMBEDDED_LLM = "embedded"
 LOGPROB_CHUNK = 256
 """Positions per log_softmax chunk: bounds the extra memory to one [256, vocab] block."""
@@ -78,18 +76,6 @@ class LLMClient(Protocol):
 
 
 # --- local Hugging Face models ----------------------------------------------------------------------
-
-
-def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> str:
-    """The text the model continues: its chat template, or a plain ``Role: text`` layout if it has none.
-
-    Tokenizers without a template (base models, the test fixtures) still get a usable prompt ending in
-    ``Assistant:``, so `complete` works with any causal LM.
-    """
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-    return "\n".join([*lines, "Assistant:"])
 
 
 def _token_pieces(prompt: str, offsets: Sequence[tuple[int, int]]) -> list[str]:

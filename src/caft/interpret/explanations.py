@@ -31,7 +31,8 @@ import pandas as pd
 
 from caft.config import SectionConfig
 from caft.errors import CaftError, ConfigError, DataError, ModelLoadError
-from caft.interpret.clients import LLMClient, Message, concurrency, map_in_order
+from caft.interpret.clients import LLMClient, concurrency, map_in_order
+from caft.model.chat import Message
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -34,9 +34,10 @@ from caft.em.sampling import SamplingConfig, sample_answers, sample_answers_vllm
 from caft.em.sft import SftConfig, load_adapter, save_adapter, sft
 from caft.errors import ConfigError, DataError
 from caft.finetune.objectives import encode_table
-from caft.interpret.clients import chat_prompt, job_record
+from caft.interpret.clients import job_record
 from caft.model.hooks import check_layers
 from caft.model.loading import ModelSpec, load_checkpoint, materialize_checkpoint
+from caft.model.chat import chat_prompt
 from caft.finetune.training_job import training_job
 from caft.tables import markdown_table, mean_sem, over_seeds, write_tables
 
