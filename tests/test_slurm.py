@@ -78,7 +78,8 @@ def option(argv: list[str], name: str) -> str:
 def test_data_stage_runs_through_the_slurm_plugin(tmp_path):
     workdir = make_workflow_copy(tmp_path)
     state = tmp_path / "fake_slurm_state"
-    env = {"PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state)}
+    env = {"PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_DIR": str(state),
+           "FAKE_SLURM_SYNC": "1"}
     # The plugin first polls 40 s after submitting; 1 s keeps the test short.
     fast_polling = ("--slurm-init-seconds-before-status-checks", "1")
     snakemake(workdir, *PROFILE, "--jobs", "4", *fast_polling, env=env)
