@@ -46,7 +46,11 @@ def test_killed_run_needs_unlock_then_resumes_to_the_uninterrupted_checkpoint(tm
     (tmp_path / "reference").mkdir()
     (tmp_path / "killed").mkdir()
     reference = make_workflow_copy(tmp_path / "reference", config)
-    snakemake(reference, "--cores", "1", "--workflow-profile", "none", f"{RUN}/model")
+    # the uninterrupted run goes on beside the killed one (one core each)
+    uninterrupted = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--workflow-profile", "none", f"{RUN}/model"],
+        cwd=reference, stdout=(tmp_path / "reference.log").open("w"), stderr=subprocess.STDOUT,
+    )
 
     killed = make_workflow_copy(tmp_path / "killed", config)
     job = subprocess.Popen(
@@ -67,6 +71,7 @@ def test_killed_run_needs_unlock_then_resumes_to_the_uninterrupted_checkpoint(tm
     snakemake(killed, "--unlock", "--workflow-profile", "none")
     snakemake(killed, "--cores", "1", "--workflow-profile", "none", "--rerun-incomplete", f"{RUN}/model")
 
+    assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()
     log = (killed / "results/logs/finetune/gender/none/none/seed0.log").read_text()
     assert stopped_after <= epochs_done_logged(log) < EPOCHS
     ours, theirs = (load_file(w / RUN / "model" / "model.safetensors") for w in (killed, reference))
