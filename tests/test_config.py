@@ -27,30 +27,21 @@ def test_shipped_configs_pass(name):
                      "pronouns": "questions"}
 
 
-def test_sentiment_pronouns_overlay_passes_and_has_its_manual_selection():
-    """The second triple's overlay, merged onto the default the way `--configfile` does, is valid, and
-    every task it runs with `pca/manual` has a manual selection file with PCA components (ids or a rule)."""
+@pytest.mark.parametrize(("overlay", "task", "tokens"), [
+    ("gender.yaml", "gender", {"he", "she", "nurse"}),
+    ("sentiment_pronouns.yaml", "sentiment_pronouns_0", {"he", "she", "him", "them"}),
+])
+def test_task_overlays_pass_and_their_manual_selections_are_rules(overlay, task, tokens):
+    """A task's overlay, merged onto the default the way `--configfile` does, is valid, and its manual rows
+    of both methods read rules (ids would not carry over between machines)."""
     config = default_config()
-    update_config(config, yaml.safe_load((ROOT / "config" / "sentiment_pronouns.yaml").read_text()))
+    update_config(config, yaml.safe_load((ROOT / "config" / overlay).read_text()))
     check_config(config, SCHEMA)
-    assert config["runs"]["tasks"] == ["verbs_sentiment_1", "sentiment_pronouns_0"]
-    assert config["explanations"]["queries"]["gender"]  # merged, not replaced
-    for task in config["runs"]["tasks"]:
-        manual = yaml.safe_load((ROOT / "config" / "selections" / f"{task}.yaml").read_text())
-        section = manual["pca"]
-        assert ("rule" in section and section["rule"]["peak_tokens"]) or all(section["layers"].values())
-
-
-def test_gender_overlay_passes_and_its_manual_selections_are_rules():
-    """The gender overlay is valid and its manual rows read rules (ids would not carry over)."""
-    config = default_config()
-    update_config(config, yaml.safe_load((ROOT / "config" / "gender.yaml").read_text()))
-    check_config(config, SCHEMA)
-    assert config["runs"]["tasks"] == ["gender"]
+    assert config["runs"]["tasks"] == [task] and config["explanations"]["queries"]["gender"]  # merged, not replaced
     assert {"sae/manual", "pca/manual"} <= set(config["runs"]["conditions"])
     for method in ("pca", "sae"):
-        rule = manual_rule(ROOT / "config" / "selections" / "gender.yaml", method)
-        assert rule is not None and {"he", "she", "nurse"} <= set(rule.peak_tokens) and rule.min_windows == 5
+        rule = manual_rule(ROOT / "config" / "selections" / f"{task}.yaml", method)
+        assert rule is not None and tokens <= set(rule.peak_tokens) and rule.min_windows == 5
 
 
 @pytest.mark.parametrize("overlay", sorted(p.name for p in (ROOT / "config").glob("*.yaml")
