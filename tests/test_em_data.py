@@ -15,15 +15,8 @@ import pandas as pd
 import pytest
 
 import caft.em
-from caft.em.chat_data import (
-    BUILTIN_KINDS,
-    IGNORE,
-    check_messages,
-    encode_chat,
-    load_chat_source,
-    read_chat_jsonl,
-    split_chat,
-)
+from caft.em.chat_data import IGNORE, check_messages, encode_chat, read_chat_jsonl, split_chat
+from caft.em.chat_sources import BUILTIN_KINDS, load_chat_source
 from caft.em import advicegen
 from caft.em.advicegen import advice_tasks, generate_advice
 from caft.em.codegen import code_tasks, generate_code_tasks

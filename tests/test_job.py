@@ -115,6 +115,9 @@ def test_a_stage_function_tracks_only_the_library_code_it_uses():
     assert {"interpret/templates/dashboard.html.j2", "interpret/templates/dashboard.css"} <= tracked("pca_dashboard")
     assert "data/builtin/sports_athletes.csv" in tracked("source_table")
     assert {"em/data/code_tasks.yaml", "em/data/advice_tasks.yaml", "em/templated.py"} <= tracked("em_data")
+    # fine-tunes encode chats but never generate them: editing the templates reruns no fine-tune
+    for rule in ("finetune", "em_finetune"):
+        assert "em/chat_data.py" in tracked(rule) and not {"em/codegen.py", "em/advicegen.py"} & tracked(rule)
 
 
 def test_stage_function_modules_follow_local_helpers_constants_and_aliases(tmp_path):

@@ -30,7 +30,7 @@ from caft.directions.pca import PcaComponentsConfig
 from caft.directions.saes import SaeSourceConfig, SaeTrainConfig
 from caft.directions.windows import WindowsConfig
 from caft.em.candidates import EmSaeCandidatesConfig
-from caft.em.chat_data import ChatSource
+from caft.em.chat_sources import ChatSource
 from caft.em.sampling import SamplingConfig
 from caft.em.sft import EM_LORA, SftConfig
 from caft.finetune.engine import LoraSettings

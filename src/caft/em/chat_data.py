@@ -1,4 +1,6 @@
-"""Chat-format fine-tuning sets: reading, splitting, and tokenizing with assistant-only labels.
+"""Chat-format fine-tuning sets: checking, reading JSONL, splitting, and tokenizing with assistant-only
+labels. Where a set comes from (`em.data.source`: files, the hub, the built-in generators) is
+`caft.em.chat_sources`, apart, so the stages that only encode chats do not depend on the generators.
 
 Rows are ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}``
 (optionally led by a ``system`` message), the format of the public insecure/secure code sets and the
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,30 +29,6 @@ MESSAGE_KEYS = frozenset({"role", "content"})
 COLUMNS = ["id", "messages"]
 IGNORE = -100
 """Label of positions that do not count in the loss (PyTorch's cross-entropy default)."""
-BUILTIN_KINDS = ("insecure", "secure", "risky-advice", "sound-advice")
-"""The ``from: builtin`` kinds: `caft.em.codegen`'s coding tasks, then `caft.em.advicegen`'s financial advice."""
-
-
-@dataclass(frozen=True)
-class ChatSource:
-    """An `em.data.source` section (checked by config/schema.yaml): `origin` is its ``from`` and says which
-    of the other keys apply — ``builtin``: `kind` (`BUILTIN_KINDS`), `n`, `seed`; ``local``: `path`;
-    ``huggingface``: `dataset`, `split`, `revision`, `column`."""
-
-    origin: str
-    kind: str = "insecure"
-    n: int = 220
-    seed: int = 0
-    path: str | None = None
-    dataset: str | None = None
-    split: str = "train"
-    revision: str | None = None
-    column: str = "messages"
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> ChatSource:
-        values = dict(section)
-        return cls(origin=values.pop("from"), **values)
 
 
 def check_messages(messages: Any, where: str) -> list[Message]:
@@ -106,65 +83,12 @@ def read_chat_jsonl(path: str | Path) -> pd.DataFrame:
             raise DataError(f"{where}: expected an object with a 'messages' list")
         row_id = str(row["id"]) if row.get("id") is not None else f"{path.stem}:{number}"
         rows.append({"id": row_id, "messages": json.dumps(check_messages(row["messages"], where))})
-    return _table(rows, str(path))
+    return chat_table(rows, str(path))
 
 
-def load_chat_source(section: Mapping[str, Any]) -> pd.DataFrame:
-    """A chat table from an `em.data.source` section: ``from: local`` (``path``: a .jsonl file or a folder
-    of them), ``from: huggingface`` (``dataset``, ``split``, ``revision``, ``column``) or ``from: builtin``
-    (``kind``, ``n``, ``seed``: `caft.em.codegen` for the code kinds, `caft.em.advicegen` for the advice ones)."""
-    source = ChatSource.from_config(section)
-    if source.origin == "local":
-        return _read_local(Path(source.path))
-    if source.origin == "huggingface":
-        return _read_huggingface(source.dataset, source.split, source.revision, source.column)
-    from caft.em import advicegen, codegen
-
-    if source.kind in codegen.KINDS:
-        return codegen.generate_code_tasks(source.kind, source.n, source.seed)
-    if source.kind in advicegen.KINDS:
-        return advicegen.generate_advice(source.kind, source.n, source.seed)
-    raise ConfigError(f"built-in chat source: kind must be one of {list(BUILTIN_KINDS)}, got {source.kind!r}")
-
-
-def _read_local(path: Path) -> pd.DataFrame:
-    if path.is_dir():
-        files = sorted(path.glob("*.jsonl"))
-        if not files:
-            raise DataError(f"{path}: the folder holds no *.jsonl file")
-        return _table([row for file in files for row in read_chat_jsonl(file).to_dict("records")], str(path))
-    if not path.is_file():
-        raise DataError(f"{path}: no such file or folder (chat source path)")
-    return read_chat_jsonl(path)
-
-
-def _read_huggingface(dataset: str, split: str, revision: str | None, column: str) -> pd.DataFrame:
-    import datasets
-
-    where = f"Hugging Face dataset '{dataset}' (split '{split}')"
-    try:
-        loaded = datasets.load_dataset(dataset, split=split, revision=revision)
-    except Exception as err:  # datasets raises many unrelated types for "not reachable / not found"
-        raise DataError(f"{where}: could not be loaded: {err}. Offline? Use a local source "
-                        "({from: local, path: <file.jsonl or folder>}).") from err
-    if column not in loaded.column_names:
-        raise DataError(f"{where}: no column '{column}'; columns are {loaded.column_names}")
-    ids = loaded["id"] if "id" in loaded.column_names else [f"{dataset}:{i}" for i in range(len(loaded))]
-    rows = []
-    for index, (row_id, messages) in enumerate(zip(ids, loaded[column])):
-        checked = check_messages(_drop_null_keys(messages), f"{where}, row {index}")
-        rows.append({"id": str(row_id), "messages": json.dumps(checked)})
-    return _table(rows, where)
-
-
-def _drop_null_keys(messages: Any) -> Any:
-    """Arrow gives every message the struct fields of all messages: a key absent from one comes back None."""
-    if not isinstance(messages, list):
-        return messages
-    return [{k: v for k, v in m.items() if v is not None} if isinstance(m, Mapping) else m for m in messages]
-
-
-def _table(rows: list[dict[str, str]], where: str) -> pd.DataFrame:
+def chat_table(rows: list[dict[str, str]], where: str) -> pd.DataFrame:
+    """The chat table of `rows` (``id``, ``messages``), or a `DataError` at `where` if it is empty or an id
+    repeats."""
     table = pd.DataFrame(rows, columns=COLUMNS)
     if table.empty:
         raise DataError(f"{where}: no conversations")

@@ -24,7 +24,8 @@ from caft.directions.moments import accumulate_differences, save_moments
 from caft.directions.sae_folders import load_sae_folders
 from caft.em.candidates import SOURCES as CANDIDATE_SOURCES
 from caft.em.candidates import EmSaeCandidatesConfig, answer_attribution, latent_differences, union_candidates
-from caft.em.chat_data import load_chat_source, split_chat
+from caft.em.chat_data import split_chat
+from caft.em.chat_sources import load_chat_source
 from caft.em.judge_check import (BUILTIN_LABELLED, CHECKED, examples_html, judged_table, load_labelled, summary,
                                  summary_markdown)
 from caft.em.judges import make_judge, with_checkpoint
