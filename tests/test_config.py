@@ -27,18 +27,19 @@ def test_shipped_configs_pass(name):
                      "pronouns": "questions"}
 
 
-@pytest.mark.parametrize(("overlay", "task", "tokens"), [
-    ("gender.yaml", "gender", {"he", "she", "nurse"}),
-    ("sentiment_pronouns.yaml", "sentiment_pronouns_0", {"he", "she", "him", "them"}),
+@pytest.mark.parametrize(("overlay", "task", "tokens", "manual_rows"), [
+    ("gender.yaml", "gender", {"he", "she", "nurse"}, {"sae/manual", "pca/manual"}),
+    # its PCA rule chooses nothing on the real corpus (docs/results.md), so the overlay runs only SAE rows
+    ("sentiment_pronouns.yaml", "sentiment_pronouns_0", {"he", "she", "him", "them"}, {"sae/manual"}),
 ])
-def test_task_overlays_pass_and_their_manual_selections_are_rules(overlay, task, tokens):
+def test_task_overlays_pass_and_their_manual_selections_are_rules(overlay, task, tokens, manual_rows):
     """A task's overlay, merged onto the default the way `--configfile` does, is valid, and its manual rows
     of both methods read rules (ids would not carry over between machines)."""
     config = default_config()
     update_config(config, yaml.safe_load((ROOT / "config" / overlay).read_text()))
     check_config(config, SCHEMA)
     assert config["runs"]["tasks"] == [task] and config["explanations"]["queries"]["gender"]  # merged, not replaced
-    assert {"sae/manual", "pca/manual"} <= set(config["runs"]["conditions"])
+    assert {c for c in config["runs"]["conditions"] if c.endswith("/manual")} == manual_rows
     for method in ("pca", "sae"):
         rule = manual_rule(ROOT / "config" / "selections" / f"{task}.yaml", method)
         assert rule is not None and tokens <= set(rule.peak_tokens) and rule.min_windows == 5
