@@ -117,10 +117,6 @@ def section_rule(path, method):
     return manual_rule(path, method) if has_section(path, method) else None
 
 
-def has_manual_selection(task, method):
-    return has_section(manual_selection_file(task), method)
-
-
 def sae_layers():
     return config["saes"].get("layers", [])
 
@@ -261,11 +257,9 @@ def selection_settings(method):
 
 def dashboard_selections(task, method):
     """The selections a dashboard badges: those the configured runs use (random, random-pool: the first
-    seed's), the person's manual one whenever the task's selection file has a section for the method, and
-    the automatic one whenever the method is explained."""
+    seed's) and the automatic one whenever the method is explained; the manual one only when a run uses it,
+    so a rule that chooses nothing cannot keep unbuilt the page it is read from."""
     used = {selector for m, selector in conditions() if m in condition_methods(method)}
-    if has_manual_selection(task, method):
-        used.add("manual")
     if method in explained_methods():
         used.add("auto")
     variants = {"manual": "manual", "top": "top", "auto": "auto"} | {

@@ -309,7 +309,9 @@ def rule_selection(windows: pd.DataFrame, rule: PeakTokenRule, *, id_column: str
         raise DataError(
             f"{origin}: {method}: the rule {rule.to_json()} chooses none of the "
             f"{windows.groupby(['layer', id_column]).ngroups} directions of the windows table; a selection must "
-            "ablate something (read the dashboard again and write a rule, or ids, that it supports)"
+            "ablate something (read the dashboard again and write a rule, or ids, that it supports; the dashboard "
+            f"builds without it once runs.conditions leaves out the {method} conditions that read it: manual and "
+            "the random baselines, which copy its counts)"
         )
     record = {"rule": rule.to_json(), "matches": matches, **(provenance or {})}
     return Selection(method=method, selector="manual", task=task, seed=None,
