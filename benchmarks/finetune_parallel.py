@@ -36,8 +36,8 @@ from caft.model.precision import resolve_precision
 
 BASE = Path("results/models/base")
 TRAIN = Path("results/data/verbs_sentiment/train.parquet")
-ANSWER = "answer_1"
-"""The default triple (verbs, sentiment, intended 1) trains on the sentiment answer."""
+ANSWER = "answer_b"
+"""The default triple (verbs, sentiment, intended 1) trains on the second question's (sentiment) answer."""
 
 
 def training_steps(base: Path, train: Path, threads: int, seed: int = 0):
@@ -83,10 +83,11 @@ def throughput(base: Path, train: Path, processes: int, threads: int, steps: int
                for _ in range(processes)]
     for worker in workers:
         worker.start()
-    seconds = [results.get() for _ in workers]
     for worker in workers:
         worker.join()
-    return sum(steps / s for s in seconds)
+    if any(worker.exitcode for worker in workers):
+        raise RuntimeError(f"a training process failed (exit codes {[w.exitcode for w in workers]})")
+    return sum(steps / results.get() for _ in workers)
 
 
 def compiled_vs_eager(base: Path, train: Path, steps: int) -> str:
