@@ -12,8 +12,9 @@ Usage (after `make run` has built results/models/base and the default task's spl
 2. **torch.compile of the model** (``--compile``; inductor on CPU): the first compiled step (compilation
    included), the steady step against eager's, and the largest difference in loss over ``--steps`` steps
    from the same initialisation and batches.
-3. **Padding**: the fraction of padded positions in the default order's batches (left padding to the
-   longest prompt of each batch) against length-bucketed batches (sorted within windows of 8 batches).
+3. **Padding**: the fraction of padded positions in batches of a seeded random order, as training draws
+   them (left padding to the longest prompt of each batch), against length-bucketed batches (sorted
+   within windows of 8 batches).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def padding(train: Path, base: Path, batch_size: int = 8, window: int = 8) -> st
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         bucketed += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
     return (f"padding: prompts {lengths.min()}-{lengths.max()} tokens (median {int(np.median(lengths))}); padded "
-            f"positions {waste(batches):.1%} of each batch in the training order, {waste(bucketed):.1%} "
+            f"positions {waste(batches):.1%} of each batch in a seeded random order, {waste(bucketed):.1%} "
             f"length-bucketed (windows of {window} batches)")
 
 
