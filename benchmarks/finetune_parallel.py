@@ -32,8 +32,9 @@ import torch
 from caft.finetune.engine import optimizer_step, prepare_model
 from caft.finetune.objectives import LastPositionAnswer
 from caft.finetune.training import TrainConfig
-from caft.model.loading import ModelSpec, load_model
+from caft.model.loading import ModelSpec, load_model, load_tokenizer
 from caft.model.precision import resolve_precision
+from finetune_costs import interleaved, seconds_of  # this folder's timing helpers
 
 BASE = Path("results/models/base")
 TRAIN = Path("results/data/verbs_sentiment/train.parquet")
@@ -95,25 +96,17 @@ def compiled_vs_eager(base: Path, train: Path, steps: int) -> str:
     _, eager_step, eager_losses, _ = training_steps(base, train, threads=2)
     model, compiled_step, compiled_losses, _ = training_steps(base, train, threads=2)
     model.forward = torch.compile(model.forward)
-    start = time.perf_counter()
-    compiled_step()
-    first = time.perf_counter() - start
-    eager_step()
-    times: dict[str, list[float]] = {"eager": [], "compiled": []}
-    for _ in range(steps - 1):
-        for name, step in (("eager", eager_step), ("compiled", compiled_step)):
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    eager, compiled = (statistics.median(times[n]) for n in ("eager", "compiled"))
+    first = seconds_of(compiled_step)
+    timing = interleaved({"eager": eager_step, "compiled": compiled_step}, steps - 1)
+    eager, compiled = timing["eager"], timing["compiled"]
     gap = max(abs(a - b) for a, b in zip(eager_losses, compiled_losses))
     return (f"torch.compile: first step {first:.1f} s (compilation included); steady step eager {eager:.2f} s, "
             f"compiled {compiled:.2f} s (speed-up {eager / compiled:.2f}x); largest loss difference over "
-            f"{steps} steps {gap:.2e} ({'bit-identical' if gap == 0 else 'not bit-identical'})")
+            f"{len(eager_losses)} steps {gap:.2e} ({'bit-identical' if gap == 0 else 'not bit-identical'})")
 
 
 def padding(train: Path, base: Path, batch_size: int = 8, window: int = 8) -> str:
-    _, tokenizer = load_model(ModelSpec(name=str(base)))
+    tokenizer = load_tokenizer(ModelSpec(name=str(base)))
     lengths = np.array([len(ids) for ids in tokenizer(pd.read_parquet(train)["prompt"].tolist())["input_ids"]])
     order = np.random.default_rng(0).permutation(len(lengths))
 
