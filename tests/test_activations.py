@@ -18,6 +18,7 @@ from caft.directions.moments import (
     save_moments,
     token_mask,
 )
+from caft.directions.saes import ACTIVATIONS_FORMAT
 from caft.errors import ConfigError, DataError
 from caft.model.hooks import run_decoder
 from caft.model.loading import decoder_layers
@@ -194,3 +195,31 @@ def test_first_positions_count_only_the_later_tokens(tiny_model) -> None:
     torch.testing.assert_close(one[1].mean, three[1].mean, rtol=1e-4, atol=1e-4)
     with pytest.raises(DataError, match="first positions"):
         accumulate_differences(base, tuned, tokenizer, TEXTS, [1], include_bos=True, batch_size=1, first_positions=[1])
+
+
+def test_sae_activations_are_every_real_tokens_block_output_and_load_one_layer_at_a_time(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The stage fills one array per layer sized in advance (memory: one copy); its rows are the block
+    outputs of every corpus token but BOS, in corpus order, and the SAE trainer reads only its layer."""
+    from caft.artifacts import load_tensors
+    from caft.model.loading import load_checkpoint
+    from caft.stages.sae import _layer_activations, sae_activations
+
+    model, tokenizer = load_checkpoint(tiny_model_dir)
+    bos = tokenizer.bos_token_id
+    docs = [[bos, 5, 6, 7], [bos, 8], [bos, 9, 10, 11, 12, 13], [bos, 14, 15]]
+    pd.DataFrame({"input_ids": docs}).to_parquet(tmp_path / "corpus.parquet")
+    out = tmp_path / "activations.safetensors"
+    sae_activations(tiny_model_dir, tmp_path / "corpus.parquet", [0, 1], 3, out)
+    tensors, _ = load_tensors(out, ACTIVATIONS_FORMAT)
+    with torch.inference_mode(), capture_residuals(model, [0, 1]) as alone:
+        run_decoder(model, torch.tensor([docs[2]]), torch.ones(1, len(docs[2]), dtype=torch.long))
+    for layer in (0, 1):
+        rows = tensors[f"layer_{layer}"]
+        assert rows.shape == (3 + 1 + 5 + 2, model.config.hidden_size)  # BOS dropped, padding too
+        # the third document's tokens follow the first two's (4 rows), the same alone as padded in a batch
+        torch.testing.assert_close(rows[4:9], alone[layer][0, 1:], rtol=1e-5, atol=1e-5)
+        assert torch.equal(_layer_activations(out, layer), rows)
+    with pytest.raises(DataError, match=r"no tensor\(s\) \['layer_5'\] \(has \['layer_0', 'layer_1'\]\)"):
+        _layer_activations(out, 5)

@@ -13,7 +13,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -147,14 +147,18 @@ def _owns_its_storage(tensor: Any) -> bool:
     return tensor.is_contiguous() and tensor.storage_offset() == 0 and whole
 
 
-def load_tensors(path: str | Path, fmt: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a file written by `save_tensors`; a missing file or another format is a `DataError`."""
+def load_tensors(path: str | Path, fmt: str, names: Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a file written by `save_tensors` (only the tensors ``names``, if given: one layer of the SAE
+    activations is gigabytes); a missing file, tensor or another format is a `DataError`."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            missing = sorted(set(names or ()) - set(handle.keys()))
+            if missing:
+                raise DataError(f"{path}: no tensor(s) {missing} (has {sorted(handle.keys())})")
+            tensors = {name: handle.get_tensor(name) for name in (handle.keys() if names is None else names)}
     except (OSError, SafetensorError) as err:
         raise DataError(f"{path}: cannot read safetensors file: {err}") from err
     if header.get("format") != fmt:

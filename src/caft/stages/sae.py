@@ -72,20 +72,25 @@ def sae_activations(base_dir: Path, corpus_path: Path, layers: list[int], batch_
     check_layer_key("saes.layers", layers, checkpoint_shape(base_dir)[0], str(base_dir))
     model, tokenizer = load_checkpoint(base_dir)
     docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
-    rows: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    # Each layer's rows go straight into one array sized in advance: joining per-batch chunks at the end
+    # held two copies (the freed chunks stay in the heap), 13.2 GB at 0.5M tokens, past 24 GB at 1M.
+    bos = tokenizer.bos_token_id
+    tokens = sum(sum(1 for token in ids if token != bos) for ids in docs)  # what `token_mask` keeps
+    d_model = checkpoint_shape(base_dir)[1]
+    arrays = {layer: np.empty((tokens, d_model), dtype=np.float32) for layer in layers}
+    filled = dict.fromkeys(layers, 0)
     for layer, kept in residual_rows(model, tokenizer, docs, layers, batch_size, progress=True):
-        rows[layer].append(kept)
-    # one layer at a time, its chunks freed as it is joined: peak memory one copy plus one layer
-    tensors = {f"layer_{layer}": torch.from_numpy(np.concatenate(rows.pop(layer))) for layer in layers}
+        arrays[layer][filled[layer] : filled[layer] + len(kept)] = kept
+        filled[layer] += len(kept)
+    assert set(filled.values()) == {tokens}, f"kept {filled} token rows, expected {tokens}"
+    tensors = {f"layer_{layer}": torch.from_numpy(arrays[layer]) for layer in layers}
     log.info("activations: %d tokens x %d dims for layers %s", *tensors[f"layer_{layers[0]}"].shape, layers)
     save_tensors(tensors, out_path, ACTIVATIONS_FORMAT, provenance("sae_activations", {"layers": layers}))
 
 
 def _layer_activations(path: Path, layer: int) -> torch.Tensor:
-    tensors, _ = load_tensors(path, ACTIVATIONS_FORMAT)
     key = f"layer_{layer}"
-    if key not in tensors:
-        raise DataError(f"{path}: no activations for layer {layer} (has {sorted(tensors)})")
+    tensors, _ = load_tensors(path, ACTIVATIONS_FORMAT, names=[key])  # one layer, not all of them
     return tensors[key].float()
 
 
