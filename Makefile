@@ -2,6 +2,8 @@
 #   make run    the main job on the embedded default config (offline, CPU)
 #   make test   the test suite
 # Extra arguments: make run ARGS="-n"   make test PYTEST_ARGS="-k tasks"
+# The tests run in $(CORES) processes (pytest-xdist): the tiny chains in one, the rest in the other
+# (tests/conftest.py).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,4 +33,4 @@ run: setup
 	$(if $(ARGS),,$(BIN)/python -m snakemake --report results/report.html)
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(CORES) $(PYTEST_ARGS)
