@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import pytest
 
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_chains", "tests.fake_openai"]
 
@@ -12,7 +15,7 @@ by side contend for the cores their jobs already fill); the other process takes 
 much of which waits on a scheduler, a browser, a fake endpoint or a killed run."""
 
 
-def pytest_xdist_make_scheduler(config, log):
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under ``pytest -n 2`` (``make test``) every module runs in one process, so its module-scoped
     fixtures (a workflow copy, the SLURM cluster) are built once, and the chain modules all run in the
     same process. (pytest-xdist's ``loadgroup`` would do this from marks, but its group suffix on the
