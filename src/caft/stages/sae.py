@@ -69,14 +69,14 @@ OPTIONAL_CARD_FIELDS = ("sources", "mean_difference", "difference_encoding")
 def sae_activations(base_dir: Path, corpus_path: Path, layers: list[int], batch_size: int, out_path: Path) -> None:
     """Residual-stream activations (block outputs) of every corpus token but BOS/padding, per layer: the
     SAE training data, kept as an artifact so retraining one SAE does not rerun the model."""
-    check_layer_key("saes.layers", layers, checkpoint_shape(base_dir)[0], str(base_dir))
+    n_layers, d_model = checkpoint_shape(base_dir)
+    check_layer_key("saes.layers", layers, n_layers, str(base_dir))
     model, tokenizer = load_checkpoint(base_dir)
     docs = pd.read_parquet(corpus_path)["input_ids"].tolist()
     # Each layer's rows go straight into one array sized in advance: joining per-batch chunks at the end
     # held two copies (the freed chunks stay in the heap), 13.2 GB at 0.5M tokens, past 24 GB at 1M.
     bos = tokenizer.bos_token_id
     tokens = sum(sum(1 for token in ids if token != bos) for ids in docs)  # what `token_mask` keeps
-    d_model = checkpoint_shape(base_dir)[1]
     arrays = {layer: np.empty((tokens, d_model), dtype=np.float32) for layer in layers}
     filled = dict.fromkeys(layers, 0)
     for layer, kept in residual_rows(model, tokenizer, docs, layers, batch_size, progress=True):
