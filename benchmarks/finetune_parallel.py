@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from caft.finetune.engine import optimizer_step, prepare_model
+from caft.finetune.engine import adamw, optimizer_step, prepare_model
 from caft.finetune.objectives import LastPositionAnswer
 from caft.finetune.training import TrainConfig
 from caft.model.loading import ModelSpec, load_model, load_tokenizer
@@ -52,7 +52,7 @@ def training_steps(base: Path, train: Path, threads: int, seed: int = 0):
     table = pd.read_parquet(train)
     objective = LastPositionAnswer(tokenizer, table, ANSWER, precision)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+    optimizer = adamw(params, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     order = np.random.default_rng(seed).permutation(objective.size)
     losses: list[float] = []

@@ -60,7 +60,7 @@ from caft.ablation.ablate import ablation_hooks
 from caft.ablation.specs import InterventionSpec, random_directions
 from caft.artifacts import atomic_path
 from caft.directions.attribution import MetricBatch, latent_attribution
-from caft.finetune.engine import Recipe, linear_schedule, optimizer_step, prepare_model
+from caft.finetune.engine import Recipe, adamw, linear_schedule, optimizer_step, prepare_model
 from caft.model.loading import hidden_size, num_layers
 from caft.model.prompts import last_position_logits
 
@@ -447,7 +447,7 @@ def train_shapes(name: str, model: torch.nn.Module, recipe: Recipe, scale: Scale
                  device: torch.device, out: Path) -> None:
     """The training sections of one model, sharing one AdamW (the recipe's) and one hook spec."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+    optimizer = adamw(params, recipe)
     scheduler = linear_schedule(optimizer, warmup=0, total=10_000)
     spec = random_directions(hidden_size(model), range(num_layers(model)), DIRECTIONS_PER_LAYER, seed=0)
     for shape in scale.shapes:

@@ -42,7 +42,9 @@ rule finetune:
         benchmark_path("finetune", "{task}/{method}/{selector}/seed{seed}")
     conda:
         "../environment.yml"
-    threads: 2
+    # One thread: two 1-thread fine-tunes side by side train 1.17× faster than one on 2 threads
+    # (docs/benchmarks.md); `--set-threads finetune=N` gives a job more where cores are plenty.
+    threads: 1
     resources:
         mem_mb=mem_per_attempt(12000),
         runtime=240,

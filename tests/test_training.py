@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from caft.ablation.specs import random_directions, save_spec
 from caft.finetune.evaluation import EvaluationConfig, predict, summarize
-from caft.finetune.engine import LoraSettings, TrainingError, linear_schedule, training_subset
+from caft.finetune.engine import LoraSettings, Recipe, TrainingError, adamw, linear_schedule, training_subset
 from caft.finetune.training import TrainConfig, train
 from caft.model.loading import ModelSpec, load_model
 from caft.stages.finetune import evaluate, finetune
@@ -80,6 +80,24 @@ def test_schedule_warms_up_linearly_then_decays_to_zero():
         scheduler.step()
     assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
     assert lrs[5:] == pytest.approx([5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+
+
+def test_fused_adamw_makes_the_default_adamw_update():
+    """The engine's fused optimizer is a speed-up only: its steps match PyTorch's default (foreach) AdamW."""
+    recipe = Recipe(lr=1e-2, weight_decay=0.1)
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(64, 32, generator=generator)
+    grads = [torch.randn(64, 32, generator=generator) for _ in range(5)]
+    params = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    fused = adamw([params[0]], recipe)
+    plain_adamw = torch.optim.AdamW([params[1]], lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+    assert fused.defaults["fused"] and not plain_adamw.defaults["fused"]
+    for grad in grads:
+        for param, optimizer in zip(params, (fused, plain_adamw)):
+            param.grad = grad.clone()
+            optimizer.step()
+    assert not torch.equal(params[0], start)
+    torch.testing.assert_close(params[0], params[1], rtol=1e-5, atol=1e-6)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tiny_model_spec):

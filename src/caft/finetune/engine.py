@@ -212,7 +212,7 @@ def run_training(
     """Train the prepared ``model`` in place on ``objective`` with ``spec`` ablated as ``mode`` says (see
     `caft.ablation.specs`); return the per-step history. The model is left in eval mode."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+    optimizer = adamw(params, recipe)
     scheduler = linear_schedule(optimizer, schedule.warmup, schedule.total)
     state = RunState(run_fingerprint)
     if resume_dir is not None:
@@ -246,6 +246,18 @@ def run_training(
                 _save_resume(resume_dir, state, model, optimizer, scheduler)
     model.eval()
     return state.history
+
+
+def adamw(params: list[torch.nn.Parameter], recipe: Recipe) -> torch.optim.AdamW:
+    """The recipe's AdamW, fused into one kernel per step where the parameters' device has one (CPU, CUDA).
+
+    PyTorch's default (`foreach`) runs a dozen element-wise passes over every parameter; on 2 CPU cores they
+    took a fifth of a fine-tuning step, and the fused kernel makes the step 1.2× faster
+    (docs/benchmarks.md). The update is the same formula; float rounding differs in the last bits.
+    """
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay,
+                             fused=fused or None)
 
 
 def optimizer_step(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
