@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from caft.em.metrics import RATES, misalignment_summary, plot_misalignment_vs_vulnerable, vulnerable_summary
+from caft.em.metrics import (RATES, coincident_labels, misalignment_summary, plot_misalignment_vs_vulnerable,
+                             vulnerable_summary)
 from caft.errors import DataError
 from caft.tables import over_seeds
 
@@ -126,3 +127,13 @@ def test_plot_is_a_png_written_atomically(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["em.png"]
     with pytest.raises(DataError, match="vulnerable_rate_mean"):
         plot_misalignment_vs_vulnerable(table.drop(columns="vulnerable_rate_mean"), tmp_path / "other.png")
+
+
+def test_coincident_points_share_one_label_one_name_per_line() -> None:
+    """none and a control that changes nothing land on the same point: one annotation naming both."""
+    x = [0.906, 0.0, 0.908, 0.906, 0.5]
+    y = [0.0, 0.0, 0.0, 0.0, 0.0]
+    names = ["none", "pca/top", "steer/top", "steer/random", "other"]
+    assert coincident_labels(x, y, names) == [
+        (0.906, 0.0, "none\nsteer/top\nsteer/random"), (0.0, 0.0, "pca/top"), (0.5, 0.0, "other")]
+    assert len(coincident_labels([0.1, 0.1], [0.1, 0.2], ["a", "b"])) == 2  # apart on one axis: two labels
