@@ -12,7 +12,9 @@ Usage (after `make run` has built results/models/base and the default task's spl
 2. **torch.compile of the model** (``--compile``; inductor on CPU): the first compiled step (compilation
    included), the steady step against eager's, and the largest difference in loss over ``--steps`` steps
    from the same initialisation and batches.
-3. **Padding**: the fraction of padded positions in batches of a seeded random order, as training draws
+3. **Fused AdamW** (the engine's) against PyTorch's default (foreach) on two models prepared alike, steps
+   interleaved: the steady step and the largest loss difference.
+4. **Padding**: the fraction of padded positions in batches of a seeded random order, as training draws
    them (left padding to the longest prompt of each batch), against length-bucketed batches (sorted
    within windows of 8 batches).
 """
@@ -42,8 +44,9 @@ ANSWER = "answer_b"
 """The default triple (verbs, sentiment, intended 1) trains on the second question's (sentiment) answer."""
 
 
-def training_steps(base: Path, train: Path, threads: int, seed: int = 0):
-    """A prepared model and a function running the next training step (default recipe); its losses."""
+def training_steps(base: Path, train: Path, threads: int, seed: int = 0, fused: bool = True):
+    """A prepared model and a function running the next training step (default recipe); its losses.
+    ``fused=False``: PyTorch's default AdamW (foreach) instead of the engine's fused one."""
     torch.set_num_threads(threads)
     model, tokenizer = load_model(ModelSpec(name=str(base)))
     precision = resolve_precision("auto", torch.device("cpu"), "benchmark")
@@ -52,7 +55,8 @@ def training_steps(base: Path, train: Path, threads: int, seed: int = 0):
     table = pd.read_parquet(train)
     objective = LastPositionAnswer(tokenizer, table, ANSWER, precision)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adamw(params, recipe)
+    optimizer = adamw(params, recipe) if fused else torch.optim.AdamW(
+        params, lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     order = np.random.default_rng(seed).permutation(objective.size)
     losses: list[float] = []
@@ -105,6 +109,16 @@ def compiled_vs_eager(base: Path, train: Path, steps: int) -> str:
             f"{len(eager_losses)} steps {gap:.2e} ({'bit-identical' if gap == 0 else 'not bit-identical'})")
 
 
+def fused_vs_foreach(base: Path, train: Path, steps: int) -> str:
+    _, foreach_step, foreach_losses, _ = training_steps(base, train, threads=2, fused=False)
+    _, fused_step, fused_losses, _ = training_steps(base, train, threads=2)
+    timing = interleaved({"foreach": foreach_step, "fused": fused_step}, steps)
+    gap = max(abs(a - b) for a, b in zip(foreach_losses, fused_losses))
+    return (f"AdamW: steady step foreach (PyTorch's default) {timing['foreach']:.2f} s, fused {timing['fused']:.2f} s "
+            f"(speed-up {timing['foreach'] / timing['fused']:.2f}x); largest loss difference over "
+            f"{len(fused_losses)} steps {gap:.2e}")
+
+
 def padding(train: Path, base: Path, batch_size: int = 8, window: int = 8) -> str:
     tokenizer = load_tokenizer(ModelSpec(name=str(base)))
     lengths = np.array([len(ids) for ids in tokenizer(pd.read_parquet(train)["prompt"].tolist())["input_ids"]])
@@ -134,6 +148,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
     print(padding(args.train, args.base), flush=True)
+    print(fused_vs_foreach(args.base, args.train, args.steps), flush=True)
     rates: dict[str, list[float]] = {"one 2-thread": [], "two 1-thread": []}
     for _ in range(args.repeats):
         rates["one 2-thread"].append(throughput(args.base, args.train, 1, 2, args.steps))
