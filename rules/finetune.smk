@@ -42,7 +42,7 @@ rule finetune:
         benchmark_path("finetune", "{task}/{method}/{selector}/seed{seed}")
     conda:
         "../environment.yml"
-    # One thread: two 1-thread fine-tunes side by side train 1.17× faster than one on 2 threads
+    # One thread: two 1-thread fine-tunes side by side train 1.17–1.24× faster than one on 2 threads
     # (docs/benchmarks.md); `--set-threads finetune=N` gives a job more where cores are plenty.
     threads: 1
     resources:
