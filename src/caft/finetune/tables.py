@@ -128,7 +128,7 @@ def plot_ood(
         ax.axhline(0.0, color="black", linewidth=0.8)
     else:
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (A vs B)")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.05)  # room above 1 for the error bars of near-perfect conditions
     slanted = len(tasks) > 3
     ax.set_xticks(np.arange(len(tasks)), tasks, rotation=30 if slanted else 0, ha="right" if slanted else "center")
     ax.set_xlim(-0.6, len(tasks) - 0.4)
